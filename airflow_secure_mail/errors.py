@@ -1,0 +1,84 @@
+"""The exception family: one root, each error mixing in the built-in a caller would already catch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class SecureMailError(Exception):
+    """Root of every error this provider raises; messages never carry a secret."""
+
+
+class TransportSecurityError(SecureMailError, ConnectionError):
+    """TLS could not be established as the policy demands (no STARTTLS, bad certificate, old TLS)."""
+
+
+class SmtpAuthError(SecureMailError, PermissionError):
+    """The SMTP server rejected the credentials read from Vault."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DeliveryError(SecureMailError):
+    """The server did not accept the message for every recipient.
+
+    ``refused`` maps each refused recipient to its ``(code, reply)``; ``transient`` says a retry may help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        refused: Mapping[str, tuple[int, str]] | None = None,
+        transient: bool = False,
+        receipt: object | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.refused = dict(refused or {})
+        self.transient = transient
+        self.receipt = receipt
+
+
+class VaultSecretError(SecureMailError, PermissionError):
+    """A secret could not be read from Vault; ``path`` names where we looked, never a value."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ConfigurationError(SecureMailError, ValueError):
+    """A connection, policy or parameter is set up in a way we refuse to run with."""
+
+
+class PolicyViolation(SecureMailError, ValueError):
+    """A message broke a ``MailPolicy`` rule; ``rule`` and ``item`` say which and where."""
+
+    def __init__(self, message: str, *, rule: str, item: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.item = item
+
+
+class EncryptionKeyMissing(SecureMailError, LookupError):
+    """Encryption was requested but a recipient has no usable key; nothing was sent."""
+
+    def __init__(self, message: str, *, recipient: str) -> None:
+        super().__init__(message)
+        self.recipient = recipient
+
+
+class ArchiveError(SecureMailError, OSError):
+    """The archive could not be read or written."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ArchiveIntegrityError(ArchiveError):
+    """An archived record does not match its checksum or authentication tag."""

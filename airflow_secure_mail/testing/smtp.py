@@ -1,0 +1,224 @@
+"""SmtpCatcher: a real TLS SMTP server on loopback (aiosmtpd) that records every transaction.
+
+A throwaway CA (trustme) issues the server certificate for ``localhost`` and ``127.0.0.1``; one port
+speaks implicit TLS, another STARTTLS; both require AUTH over TLS. Options build deliberately broken
+servers for negative tests: no STARTTLS, a certificate from another CA, old TLS only, scripted replies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_secure_mail.testing._ports import free_port
+
+
+@dataclass
+class Received:
+    """One accepted transaction, as the server saw it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    port: int
+    tls_version: str | None
+    cipher: str | None
+    auth_identity: str | None
+
+
+@dataclass
+class AuthAttempt:
+    mechanism: str
+    username: str | None
+    tls: bool
+    ok: bool
+
+
+@dataclass
+class Script:
+    """Scripted misbehaviour: replies consumed one per transaction before normal service resumes."""
+
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: list[str] = field(default_factory=list)
+    drop_in_data: int = 0
+
+
+class TestCA:
+    """A throwaway certificate authority; ``pem`` is what clients pin."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        import trustme
+
+        self._ca = trustme.CA()
+        self.pem = self._ca.cert_pem.bytes().decode()
+
+    def server_context(
+        self,
+        *identities: str,
+        not_after: dt.datetime | None = None,
+        max_version: ssl.TLSVersion | None = None,
+    ) -> ssl.SSLContext:
+        cert = self._ca.issue_cert(*(identities or ("localhost", "127.0.0.1")), not_after=not_after)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if max_version is not None:
+            ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            ctx.maximum_version = max_version
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        cert.configure_cert(ctx)
+        return ctx
+
+    def write(self, path: str) -> str:
+        with open(path, "w") as fh:
+            fh.write(self.pem)
+        return path
+
+
+class _Handler:
+    def __init__(self, catcher: SmtpCatcher, port: int) -> None:
+        self.catcher = catcher
+        self.port = port
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        reply = self.catcher.script.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        script = self.catcher.script
+        if script.drop_in_data > 0:
+            script.drop_in_data -= 1
+            server.transport.close()
+            return "421 dropped"
+        if script.data_replies:
+            return script.data_replies.pop(0)
+        sslobj = server.transport.get_extra_info("ssl_object")
+        auth = getattr(session, "auth_data", None)
+        with self.catcher._lock:
+            self.catcher.messages.append(
+                Received(
+                    mail_from=envelope.mail_from,
+                    rcpt_tos=list(envelope.rcpt_tos),
+                    data=bytes(envelope.original_content or envelope.content),
+                    port=self.port,
+                    tls_version=sslobj.version() if sslobj else None,
+                    cipher=sslobj.cipher()[0] if sslobj else None,
+                    auth_identity=getattr(auth, "login", b"").decode() if auth else None,
+                )
+            )
+        return "250 2.0.0 queued"
+
+
+class SmtpCatcher:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager).
+
+    ``users`` maps username to password and may be changed while running (password rotation).
+    """
+
+    def __init__(
+        self,
+        ca: TestCA | None = None,
+        *,
+        users: dict[str, str] | None = None,
+        offer_starttls: bool = True,
+        server_context: ssl.SSLContext | None = None,
+        data_size_limit: int | None = 33_554_432,
+    ) -> None:
+        self.ca = ca or TestCA()
+        self.users = dict(users or {})
+        self.offer_starttls = offer_starttls
+        self._context = server_context
+        self.data_size_limit = data_size_limit
+        self.messages: list[Received] = []
+        self.auth_attempts: list[AuthAttempt] = []
+        self.connections = 0
+        self.script = Script()
+        self._lock = threading.Lock()
+        self._controllers: list[Any] = []
+        self.tls_port = 0
+        self.starttls_port = 0
+
+    def _authenticator(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        if not isinstance(data, LoginPassword):
+            self.auth_attempts.append(AuthAttempt(mechanism, None, tls, False))
+            return AuthResult(success=False, handled=False)
+        user = data.login.decode()
+        ok = self.users.get(user) == data.password.decode() and user in self.users
+        self.auth_attempts.append(AuthAttempt(mechanism, user, tls, ok))
+        return AuthResult(success=ok, handled=False, auth_data=data)
+
+    def start(self) -> SmtpCatcher:
+        import logging
+
+        from aiosmtpd.controller import Controller
+
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+        ctx = self._context or self.ca.server_context()
+        self.tls_port, self.starttls_port = free_port(), free_port()
+        common: dict[str, Any] = {
+            "hostname": "127.0.0.1",
+            "authenticator": self._authenticator,
+            "auth_required": True,
+            "data_size_limit": self.data_size_limit,
+            "ident": "SmtpCatcher",
+        }
+        # aiosmtpd only counts STARTTLS as TLS, so on the implicit-TLS port it must be told AUTH is fine.
+        implicit = Controller(
+            _Handler(self, self.tls_port), port=self.tls_port, ssl_context=ctx, auth_require_tls=False, **common
+        )
+        if self.offer_starttls:
+            starttls = Controller(
+                _Handler(self, self.starttls_port),
+                port=self.starttls_port,
+                tls_context=ctx,
+                require_starttls=True,
+                **common,
+            )
+        else:
+            starttls = Controller(
+                _Handler(self, self.starttls_port), port=self.starttls_port, auth_require_tls=False, **common
+            )
+        for controller in (implicit, starttls):
+            controller.start()
+            self._controllers.append(controller)
+        return self
+
+    def stop(self) -> None:
+        for controller in self._controllers:
+            controller.stop()
+        self._controllers.clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.auth_attempts.clear()
+            self.script = Script()
+
+    def __enter__(self) -> SmtpCatcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def connection_extra(self, *, starttls: bool = False, **extra: Any) -> dict[str, Any]:
+        """The ``secure_smtp`` connection extras that reach this server with its CA pinned."""
+        base: dict[str, Any] = {"security": "starttls" if starttls else "tls", "ca_cert": self.ca.pem}
+        base.update(extra)
+        return base
+
+    def port(self, *, starttls: bool = False) -> int:
+        return self.starttls_port if starttls else self.tls_port
+
+    def recipients(self) -> Iterable[str]:
+        return [r for m in self.messages for r in m.rcpt_tos]
