@@ -71,7 +71,7 @@ class VaultSecrets:
                 f"Vault connection {self.vault_conn_id!r} could not be set up ({type(exc).__name__}): "
                 "check that it exists and its auth_type fields are complete."
             ) from None
-        url = hook.vault_client.url
+        url = str(hook.vault_client.url)
         parts = urlsplit(url)
         allow_http = str(hook.connection.extra_dejson.get("allow_insecure_http", "false")).lower() == "true"
         if parts.scheme != "https" and not is_loopback(parts.hostname or "") and not allow_http:
@@ -232,9 +232,7 @@ class VaultSecrets:
         path, field = parse_vault_ref(ref)
         data = self.read(path, mount=mount, kv_version=kv_version)
         if field not in data:
-            raise VaultSecretError(
-                f"Vault path {mount}/{path!s} has no field {field!r}.", path=f"{mount}/{path}"
-            )
+            raise VaultSecretError(f"Vault path {mount}/{path!s} has no field {field!r}.", path=f"{mount}/{path}")
         return str(data[field])
 
     # -- Transit ------------------------------------------------------------------------------
@@ -255,9 +253,7 @@ class VaultSecrets:
         """Decrypt a data key wrapped by :meth:`transit_data_key` (works across key rotations)."""
 
         def op(client: hvac.Client) -> dict[str, Any]:
-            return dict(
-                client.secrets.transit.decrypt_data(name=key_name, ciphertext=wrapped, mount_point=mount)
-            )
+            return dict(client.secrets.transit.decrypt_data(name=key_name, ciphertext=wrapped, mount_point=mount))
 
         data = self._call(f"{mount}/decrypt/{key_name}", op)["data"]
         return base64.b64decode(data["plaintext"])

@@ -71,8 +71,7 @@ class SmtpSettings:
         auth = extra.get("auth", "password")
         if auth not in ("password", "xoauth2", "oauthbearer", "none"):
             raise ConfigurationError(
-                f"connection {conn.conn_id!r}: auth {auth!r} is unknown; use password, xoauth2, "
-                "oauthbearer or none."
+                f"connection {conn.conn_id!r}: auth {auth!r} is unknown; use password, xoauth2, oauthbearer or none."
             )
         if auth != "none" and not extra.get("vault_secret_path"):
             raise ConfigurationError(
@@ -188,9 +187,7 @@ class SecureSmtpHook(BaseHook):
             fresh=fresh,
         )
         secret_field = "password" if s.auth == "password" else "access_token"
-        return SmtpCredentials(
-            mechanism=s.auth, username=data.get("username"), secret=data.get(secret_field)
-        )
+        return SmtpCredentials(mechanism=s.auth, username=data.get("username"), secret=data.get(secret_field))
 
     async def _open(self) -> SmtpSession:
         policy = await asyncio.to_thread(self.tls_policy)

@@ -162,7 +162,7 @@ class SmtpCatcher:
 
         from aiosmtpd.controller import Controller
 
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
 
         ctx = self._context or self.ca.server_context()
         self.tls_port, self.starttls_port = free_port(), free_port()
@@ -175,7 +175,11 @@ class SmtpCatcher:
         }
         # aiosmtpd only counts STARTTLS as TLS, so on the implicit-TLS port it must be told AUTH is fine.
         implicit = Controller(
-            _Handler(self, self.tls_port), port=self.tls_port, ssl_context=ctx, auth_require_tls=False, **common
+            _Handler(self, self.tls_port),
+            port=self.tls_port,
+            ssl_context=ctx,
+            auth_require_tls=False,
+            **common,
         )
         if self.offer_starttls:
             starttls = Controller(

@@ -141,8 +141,7 @@ class SmtpSession:
                     await smtp.starttls()
                 except aiosmtplib.SMTPResponseException as exc:
                     raise TransportSecurityError(
-                        f"{policy.host}:{policy.port} refused STARTTLS ({exc.code}); TLS is required, "
-                        "nothing was sent."
+                        f"{policy.host}:{policy.port} refused STARTTLS ({exc.code}); TLS is required, nothing was sent."
                     ) from None
                 await smtp.ehlo()
             self._check_tls()
@@ -217,9 +216,7 @@ class SmtpSession:
         if self.policy.uses_tls and smtp.get_transport_info("ssl_object") is None:
             raise TransportSecurityError("refusing to send AUTH over an unencrypted connection.")
         if not creds.username or not creds.secret:
-            raise SmtpAuthError(
-                "the Vault secret lacks 'username' and 'password'/'access_token': write both fields."
-            )
+            raise SmtpAuthError("the Vault secret lacks 'username' and 'password'/'access_token': write both fields.")
         offered = set(self.info.auth_mechanisms)
         try:
             if creds.mechanism == "password":
@@ -350,7 +347,9 @@ def _map_connect_error(exc: BaseException, policy: TLSPolicy) -> Exception:
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return DeliveryError(
-            f"{where} answered {exc.code} while connecting.", code=exc.code, transient=exc.code in TRANSIENT_CODES
+            f"{where} answered {exc.code} while connecting.",
+            code=exc.code,
+            transient=exc.code in TRANSIENT_CODES,
         )
     return DeliveryError(
         f"cannot connect to {where} ({type(exc).__name__}): check host, port and network.", transient=True

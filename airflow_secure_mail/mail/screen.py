@@ -1,0 +1,230 @@
+"""Screen: MailPolicy rules checked on a composed message before any connection is opened."""
+
+from __future__ import annotations
+
+import io
+import logging
+import mimetypes
+import re
+import zipfile
+from dataclasses import dataclass, field, fields
+from email.message import EmailMessage
+from typing import Any
+
+from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
+from airflow_secure_mail.mail.addresses import check_no_control, normalize_domain
+from airflow_secure_mail.mail.compose import Attachment, Envelope
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALLOWED_TYPES: tuple[str, ...] = (
+    "application/pdf",
+    "text/csv",
+    "text/plain",
+    "text/tab-separated-values",
+    "application/json",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/zip",
+    "application/gzip",
+    "application/pgp-keys",
+)
+_TEXT_TYPES = {
+    "text/csv",
+    "text/plain",
+    "text/tab-separated-values",
+    "application/json",
+    "application/pgp-keys",
+}
+_OOXML = {
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xl/",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "word/",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "ppt/",
+}
+_SCRIPT_START = re.compile(rb"^\s*(#!|<\?php|<script|@echo off|MZ)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class MailPolicy:
+    """What a message may be. Checked before connecting; a breach raises PolicyViolation."""
+
+    max_message_bytes: int = 10_000_000
+    max_attachment_bytes: int | None = None
+    allowed_attachment_types: tuple[str, ...] = DEFAULT_ALLOWED_TYPES
+    allowed_recipient_domains: tuple[str, ...] | None = None
+    max_recipients: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes <= 0:
+            raise ConfigurationError("MailPolicy.max_message_bytes must be positive.")
+        if self.max_recipients <= 0:
+            raise ConfigurationError("MailPolicy.max_recipients must be positive.")
+        object.__setattr__(self, "allowed_attachment_types", tuple(t.lower() for t in self.allowed_attachment_types))
+        if self.allowed_recipient_domains is not None:
+            if isinstance(self.allowed_recipient_domains, str):
+                raise ConfigurationError("MailPolicy.allowed_recipient_domains must be a list of domains.")
+            object.__setattr__(
+                self,
+                "allowed_recipient_domains",
+                tuple(normalize_domain(d) for d in self.allowed_recipient_domains),
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MailPolicy:
+        """From the connection's ``policy`` extra; unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigurationError(f"unknown MailPolicy field(s) {sorted(unknown)}; known: {sorted(known)}.")
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ScreenReport:
+    size: int
+    attachment_types: dict[str, str] = field(default_factory=dict)
+
+
+def sniff(att: Attachment) -> str:
+    """The attachment's type judged by its bytes (libmagic when installed, else ``filetype``)."""
+    data = att.content
+    kind = _magic(data)
+    if kind in ("application/zip", "application/x-zip-compressed") or data[:4] == b"PK\x03\x04":
+        return _zip_kind(data)
+    if kind:
+        return kind
+    if _is_text(data):
+        declared = att.declared_type
+        return declared if declared in _TEXT_TYPES else "text/plain"
+    return "application/octet-stream"
+
+
+def _magic(data: bytes) -> str | None:
+    try:
+        import magic
+
+        kind = str(magic.from_buffer(data[:8192], mime=True))
+        if kind not in ("application/octet-stream", "text/plain", "inode/x-empty") and not kind.startswith("text/"):
+            return kind
+        if kind.startswith("text/") and not _is_text(data):
+            return "application/octet-stream"
+    except Exception:  # python-magic or libmagic missing: fall back to filetype
+        log.debug("libmagic unavailable; sniffing with filetype")
+    import filetype
+
+    guess = filetype.guess(data[:8192])
+    return guess.mime if guess else None
+
+
+def _is_text(data: bytes) -> bool:
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not _SCRIPT_START.match(data[:64])
+
+
+def _zip_kind(data: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = zf.namelist()
+    except zipfile.BadZipFile:
+        return "application/octet-stream"
+    if any(n.lower().endswith("vbaproject.bin") for n in names):
+        return "application/vnd.ms-office.macroenabled"
+    if "[Content_Types].xml" in names:
+        for kind, prefix in _OOXML.items():
+            if any(n.startswith(prefix) for n in names):
+                return kind
+    if "mimetype" in names:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return zf.read("mimetype").decode("ascii", "replace").strip() or "application/zip"
+    return "application/zip"
+
+
+def _extension_agrees(filename: str, sniffed: str) -> bool:
+    guessed = mimetypes.guess_type(filename)[0]
+    if guessed is None:
+        return False
+    if guessed == sniffed:
+        return True
+    aliases = {
+        ("text/plain", "text/csv"),
+        ("text/plain", "application/json"),
+        ("text/plain", "text/tab-separated-values"),
+    }
+    return (sniffed, guessed) in aliases or (guessed in _TEXT_TYPES and sniffed in _TEXT_TYPES)
+
+
+def screen(
+    message: EmailMessage,
+    envelope: Envelope,
+    policy: MailPolicy,
+    attachments: tuple[Attachment, ...] = (),
+    *,
+    encoded_size: int | None = None,
+) -> ScreenReport:
+    """Raise PolicyViolation naming the rule and the item on the first breach; nothing is sent."""
+    for name, value in message.items():
+        check_no_control(name, "header name")
+        check_no_control(str(value), f"header {name}")
+    if len(envelope.recipients) > policy.max_recipients:
+        raise PolicyViolation(
+            f"{len(envelope.recipients)} recipients exceed max_recipients={policy.max_recipients}: "
+            "split the mail or raise the limit.",
+            rule="max_recipients",
+        )
+    if policy.allowed_recipient_domains is not None:
+        allowed = set(policy.allowed_recipient_domains)
+        for rcpt in envelope.recipients:
+            check_no_control(rcpt, "recipient")
+            domain = normalize_domain(rcpt.rpartition("@")[2])
+            if domain not in allowed:
+                raise PolicyViolation(
+                    f"recipient {rcpt} is outside allowed_recipient_domains; add {domain} or remove it.",
+                    rule="allowed_recipient_domains",
+                    item=rcpt,
+                )
+    types: dict[str, str] = {}
+    for att in attachments:
+        check_no_control(att.filename, "attachment file name")
+        if policy.max_attachment_bytes is not None and len(att.content) > policy.max_attachment_bytes:
+            raise PolicyViolation(
+                f"attachment {att.filename!r} is {len(att.content)} bytes, over max_attachment_bytes="
+                f"{policy.max_attachment_bytes}.",
+                rule="max_attachment_bytes",
+                item=att.filename,
+            )
+        kind = sniff(att)
+        if kind not in policy.allowed_attachment_types:
+            raise PolicyViolation(
+                f"attachment {att.filename!r} is {kind} by content, which allowed_attachment_types does not allow.",
+                rule="allowed_attachment_types",
+                item=att.filename,
+            )
+        if not _extension_agrees(att.filename, kind):
+            raise PolicyViolation(
+                f"attachment {att.filename!r} holds {kind} but its name says otherwise: rename it to match.",
+                rule="extension_mismatch",
+                item=att.filename,
+            )
+        types[att.filename] = kind
+    if encoded_size is None:
+        from email import policy as email_policy
+
+        encoded_size = len(message.as_bytes(policy=email_policy.SMTP))
+    if encoded_size > policy.max_message_bytes:
+        raise PolicyViolation(
+            f"message is {encoded_size} bytes encoded, over max_message_bytes={policy.max_message_bytes}.",
+            rule="max_message_bytes",
+        )
+    return ScreenReport(size=encoded_size, attachment_types=types)

@@ -1,0 +1,109 @@
+"""SecureEmailOperator: the secure counterpart of ``EmailOperator``; thin, all work in the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+class SecureEmailOperator(BaseOperator):
+    """Send an email over verified TLS with credentials from Vault; XCom is a small dict, never the body.
+
+    ``attachments`` are local paths or object-storage URIs (``s3://``, ``file://``), templated.
+    """
+
+    template_fields: Sequence[str] = (
+        "to", "cc", "bcc", "subject", "html_content", "text_content", "attachments", "headers", "sender",
+    )  # fmt: skip
+    template_ext: Sequence[str] = (".html", ".txt", ".j2")
+    template_fields_renderers = {"html_content": "html", "text_content": "txt"}
+    ui_color = "#c7e9c0"
+
+    def __init__(
+        self,
+        *,
+        to: str | Sequence[str],
+        subject: str,
+        cc: str | Sequence[str] | None = None,
+        bcc: str | Sequence[str] | None = None,
+        html_content: str | None = None,
+        text_content: str | None = None,
+        attachments: Sequence[Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        sender: str | None = None,
+        conn_id: str = "secure_smtp_default",
+        policy: MailPolicy | None = None,
+        one_message_per_recipient: bool = False,
+        allow_partial: bool = False,
+        attachments_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.to = to
+        self.cc = cc
+        self.bcc = bcc
+        self.subject = subject
+        self.html_content = html_content
+        self.text_content = text_content
+        self.attachments = list(attachments or [])
+        self.headers = dict(headers or {})
+        self.sender = sender
+        self.conn_id = conn_id
+        self.policy = policy
+        self.one_message_per_recipient = one_message_per_recipient
+        self.allow_partial = allow_partial
+        self.attachments_conn_id = attachments_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_secure_mail.errors import ConfigurationError
+        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+        from airflow_secure_mail.mail.compose import MailRequest
+        from airflow_secure_mail.pipeline import identity_seed, send_mail
+        from airflow_secure_mail.sources import load_attachments
+
+        hook = SecureSmtpHook(conn_id=self.conn_id)
+        sender = self.sender or hook.settings.from_email
+        if not sender:
+            raise ConfigurationError(f"no sender: pass sender= or set extra from_email on connection {self.conn_id!r}.")
+        request = MailRequest(
+            sender=sender,
+            to=_as_tuple(self.to),
+            cc=_as_tuple(self.cc),
+            bcc=_as_tuple(self.bcc),
+            subject=self.subject,
+            text=self.text_content,
+            html=self.html_content,
+            attachments=load_attachments(self.attachments, conn_id=self.attachments_conn_id),
+            headers=tuple(self.headers.items()),
+            id_seed=identity_seed(context),
+        )
+        result = send_mail(
+            request,
+            hook=hook,
+            policy=self.policy,
+            one_message_per_recipient=self.one_message_per_recipient,
+            allow_partial=self.allow_partial,
+        )
+        summary = result.to_xcom()
+        self.log.info(
+            "delivered %d message(s) over %s to %d recipient(s)",
+            len(result.receipts),
+            summary["tls_version"],
+            len(summary["accepted"]),
+        )
+        return summary
