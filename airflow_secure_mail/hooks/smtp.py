@@ -51,6 +51,8 @@ class SmtpSettings:
     retry_backoff: float
     deadline: float
     policy_defaults: dict[str, Any]
+    oauth_token_url: str | None = None
+    oauth_scope: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> SmtpSettings:
@@ -72,6 +74,10 @@ class SmtpSettings:
         if auth not in ("password", "xoauth2", "oauthbearer", "none"):
             raise ConfigurationError(
                 f"connection {conn.conn_id!r}: auth {auth!r} is unknown; use password, xoauth2, oauthbearer or none."
+            )
+        if extra.get("oauth_token_url") and auth not in ("xoauth2", "oauthbearer"):
+            raise ConfigurationError(
+                f"connection {conn.conn_id!r} sets oauth_token_url: set auth to xoauth2 or oauthbearer too."
             )
         if auth != "none" and not extra.get("vault_secret_path"):
             raise ConfigurationError(
@@ -98,6 +104,8 @@ class SmtpSettings:
             retry_backoff=float(extra.get("retry_backoff", 1.0)),
             deadline=float(extra.get("deadline", 300)),
             policy_defaults=dict(extra.get("policy") or {}),
+            oauth_token_url=extra.get("oauth_token_url"),
+            oauth_scope=extra.get("oauth_scope"),
         )
 
 
@@ -186,6 +194,18 @@ class SecureSmtpHook(BaseHook):
             version=s.vault_secret_version,
             fresh=fresh,
         )
+        if s.oauth_token_url:
+            from airflow_secure_mail.transport.oauth import OAuthClient, access_token
+
+            client = OAuthClient(
+                token_url=s.oauth_token_url,
+                client_id=str(data.get("client_id") or ""),
+                client_secret=data.get("client_secret"),
+                refresh_token=data.get("refresh_token"),
+                scope=s.oauth_scope,
+            )
+            token = await asyncio.to_thread(access_token, client, fresh=fresh)
+            return SmtpCredentials(mechanism=s.auth, username=data.get("username"), secret=token)
         secret_field = "password" if s.auth == "password" else "access_token"
         return SmtpCredentials(mechanism=s.auth, username=data.get("username"), secret=data.get(secret_field))
 

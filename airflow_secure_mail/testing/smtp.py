@@ -7,6 +7,7 @@ servers for negative tests: no STARTTLS, a certificate from another CA, old TLS 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ssl
 import threading
@@ -40,11 +41,13 @@ class AuthAttempt:
 
 @dataclass
 class Script:
-    """Scripted misbehaviour: replies consumed one per transaction before normal service resumes."""
+    """Scripted misbehaviour: counters and replies are consumed before normal service resumes."""
 
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: list[str] = field(default_factory=list)
     drop_in_data: int = 0
+    greeting_failures: int = 0
+    refuse_starttls: bool = False
 
 
 class TestCA:
@@ -61,10 +64,13 @@ class TestCA:
     def server_context(
         self,
         *identities: str,
+        not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         max_version: ssl.TLSVersion | None = None,
     ) -> ssl.SSLContext:
-        cert = self._ca.issue_cert(*(identities or ("localhost", "127.0.0.1")), not_after=not_after)
+        cert = self._ca.issue_cert(
+            *(identities or ("localhost", "127.0.0.1")), not_before=not_before, not_after=not_after
+        )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if max_version is not None:
             ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
@@ -90,6 +96,36 @@ class _Handler:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        """XOAUTH2 initial response: base64("user=U^Aauth=Bearer T^A^A")."""
+        import base64
+
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        blob = args[1] if len(args) > 1 else ""
+        fields = dict(part.split("=", 1) for part in base64.b64decode(blob).decode().split("\x01") if "=" in part)
+        user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        return self._check_token(server, "XOAUTH2", user, token, AuthResult, LoginPassword)
+
+    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> Any:
+        """RFC 7628: base64("n,a=U,^Aauth=Bearer T^A^A")."""
+        import base64
+
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        text = base64.b64decode(args[1] if len(args) > 1 else "").decode()
+        gs2, _, rest = text.partition("\x01")
+        user = next((p[2:] for p in gs2.split(",") if p.startswith("a=")), "")
+        fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        return self._check_token(server, "OAUTHBEARER", user, token, AuthResult, LoginPassword)
+
+    def _check_token(self, server: Any, mech: str, user: str, token: str, result: Any, pair: Any) -> Any:
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        ok = bool(user) and self.catcher.tokens.get(user) == token
+        self.catcher.auth_attempts.append(AuthAttempt(mech, user, tls, ok))
+        return result(success=ok, handled=False, auth_data=pair(user.encode(), b""))
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         script = self.catcher.script
@@ -133,6 +169,7 @@ class SmtpCatcher:
     ) -> None:
         self.ca = ca or TestCA()
         self.users = dict(users or {})
+        self.tokens: dict[str, str] = {}
         self.offer_starttls = offer_starttls
         self._context = server_context
         self.data_size_limit = data_size_limit
@@ -160,8 +197,6 @@ class SmtpCatcher:
     def start(self) -> SmtpCatcher:
         import logging
 
-        from aiosmtpd.controller import Controller
-
         logging.getLogger("mail.log").setLevel(logging.ERROR)
 
         ctx = self._context or self.ca.server_context()
@@ -173,8 +208,9 @@ class SmtpCatcher:
             "data_size_limit": self.data_size_limit,
             "ident": "SmtpCatcher",
         }
+        controller = _controller_class(self)
         # aiosmtpd only counts STARTTLS as TLS, so on the implicit-TLS port it must be told AUTH is fine.
-        implicit = Controller(
+        implicit = controller(
             _Handler(self, self.tls_port),
             port=self.tls_port,
             ssl_context=ctx,
@@ -182,7 +218,7 @@ class SmtpCatcher:
             **common,
         )
         if self.offer_starttls:
-            starttls = Controller(
+            starttls = controller(
                 _Handler(self, self.starttls_port),
                 port=self.starttls_port,
                 tls_context=ctx,
@@ -190,12 +226,13 @@ class SmtpCatcher:
                 **common,
             )
         else:
-            starttls = Controller(
+            starttls = controller(
                 _Handler(self, self.starttls_port), port=self.starttls_port, auth_require_tls=False, **common
             )
-        for controller in (implicit, starttls):
-            controller.start()
-            self._controllers.append(controller)
+        for started in (implicit, starttls):
+            started.start()
+            self._controllers.append(started)
+        self.connections = 0
         return self
 
     def stop(self) -> None:
@@ -208,6 +245,7 @@ class SmtpCatcher:
             self.messages.clear()
             self.auth_attempts.clear()
             self.script = Script()
+            self.connections = 0
 
     def __enter__(self) -> SmtpCatcher:
         return self.start()
@@ -226,3 +264,42 @@ class SmtpCatcher:
 
     def recipients(self) -> Iterable[str]:
         return [r for m in self.messages for r in m.rcpt_tos]
+
+
+def _controller_class(catcher: SmtpCatcher) -> Any:
+    """A Controller whose servers count connections and obey ``catcher.script``."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    class _ScriptedSMTP(SMTP):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            if self.transport is None:
+                catcher.connections += 1
+            super().connection_made(transport)
+
+        async def _handle_client(self) -> None:
+            if catcher.script.greeting_failures > 0:
+                catcher.script.greeting_failures -= 1
+                await self.push("421 4.3.2 service busy, try again later")
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            await super()._handle_client()
+
+        async def smtp_STARTTLS(self, arg: str) -> None:
+            if catcher.script.refuse_starttls:
+                await self.push("454 4.7.0 TLS not available due to temporary reason")
+                return
+            await super().smtp_STARTTLS(arg)
+
+    class _Controller(Controller):  # type: ignore[misc]
+        def factory(self) -> Any:
+            return _ScriptedSMTP(self.handler, **self.SMTP_kwargs)
+
+        def _trigger_server(self) -> None:
+            # The TCP accept already ran factory(); a handshake our own probe cannot complete
+            # (an old-TLS-only server, on purpose) must not fail start().
+            with contextlib.suppress(ssl.SSLError):
+                super()._trigger_server()
+
+    return _Controller

@@ -114,8 +114,10 @@ class SmtpSession:
         await self.close()
 
     async def open(self) -> None:
+        """Read credentials first (a sealed Vault opens no SMTP connection), then connect, TLS, AUTH."""
         import aiosmtplib
 
+        creds = await self._credentials(False)
         policy = self.policy
         ctx = policy.ssl_context() if policy.uses_tls else None
         smtp = aiosmtplib.SMTP(
@@ -143,6 +145,14 @@ class SmtpSession:
                     raise TransportSecurityError(
                         f"{policy.host}:{policy.port} refused STARTTLS ({exc.code}); TLS is required, nothing was sent."
                     ) from None
+                except Exception as exc:
+                    mapped = _map_connect_error(exc, policy)
+                    if isinstance(mapped, TransportSecurityError):
+                        raise mapped from None
+                    raise TransportSecurityError(
+                        f"TLS handshake with {policy.host}:{policy.port} failed ({type(exc).__name__}); the "
+                        f"server must support {policy.min_tls_version} or newer with a certificate we trust."
+                    ) from None
                 await smtp.ehlo()
             self._check_tls()
         except (TransportSecurityError, DeliveryError):
@@ -151,7 +161,7 @@ class SmtpSession:
         except Exception as exc:
             await self.close()
             raise _map_connect_error(exc, policy) from None
-        await self._authenticate()
+        await self._authenticate(creds)
 
     def _check_tls(self) -> None:
         smtp = self._smtp
@@ -186,9 +196,8 @@ class SmtpSession:
         size = smtp.esmtp_extensions.get("size", "")
         self.info.size_limit = int(size) if size.strip().isdigit() and int(size) > 0 else None
 
-    async def _authenticate(self) -> None:
+    async def _authenticate(self, creds: SmtpCredentials) -> None:
         self._record_extensions()
-        creds = await self._credentials(False)
         if creds.mechanism == "none":
             return
         try:
@@ -339,6 +348,11 @@ def _map_connect_error(exc: BaseException, policy: TLSPolicy) -> Exception:
                 f"TLS handshake with {where} failed ({item.reason or type(item).__name__}); "
                 f"the server must support {policy.min_tls_version} or newer."
             )
+    if policy.security == "tls" and any(isinstance(i, ConnectionResetError | ssl.SSLEOFError) for i in chain):
+        # With implicit TLS the reset comes during the handshake: a server that will not speak our TLS.
+        return TransportSecurityError(
+            f"TLS handshake with {where} was aborted by the server; it must support {policy.min_tls_version} or newer."
+        )
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
         return DeliveryError(
             f"{where} greeted with {exc.code}; try again later.",

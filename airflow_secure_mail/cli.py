@@ -1,0 +1,94 @@
+"""``airflow-secure-mail doctor --conn-id ID``: a pass/warn/fail checklist of a connection's security posture."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+Check = tuple[str, str, str]  # (status, what, detail)
+
+
+def _static_checks(conn: Any) -> list[Check]:
+    from airflow_secure_mail.hooks.smtp import SmtpSettings
+    from airflow_secure_mail.transport.tls import is_loopback
+
+    checks: list[Check] = []
+    try:
+        settings = SmtpSettings.from_connection(conn)
+    except Exception as exc:
+        return [("FAIL", "connection", str(exc))]
+    checks.append(("PASS", "secrets not stored in the connection", "login, password and secret extras empty"))
+    mode = settings.security or ("tls" if settings.port == 465 else "starttls")
+    if mode == "none":
+        checks.append(("WARN", "TLS mode", "none (loopback only)"))
+    else:
+        checks.append(("PASS", "TLS mode", "implicit TLS" if mode == "tls" else "mandatory STARTTLS"))
+    checks.append(("PASS", "minimum TLS version", settings.min_tls_version))
+    checks.append(
+        ("PASS", "CA pinning", "ca_cert replaces the system store")
+        if settings.ca_cert
+        else ("WARN", "CA pinning", "system trust store (set ca_cert to pin your relay's CA)")
+    )
+    try:
+        from airflow.sdk import BaseHook
+
+        vault = BaseHook.get_connection(settings.vault_conn_id)
+        use_tls = str(vault.extra_dejson.get("use_tls", "")).lower() == "true" or vault.conn_type == "vaults"
+        if use_tls:
+            checks.append(("PASS", "Vault over TLS", f"{settings.vault_conn_id} uses https"))
+        elif is_loopback(vault.host or ""):
+            checks.append(("WARN", "Vault over TLS", f"{settings.vault_conn_id} is plain http on loopback"))
+        else:
+            checks.append(("FAIL", "Vault over TLS", f"{settings.vault_conn_id} is plain http: set use_tls=true"))
+    except Exception as exc:
+        checks.append(("FAIL", "Vault connection", f"{settings.vault_conn_id}: {type(exc).__name__}"))
+    return checks
+
+
+def doctor(conn_id: str) -> int:
+    """Print the checklist; exit 1 if anything failed, 0 otherwise (warnings included)."""
+    from airflow.sdk import BaseHook
+
+    from airflow_secure_mail._sync import run_sync
+    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        print(f"FAIL  connection {conn_id}: {type(exc).__name__}")
+        return 1
+    checks = _static_checks(conn)
+    if not any(status == "FAIL" for status, _, _ in checks):
+        try:
+            info = run_sync(SecureSmtpHook(conn_id).aconnection_info())
+            checks.append(("PASS", "TLS negotiated", f"{info.tls_version} {info.cipher}"))
+            checks.append(("PASS", "server certificate", f"{info.cert_subject} (issuer {info.cert_issuer})"))
+            if info.cert_not_after:
+                days = (info.cert_not_after - datetime.now(UTC)).days
+                checks.append(("WARN" if days < 14 else "PASS", "certificate expiry", f"{days} days left"))
+            checks.append(("PASS", "AUTH", f"authenticated; offered {', '.join(info.auth_mechanisms) or 'none'}"))
+            if info.size_limit:
+                checks.append(("PASS", "SIZE limit", str(info.size_limit)))
+        except Exception as exc:
+            checks.append(("FAIL", "live connection", str(exc)))
+    print(f"airflow-secure-mail doctor: {conn_id}")
+    for status, what, detail in checks:
+        print(f"  {status:<4}  {what:<38} {detail}")
+    return 1 if any(status == "FAIL" for status, _, _ in checks) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="airflow-secure-mail")
+    sub = parser.add_subparsers(dest="command", required=True)
+    doc = sub.add_parser("doctor", help="check a secure_smtp connection's security posture")
+    doc.add_argument("--conn-id", default="secure_smtp_default")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return doctor(args.conn_id)
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())
