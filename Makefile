@@ -17,10 +17,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# gpg/openssl check our PGP and S/MIME output independently; chromium renders the alert mail in a test.
 sysdeps:
-	@command -v gpg >/dev/null && command -v openssl >/dev/null || { \
-	  echo "installing gnupg and openssl (Debian packages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg openssl >/dev/null; }
+	@command -v gpg >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null || { \
+	  echo "installing gnupg, openssl and chromium (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg openssl chromium >/dev/null; }
 
 $(STAMP): $(UV) pyproject.toml constraints/lock.txt
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.screen import MailPolicy
+    from airflow_secure_mail.notifications.email import SecureEmailNotifier
     from airflow_secure_mail.operators.email import SecureEmailOperator
     from airflow_secure_mail.transport.smtp import SendReceipt
     from airflow_secure_mail.transport.tls import TLSPolicy

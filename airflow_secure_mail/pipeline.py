@@ -76,11 +76,17 @@ async def asend_mail(
     *,
     hook: SecureSmtpHook,
     policy: MailPolicy | None = None,
+    protection: Any = None,
+    archive: Any = None,
     one_message_per_recipient: bool = False,
     allow_partial: bool = False,
-    concurrency: int = 4,
+    concurrency: int = 1,
+    dry_run: bool = False,
 ) -> MailResult:
-    """Run the flow for one request. Every message is screened before the first connection opens."""
+    """Run the flow for one request. Every message is screened before the first connection opens.
+
+    ``concurrency=1`` sends every message of the request over one reused session.
+    """
     mail_policy = effective_policy(hook, policy)
     outgoing: list[tuple[str, list[str], bytes]] = []
     for item in _split(request, one_message_per_recipient):
@@ -88,6 +94,8 @@ async def asend_mail(
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
         outgoing.append((envelope.sender, list(envelope.recipients), data))
+    if dry_run:
+        return MailResult()
     receipts = await hook.asend_many(outgoing, concurrency=concurrency, allow_partial=allow_partial)
     ids = [_message_id(data) for _, _, data in outgoing]
     return MailResult(receipts=[replace(r, message_id=mid) for r, mid in zip(receipts, ids, strict=True)])

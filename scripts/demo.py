@@ -64,8 +64,14 @@ def main() -> int:
         _line("detail", detail)
         failures += 0 if ok else 1
 
-        for filename, dag_id in [("secure_mail_hello.py", "secure_mail_hello")]:
-            failures += _run_dag(filename, dag_id, smtp)
+        os.environ["SECURE_MAIL_REPORT_BASE"] = f"file://{WORK}/reports"
+        for filename, dag_id, expect in [
+            ("secure_mail_hello.py", "secure_mail_hello", "success"),
+            ("secure_mail_weekly_report.py", "secure_mail_weekly_report", "success"),
+            ("secure_mail_per_recipient.py", "secure_mail_per_recipient", "success"),
+            ("secure_mail_failure_alert.py", "secure_mail_failure_alert", "failed"),
+        ]:
+            failures += _run_dag(filename, dag_id, smtp, expect)
     except Exception:
         traceback.print_exc()
         failures += 1
@@ -77,7 +83,7 @@ def main() -> int:
     return 1 if failures else 0
 
 
-def _run_dag(filename: str, dag_id: str, smtp: object) -> int:
+def _run_dag(filename: str, dag_id: str, smtp: object, expect: str = "success") -> int:
     import runpy
 
     from airflow_secure_mail.testing.smtp import SmtpCatcher
@@ -89,7 +95,7 @@ def _run_dag(filename: str, dag_id: str, smtp: object) -> int:
     print(f"\n-- DAG {dag_id}: running with dag.test()")
     run = dag.test()
     state = str(run.state)
-    _line("state", state)
+    _line("state", f"{state}" + (" (as intended: the alert below is the point)" if expect == "failed" else ""))
     for index, received in enumerate(smtp.messages[before:], start=1):
         stored = WORK / "received" / f"{dag_id}-{index}.eml"
         stored.parent.mkdir(parents=True, exist_ok=True)
@@ -99,12 +105,16 @@ def _run_dag(filename: str, dag_id: str, smtp: object) -> int:
             (h.split(":", 1)[1].strip() for h in headers.splitlines() if h.lower().startswith("message-id:")),
             "?",
         )
+        subject = next(
+            (h.split(":", 1)[1].strip() for h in headers.splitlines() if h.lower().startswith("subject:")), "?"
+        )
         _line("recipient(s)", ", ".join(received.rcpt_tos))
+        _line("subject", subject)
         _line("TLS", f"{received.tls_version} {received.cipher}")
         _line("AUTH identity", received.auth_identity)
         _line("Message-ID", message_id)
         _line("received copy", stored.relative_to(ROOT))
-    return 0 if state == "success" and len(smtp.messages) > before else 1
+    return 0 if state.endswith(expect) and len(smtp.messages) > before else 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,12 @@ from airflow_secure_mail.testing.airflow_home import airflow_env
 
 ROOT = Path(__file__).resolve().parent.parent
 _HOME = tempfile.mkdtemp(prefix="asm-airflow-home-")
-os.environ.update(airflow_env(_HOME, str(ROOT / "dags")))
+# The DAG bundle dag.test() syncs from: the example DAGs (linked) plus files tests write there.
+DAGS = Path(_HOME, "dags")
+DAGS.mkdir()
+for _example in (ROOT / "dags").glob("*.py"):
+    (DAGS / _example.name).symlink_to(_example)
+os.environ.update(airflow_env(_HOME, str(DAGS)))
 
 from airflow_secure_mail.testing.openbao import OpenBaoDevServer  # noqa: E402
 from airflow_secure_mail.testing.smtp import SmtpCatcher, TestCA  # noqa: E402
@@ -28,6 +33,23 @@ def bao() -> Iterator[OpenBaoDevServer]:
     server = OpenBaoDevServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[object]:
+    from airflow_secure_mail.testing.seaweedfs import SeaweedFsS3
+
+    server = SeaweedFsS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_conn(seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An Airflow aws connection ``aws_seaweed`` to the SeaweedFS gateway, bucket ``mail-test`` created."""
+    seaweed.create_bucket("mail-test")
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_SEAWEED", json.dumps(seaweed.aws_connection()))
+    return "aws_seaweed"
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +68,7 @@ def smtp_server(ca: TestCA) -> Iterator[SmtpCatcher]:
 def airflow_db() -> Iterator[str]:
     from airflow_secure_mail.testing.airflow_home import prepare_airflow_home
 
-    prepare_airflow_home(_HOME, str(ROOT / "dags"))
+    prepare_airflow_home(_HOME, str(DAGS))
     yield _HOME
     shutil.rmtree(_HOME, ignore_errors=True)
 

@@ -1,0 +1,171 @@
+"""SecureEmailNotifier: task and DAG callbacks (failure, retry, success) through the secure pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+_TEMPLATES = Path(__file__).with_name("templates")
+_STATUS = {
+    "failed": ("FAILED", "#c62828"),
+    "up_for_retry": ("RETRY", "#ef6c00"),
+    "success": ("SUCCEEDED", "#2e7d32"),
+}
+_ERROR_LIMIT = 300
+
+
+def _first_line(exc: object) -> str | None:
+    """The exception's first line, redacted by Airflow's masker and truncated."""
+    if exc is None:
+        return None
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = f"{type(exc).__name__}: {text}" if isinstance(exc, BaseException) else text
+    try:
+        from airflow.sdk.log import redact  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover
+        from airflow.sdk._shared.secrets_masker import redact
+    text = str(redact(text))
+    return text if len(text) <= _ERROR_LIMIT else text[: _ERROR_LIMIT - 1] + "…"
+
+
+def alert_fields(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What an alert says: status, DAG, task, run, logical date, try N of M, error, host, log link."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    state = str(getattr(ti, "state", "") or "").rsplit(".", 1)[-1].lower() or "failed"
+    if context.get("exception") is not None and state not in _STATUS:
+        state = "failed"
+    status, color = _STATUS.get(state, ("FAILED", "#c62828"))
+    dag_id = getattr(dag, "dag_id", None) or getattr(ti, "dag_id", "?")
+    task_id = getattr(ti, "task_id", None) or "(dag)"
+    run_id = context.get("run_id") or getattr(ti, "run_id", "?")
+    try_number = getattr(ti, "try_number", None)
+    max_tries = getattr(ti, "max_tries", None)
+    rows = [("DAG", dag_id), ("Task", task_id), ("Run", run_id)]
+    if context.get("logical_date"):
+        rows.append(("Logical date", str(context["logical_date"])))
+    if try_number is not None:
+        rows.append(("Try", f"{try_number} of {(max_tries or 0) + 1}"))
+    host = getattr(ti, "hostname", None)
+    if host:
+        rows.append(("Host", host))
+    log_url = None
+    try:
+        log_url = getattr(ti, "log_url", None)
+    except Exception:
+        log_url = None
+    return {
+        "status": status,
+        "color": color,
+        "dag_id": dag_id,
+        "task_id": task_id,
+        "run_id": run_id,
+        "rows": rows,
+        "error": _first_line(context.get("exception") or context.get("reason")),
+        "log_url": log_url,
+        "title": f"[Airflow] {status} {dag_id}.{task_id}",
+    }
+
+
+def render_alert(context: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Default (subject, text, html) for a callback context; autoescaped HTML."""
+    import jinja2
+
+    fields = alert_fields(context)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html.j2", "html"], default_for_string=False),
+        keep_trailing_newline=True,
+    )
+    subject = f"[Airflow] {fields['status']} {fields['dag_id']}.{fields['task_id']} — {fields['run_id']}"
+    text = env.get_template("alert.txt.j2").render(**fields)
+    html = env.get_template("alert.html.j2").render(**fields)
+    return subject, text, html
+
+
+class SecureEmailNotifier(BaseNotifier):
+    """Mail for ``on_failure_callback`` / ``on_retry_callback`` / ``on_success_callback`` (task or DAG).
+
+    Without ``subject``/``html_content`` it sends the default alert: a scannable subject and a text + HTML
+    body with DAG, task, run, logical date, try, the redacted first line of the error, host and log link.
+    """
+
+    template_fields = ("to", "cc", "bcc", "subject", "html_content", "text_content")
+
+    def __init__(
+        self,
+        *,
+        to: str | Sequence[str],
+        cc: str | Sequence[str] | None = None,
+        bcc: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        html_content: str | None = None,
+        text_content: str | None = None,
+        sender: str | None = None,
+        conn_id: str = "secure_smtp_default",
+        policy: MailPolicy | None = None,
+        protection: Any = None,
+        archive: Any = None,
+    ) -> None:
+        super().__init__()
+        self.to = to
+        self.cc = cc
+        self.bcc = bcc
+        self.subject = subject
+        self.html_content = html_content
+        self.text_content = text_content
+        self.sender = sender
+        self.conn_id = conn_id
+        self.policy = policy
+        self.protection = protection
+        self.archive = archive
+
+    def _request(self, context: Mapping[str, Any]) -> Any:
+        from airflow_secure_mail.errors import ConfigurationError
+        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+        from airflow_secure_mail.mail.compose import MailRequest
+        from airflow_secure_mail.operators.email import _as_tuple
+        from airflow_secure_mail.pipeline import identity_seed
+
+        hook = SecureSmtpHook(conn_id=self.conn_id)
+        subject, text, html = self.subject, self.text_content, self.html_content
+        if subject is None or (html is None and text is None):
+            default_subject, default_text, default_html = render_alert(context)
+            subject = subject or default_subject
+            if html is None and text is None:
+                text, html = default_text, default_html
+        sender = self.sender or hook.settings.from_email
+        if not sender:
+            raise ConfigurationError(f"no sender: pass sender= or set extra from_email on {self.conn_id!r}.")
+        seed = identity_seed(context)
+        ti = context.get("ti")
+        if seed is not None and ti is not None:
+            seed = f"{seed}|notify|{getattr(ti, 'try_number', '')}"
+        request = MailRequest(
+            sender=sender,
+            to=_as_tuple(self.to),
+            cc=_as_tuple(self.cc),
+            bcc=_as_tuple(self.bcc),
+            subject=subject,
+            text=text,
+            html=html,
+            id_seed=seed,
+        )
+        return hook, request
+
+    async def async_notify(self, context: Any) -> None:
+        from airflow_secure_mail.pipeline import asend_mail
+
+        hook, request = self._request(context)
+        await asend_mail(request, hook=hook, policy=self.policy, protection=self.protection, archive=self.archive)
+
+    def notify(self, context: Any) -> None:
+        from airflow_secure_mail._sync import run_sync
+
+        run_sync(self.async_notify(context))

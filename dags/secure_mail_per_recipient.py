@@ -1,0 +1,27 @@
+"""A per-recipient report: each recipient gets their own copy (no one sees the others), one SMTP session."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_secure_mail import SecureEmailOperator
+
+RECIPIENTS = os.environ.get("SECURE_MAIL_TEAM", "ana@example.com,bo@example.com,chen@example.com").split(",")
+
+with DAG(
+    dag_id="secure_mail_per_recipient",
+    start_date=datetime(2026, 1, 1),
+    schedule="@daily",
+    catchup=False,
+    tags=["example", "secure-mail"],
+) as dag:
+    SecureEmailOperator(
+        task_id="personal_reports",
+        to=RECIPIENTS,
+        subject="Your pipeline summary for {{ ds }}",
+        text_content="Hello,\n\nyour datasets refreshed on {{ ds }}.\n",
+        one_message_per_recipient=True,
+    )

@@ -1,0 +1,47 @@
+"""A weekly report: one task writes a CSV to object storage, the next mails it as an attachment."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG, ObjectStoragePath, task
+
+from airflow_secure_mail import MailPolicy, SecureEmailOperator
+
+REPORT_BASE = os.environ.get("SECURE_MAIL_REPORT_BASE", "file:///tmp/secure-mail-reports")
+STORAGE_CONN = os.environ.get("SECURE_MAIL_REPORT_CONN") or None
+REPORT_TO = os.environ.get("SECURE_MAIL_REPORT_TO", "finance@example.com")
+
+with DAG(
+    dag_id="secure_mail_weekly_report",
+    start_date=datetime(2026, 1, 1),
+    schedule="@weekly",
+    catchup=False,
+    tags=["example", "secure-mail"],
+) as dag:
+
+    @task
+    def build_report(ds: str | None = None) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["region", "orders", "revenue_eur"])
+        writer.writerows([["north", 1204, "98211.40"], ["south", 877, "70315.00"], ["west", 1530, "121004.95"]])
+        base = ObjectStoragePath(REPORT_BASE, conn_id=STORAGE_CONN) if STORAGE_CONN else ObjectStoragePath(REPORT_BASE)
+        target = base / f"weekly-{ds}.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(buffer.getvalue().encode())
+        return str(target)
+
+    report = build_report()
+    SecureEmailOperator(
+        task_id="mail_report",
+        to=REPORT_TO,
+        subject="Weekly sales report {{ ds }}",
+        html_content="<p>Attached: weekly sales for the week ending <b>{{ ds }}</b>.</p>",
+        attachments=["{{ ti.xcom_pull(task_ids='build_report') }}"],
+        attachments_conn_id=STORAGE_CONN,
+        policy=MailPolicy(allowed_attachment_types=("text/csv",), max_attachment_bytes=5_000_000),
+    ).set_upstream(report)
