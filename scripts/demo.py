@@ -5,6 +5,8 @@ Exits non-zero on any failure. Every secret is generated here and lives only in 
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import secrets
@@ -100,14 +102,8 @@ def _run_dag(filename: str, dag_id: str, smtp: object, expect: str = "success") 
         stored = WORK / "received" / f"{dag_id}-{index}.eml"
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_bytes(received.data)
-        headers = received.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-        message_id = next(
-            (h.split(":", 1)[1].strip() for h in headers.splitlines() if h.lower().startswith("message-id:")),
-            "?",
-        )
-        subject = next(
-            (h.split(":", 1)[1].strip() for h in headers.splitlines() if h.lower().startswith("subject:")), "?"
-        )
+        parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+        message_id, subject = parsed["Message-ID"], " ".join(str(parsed["Subject"]).split())
         _line("recipient(s)", ", ".join(received.rcpt_tos))
         _line("subject", subject)
         _line("TLS", f"{received.tls_version} {received.cipher}")
