@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.notifications.email import SecureEmailNotifier
     from airflow_secure_mail.operators.email import SecureEmailOperator

@@ -19,3 +19,9 @@ def mask(value: Any, name: str | None = None) -> None:
     except ImportError:  # pragma: no cover - Airflow < 3.1
         from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
     mask_secret(text, name)
+    if "\n" in text:
+        # PEM/armored keys: a log line may carry one line of the block, so each is a secret of its own
+        for line in text.splitlines():
+            line = line.strip()
+            if len(line) >= 16 and not line.startswith("-----") and ": " not in line:
+                mask_secret(line, name)

@@ -5,6 +5,7 @@ The operator, the notifier and the email backend all call :func:`asend_mail`; no
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email import policy as email_policy
@@ -12,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.mail.compose import MailRequest, compose
-from airflow_secure_mail.mail.screen import MailPolicy, screen
+from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen
 from airflow_secure_mail.transport.smtp import SendReceipt
 
 if TYPE_CHECKING:
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.protect import Protection
 
 
 @dataclass
@@ -26,6 +28,7 @@ class MailResult:
     receipts: list[SendReceipt] = field(default_factory=list)
     archive_keys: list[str] = field(default_factory=list)
     protection: str | None = None
+    dropped: list[str] = field(default_factory=list)
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -35,6 +38,7 @@ class MailResult:
             "tls_version": self.receipts[0].tls_version if self.receipts else None,
             "archive_keys": list(self.archive_keys),
             "protection": self.protection,
+            "dropped_for_missing_key": list(self.dropped),
         }
 
 
@@ -76,7 +80,7 @@ async def asend_mail(
     *,
     hook: SecureSmtpHook,
     policy: MailPolicy | None = None,
-    protection: Any = None,
+    protection: Protection | None = None,
     archive: Any = None,
     one_message_per_recipient: bool = False,
     allow_partial: bool = False,
@@ -89,16 +93,36 @@ async def asend_mail(
     """
     mail_policy = effective_policy(hook, policy)
     outgoing: list[tuple[str, list[str], bytes]] = []
+    dropped: list[str] = []
     for item in _split(request, one_message_per_recipient):
         message, envelope = compose(item)
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
-        outgoing.append((envelope.sender, list(envelope.recipients), data))
+        for copy in await _protect(message, envelope, protection, hook):
+            check_size(len(copy.data), mail_policy)
+            outgoing.append((copy.envelope.sender, list(copy.envelope.recipients), copy.data))
+            dropped.extend(r for r in copy.dropped if r not in dropped)
     if dry_run:
-        return MailResult()
+        return MailResult(dropped=dropped)
     receipts = await hook.asend_many(outgoing, concurrency=concurrency, allow_partial=allow_partial)
     ids = [_message_id(data) for _, _, data in outgoing]
-    return MailResult(receipts=[replace(r, message_id=mid) for r, mid in zip(receipts, ids, strict=True)])
+    return MailResult(
+        receipts=[replace(r, message_id=mid) for r, mid in zip(receipts, ids, strict=True)],
+        protection=protection.describe() if protection is not None else None,
+        dropped=dropped,
+    )
+
+
+async def _protect(message: Any, envelope: Any, protection: Protection | None, hook: SecureSmtpHook) -> list[Any]:
+    """Keys from Vault (I/O) then the pure protect step; both off the event loop."""
+    from airflow_secure_mail.mail.protect import Protected, protect
+
+    if protection is None or not protection.active:
+        return [Protected(message.as_bytes(policy=email_policy.SMTP), envelope)]
+    from airflow_secure_mail.keys import resolve_keys
+
+    keys = await asyncio.to_thread(resolve_keys, protection, envelope.recipients, hook.vault)
+    return await asyncio.to_thread(protect, message, envelope, protection, keys)
 
 
 def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:

@@ -165,7 +165,8 @@ def compose(request: MailRequest, *, date: Any = None) -> tuple[EmailMessage, En
     text = request.text
     if text is None and request.html is not None:
         text = html_to_text(request.html)
-    msg.set_content(text or "", cte="quoted-printable" if _needs_qp(text or "") else "7bit")
+    # quoted-printable always: 7-bit safe for signing (RFC 3156), protects "From " lines and trailing spaces
+    msg.set_content(text or "", cte="quoted-printable")
     if request.html is not None:
         msg.add_alternative(request.html, subtype="html", cte="quoted-printable")
     for att in request.attachments:
@@ -182,7 +183,3 @@ def compose(request: MailRequest, *, date: Any = None) -> tuple[EmailMessage, En
 
 def _fmt(m: Mailbox) -> str:
     return formataddr((m.name, m.addr)) if m.name else m.addr
-
-
-def _needs_qp(text: str) -> bool:
-    return not text.isascii() or any(len(line) > 900 for line in text.splitlines())

@@ -222,9 +222,14 @@ def screen(
         from email import policy as email_policy
 
         encoded_size = len(message.as_bytes(policy=email_policy.SMTP))
+    check_size(encoded_size, policy)
+    return ScreenReport(size=encoded_size, attachment_types=types)
+
+
+def check_size(encoded_size: int, policy: MailPolicy) -> None:
+    """The encoded (and, after protection, encrypted) size against ``max_message_bytes``."""
     if encoded_size > policy.max_message_bytes:
         raise PolicyViolation(
             f"message is {encoded_size} bytes encoded, over max_message_bytes={policy.max_message_bytes}.",
             rule="max_message_bytes",
         )
-    return ScreenReport(size=encoded_size, attachment_types=types)

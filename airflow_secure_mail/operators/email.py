@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.mail.screen import MailPolicy
 
 
@@ -48,6 +49,8 @@ class SecureEmailOperator(BaseOperator):
         sender: str | None = None,
         conn_id: str = "secure_smtp_default",
         policy: MailPolicy | None = None,
+        protection: Protection | None = None,
+        archive: Any = None,
         one_message_per_recipient: bool = False,
         allow_partial: bool = False,
         attachments_conn_id: str | None = None,
@@ -65,6 +68,8 @@ class SecureEmailOperator(BaseOperator):
         self.sender = sender
         self.conn_id = conn_id
         self.policy = policy
+        self.protection = protection
+        self.archive = archive
         self.one_message_per_recipient = one_message_per_recipient
         self.allow_partial = allow_partial
         self.attachments_conn_id = attachments_conn_id
@@ -96,6 +101,8 @@ class SecureEmailOperator(BaseOperator):
             request,
             hook=hook,
             policy=self.policy,
+            protection=self.protection,
+            archive=self.archive,
             one_message_per_recipient=self.one_message_per_recipient,
             allow_partial=self.allow_partial,
         )
