@@ -41,6 +41,8 @@ class DeliveryError(SecureMailError):
         self.refused = dict(refused or {})
         self.transient = transient
         self.receipt = receipt
+        self.maybe_delivered = False
+        """True when the connection dropped after the data went out: the server may have accepted it."""
 
 
 class VaultSecretError(SecureMailError, PermissionError):

@@ -6,19 +6,24 @@ The operator, the notifier and the email backend all call :func:`asend_mail`; no
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email import policy as email_policy
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail._sync import run_sync
+from airflow_secure_mail.errors import ArchiveError, DeliveryError, SecureMailError
 from airflow_secure_mail.mail.compose import MailRequest, compose
 from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen
 from airflow_secure_mail.transport.smtp import SendReceipt
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.protect import Protection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +34,7 @@ class MailResult:
     archive_keys: list[str] = field(default_factory=list)
     protection: str | None = None
     dropped: list[str] = field(default_factory=list)
+    already_sent: int = 0
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -39,17 +45,34 @@ class MailResult:
             "archive_keys": list(self.archive_keys),
             "protection": self.protection,
             "dropped_for_missing_key": list(self.dropped),
+            "already_sent": self.already_sent,
         }
+
+
+@dataclass
+class _Outgoing:
+    sender: str
+    recipients: list[str]
+    data: bytes
+    message_id: str | None
+    record: ArchiveRecord | None = None
+    receipt: SendReceipt | None = None
 
 
 def identity_seed(context: Mapping[str, Any] | None) -> str | None:
     """dag/task/run/map-index of the running task: a retry gets the same Message-ID."""
-    if not context:
+    origin = origin_of(context)
+    if not origin:
         return None
-    ti = context.get("ti") or context.get("task_instance")
+    return "|".join(str(origin.get(k, "")) for k in ("dag_id", "task_id", "run_id", "map_index"))
+
+
+def origin_of(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The task instance behind a send, for the archive record."""
+    ti = (context or {}).get("ti") or (context or {}).get("task_instance")
     if ti is None:
-        return None
-    return "|".join(str(getattr(ti, attr, "")) for attr in ("dag_id", "task_id", "run_id", "map_index"))
+        return {}
+    return {k: getattr(ti, k, None) for k in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
 
 
 def effective_policy(hook: SecureSmtpHook, policy: MailPolicy | None) -> MailPolicy:
@@ -64,13 +87,7 @@ def _split(request: MailRequest, one_per_recipient: bool) -> list[MailRequest]:
         return [request]
     everyone = list(dict.fromkeys([*request.to, *request.cc, *request.bcc]))
     return [
-        replace(
-            request,
-            to=(rcpt,),
-            cc=(),
-            bcc=(),
-            id_seed=f"{request.id_seed}|{rcpt}" if request.id_seed else None,
-        )
+        replace(request, to=(rcpt,), cc=(), bcc=(), id_seed=f"{request.id_seed}|{rcpt}" if request.id_seed else None)
         for rcpt in everyone
     ]
 
@@ -81,36 +98,122 @@ async def asend_mail(
     hook: SecureSmtpHook,
     policy: MailPolicy | None = None,
     protection: Protection | None = None,
-    archive: Any = None,
+    archive: MailArchive | str | None = None,
     one_message_per_recipient: bool = False,
     allow_partial: bool = False,
     concurrency: int = 1,
     dry_run: bool = False,
+    origin: Mapping[str, Any] | None = None,
 ) -> MailResult:
     """Run the flow for one request. Every message is screened before the first connection opens.
 
-    ``concurrency=1`` sends every message of the request over one reused session.
+    With an archive, each copy is staged (pending) before delivery and committed after; a retry of the
+    same task instance finds a delivered record and sends nothing, or finds a pending one and sends
+    exactly the staged bytes. ``concurrency=1`` sends every message over one reused session.
     """
+    from airflow_secure_mail.archive.store import as_archive
+
     mail_policy = effective_policy(hook, policy)
-    outgoing: list[tuple[str, list[str], bytes]] = []
-    dropped: list[str] = []
+    store = as_archive(archive)
+    result = MailResult(protection=protection.describe() if protection is not None else None)
+    outgoing: list[_Outgoing] = []
     for item in _split(request, one_message_per_recipient):
         message, envelope = compose(item)
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
         for copy in await _protect(message, envelope, protection, hook):
             check_size(len(copy.data), mail_policy)
-            outgoing.append((copy.envelope.sender, list(copy.envelope.recipients), copy.data))
-            dropped.extend(r for r in copy.dropped if r not in dropped)
+            outgoing.append(
+                _Outgoing(copy.envelope.sender, list(copy.envelope.recipients), copy.data, message["Message-ID"])
+            )
+            result.dropped.extend(r for r in copy.dropped if r not in result.dropped)
     if dry_run:
-        return MailResult(dropped=dropped)
-    receipts = await hook.asend_many(outgoing, concurrency=concurrency, allow_partial=allow_partial)
-    ids = [_message_id(data) for _, _, data in outgoing]
-    return MailResult(
-        receipts=[replace(r, message_id=mid) for r, mid in zip(receipts, ids, strict=True)],
-        protection=protection.describe() if protection is not None else None,
-        dropped=dropped,
+        return result
+    if store is not None:
+        await asyncio.to_thread(_stage_all, store, outgoing, origin or {}, result.protection)
+    pending = [o for o in outgoing if o.receipt is None]
+    outcomes = await hook.adeliver_each(
+        [(o.sender, o.recipients, o.data, o.message_id) for o in pending], concurrency=concurrency
     )
+    for sent, outcome in zip(pending, outcomes, strict=True):
+        if isinstance(outcome, SendReceipt):
+            sent.receipt = replace(outcome, message_id=sent.message_id)
+    if store is not None:
+        await asyncio.to_thread(_commit_all, store, pending, outcomes)
+    from airflow_secure_mail.hooks.smtp import check_outcomes
+
+    check_outcomes([p.receipt or o for p, o in zip(pending, outcomes, strict=True)], allow_partial)
+    result.receipts = [o.receipt for o in outgoing if o.receipt is not None]
+    result.archive_keys = [o.record.prefix for o in outgoing if o.record is not None]
+    result.already_sent = len(outgoing) - len(pending)
+    return result
+
+
+def _stage_all(
+    store: MailArchive, outgoing: list[_Outgoing], origin: Mapping[str, Any], protection: str | None
+) -> None:
+    """Find or write each copy's record before anything is sent."""
+    from airflow_secure_mail.archive.store import record_key
+
+    for item in outgoing:
+        key = record_key(item.message_id, item.sender, item.recipients)
+        try:
+            record = store.lookup(key)
+            if record is not None and record.delivered:
+                log.info("archive record %s already %s: not sending it again", key, record.status)
+                item.record = record
+                item.receipt = (
+                    SendReceipt.from_dict(record.metadata["receipt"]) if record.metadata.get("receipt") else None
+                )
+                if item.receipt is None:
+                    item.receipt = _unknown_receipt(item)
+                continue
+            if record is not None:
+                item.data = store.read_message(record)  # complete the staged send with the staged bytes
+            else:
+                record = store.stage(
+                    key,
+                    item.data,
+                    message_id=item.message_id,
+                    sender=item.sender,
+                    recipients=item.recipients,
+                    origin=origin,
+                    protection=protection,
+                )
+            item.record = record
+        except ArchiveError:
+            if store.on_error != "send":
+                raise
+            log.warning("archive unavailable; sending %s without a record (on_error='send')", key)
+
+
+def _commit_all(store: MailArchive, pending: list[_Outgoing], outcomes: list[Any]) -> None:
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    for item, outcome in zip(pending, outcomes, strict=True):
+        if item.record is None:
+            continue
+        if isinstance(outcome, SendReceipt):
+            status = "partially_refused" if outcome.refused else "sent"
+            receipt, error = (item.receipt or outcome).to_dict(), None
+        else:
+            status = "unknown" if getattr(outcome, "maybe_delivered", False) else "failed"
+            receipt, error = None, str(outcome)
+        for attempt in Retrying(
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=0.2, max=2),
+            retry=retry_if_exception_type(ArchiveError),
+            reraise=True,
+        ):
+            with attempt:
+                item.record = store.commit(item.record, status, receipt=receipt, error=error)
+
+
+def _unknown_receipt(item: _Outgoing) -> SendReceipt:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return SendReceipt(item.message_id, item.sender, tuple(item.recipients), {}, "", None, None, now, now)
 
 
 async def _protect(message: Any, envelope: Any, protection: Protection | None, hook: SecureSmtpHook) -> list[Any]:
@@ -130,9 +233,4 @@ def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:
     return run_sync(asend_mail(request, **kwargs))
 
 
-def _message_id(data: bytes) -> str | None:
-    head = data.split(b"\r\n\r\n", 1)[0]
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"message-id:"):
-            return line.split(b":", 1)[1].strip().decode("ascii", "replace")
-    return None
+__all__ = ["DeliveryError", "MailResult", "asend_mail", "identity_seed", "origin_of", "send_mail"]

@@ -288,8 +288,17 @@ class SecureSmtpHook(BaseHook):
         concurrency: int,
         allow_partial: bool,
     ) -> list[SendReceipt]:
+        return check_outcomes(await self.adeliver_each(envelopes, concurrency=concurrency), allow_partial)
+
+    async def adeliver_each(
+        self, envelopes: list[tuple[str, list[str], bytes, str | None]], *, concurrency: int = 1
+    ) -> list[SendReceipt | SecureMailError]:
+        """One outcome per message, in order, never raising for a single message's failure.
+
+        Up to ``concurrency`` sessions are opened and reused; the whole batch is bounded by extra ``deadline``.
+        """
         s = self.settings
-        results: list[SendReceipt | BaseException | None] = [None] * len(envelopes)
+        results: list[SendReceipt | SecureMailError | None] = [None] * len(envelopes)
         queue: asyncio.Queue[int] = asyncio.Queue()
         for index in range(len(envelopes)):
             queue.put_nowait(index)
@@ -313,25 +322,12 @@ class SecureSmtpHook(BaseHook):
             async with asyncio.timeout(s.deadline):
                 await asyncio.gather(*(worker() for _ in range(workers)))
         except TimeoutError:
-            raise DeliveryError(
+            timeout = DeliveryError(
                 f"sending did not finish within {s.deadline:.0f}s; raise extra deadline or check the server.",
                 transient=True,
-            ) from None
-        receipts: list[SendReceipt] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            assert result is not None
-            if result.refused and not allow_partial:
-                refused = ", ".join(f"{r} ({c})" for r, (c, _) in result.refused.items())
-                raise DeliveryError(
-                    f"{len(result.refused)} of {len(result.refused) + len(result.accepted)} recipients "
-                    f"refused: {refused}; the others received it.",
-                    refused=result.refused,
-                    receipt=result,
-                )
-            receipts.append(result)
-        return receipts
+            )
+            results = [timeout if r is None else r for r in results]
+        return [r for r in results if r is not None]
 
     async def _send_with_retries(
         self, session: SmtpSession | None, envelope: tuple[str, list[str], bytes, str | None]
@@ -385,6 +381,24 @@ class SecureSmtpHook(BaseHook):
         session = await self._open()
         await session.close()
         return session.info
+
+
+def check_outcomes(outcomes: list[SendReceipt | SecureMailError], allow_partial: bool) -> list[SendReceipt]:
+    """Raise the first failure (or a partial refusal unless allowed); else the receipts."""
+    receipts: list[SendReceipt] = []
+    for result in outcomes:
+        if isinstance(result, BaseException):
+            raise result
+        if result.refused and not allow_partial:
+            refused = ", ".join(f"{r} ({c})" for r, (c, _) in result.refused.items())
+            raise DeliveryError(
+                f"{len(result.refused)} of {len(result.refused) + len(result.accepted)} recipients "
+                f"refused: {refused}; the others received it.",
+                refused=result.refused,
+                receipt=result,
+            )
+        receipts.append(result)
+    return receipts
 
 
 def _with_attempts(receipt: SendReceipt, attempts: int) -> SendReceipt:

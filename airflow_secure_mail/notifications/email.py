@@ -160,10 +160,17 @@ class SecureEmailNotifier(BaseNotifier):
         return hook, request
 
     async def async_notify(self, context: Any) -> None:
-        from airflow_secure_mail.pipeline import asend_mail
+        from airflow_secure_mail.pipeline import asend_mail, origin_of
 
         hook, request = self._request(context)
-        await asend_mail(request, hook=hook, policy=self.policy, protection=self.protection, archive=self.archive)
+        await asend_mail(
+            request,
+            hook=hook,
+            policy=self.policy,
+            protection=self.protection,
+            archive=self.archive,
+            origin=origin_of(context),
+        )
 
     def notify(self, context: Any) -> None:
         from airflow_secure_mail._sync import run_sync

@@ -78,7 +78,7 @@ class SecureEmailOperator(BaseOperator):
         from airflow_secure_mail.errors import ConfigurationError
         from airflow_secure_mail.hooks.smtp import SecureSmtpHook
         from airflow_secure_mail.mail.compose import MailRequest
-        from airflow_secure_mail.pipeline import identity_seed, send_mail
+        from airflow_secure_mail.pipeline import identity_seed, origin_of, send_mail
         from airflow_secure_mail.sources import load_attachments
 
         hook = SecureSmtpHook(conn_id=self.conn_id)
@@ -105,6 +105,7 @@ class SecureEmailOperator(BaseOperator):
             archive=self.archive,
             one_message_per_recipient=self.one_message_per_recipient,
             allow_partial=self.allow_partial,
+            origin=origin_of(context),
         )
         summary = result.to_xcom()
         self.log.info(

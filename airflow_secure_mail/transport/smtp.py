@@ -53,6 +53,23 @@ class SendReceipt:
     size: int = 0
     attempts: int = 1
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SendReceipt:
+        """Rebuild a receipt stored by :meth:`to_dict` (archive records)."""
+        return cls(
+            message_id=data.get("message_id"),
+            sender=data.get("sender", ""),
+            accepted=tuple(data.get("accepted") or ()),
+            refused={k: (int(v[0]), str(v[1])) for k, v in (data.get("refused") or {}).items()},
+            reply=data.get("reply", ""),
+            tls_version=data.get("tls_version"),
+            cipher=data.get("cipher"),
+            started_at=datetime.fromisoformat(data["started_at"]),
+            finished_at=datetime.fromisoformat(data["finished_at"]),
+            size=int(data.get("size") or 0),
+            attempts=int(data.get("attempts") or 1),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe summary (for XCom and the archive); never the message body."""
         return {
@@ -296,9 +313,11 @@ class SmtpSession:
                 transient=exc.code in TRANSIENT_CODES,
             ) from None
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, ConnectionError) as exc:
-            raise DeliveryError(
+            error = DeliveryError(
                 f"connection to {self.policy.host} lost while sending ({type(exc).__name__}).", transient=True
-            ) from None
+            )
+            error.maybe_delivered = True
+            raise error from None
         refused = {rcpt: (resp.code, resp.message) for rcpt, resp in errors.items()}
         return SendReceipt(
             message_id=message_id,
