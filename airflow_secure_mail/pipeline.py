@@ -13,7 +13,7 @@ from email import policy as email_policy
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail._sync import run_sync
-from airflow_secure_mail.errors import ArchiveError, DeliveryError, SecureMailError
+from airflow_secure_mail.errors import ArchiveError
 from airflow_secure_mail.mail.compose import MailRequest, compose
 from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen
 from airflow_secure_mail.transport.smtp import SendReceipt
@@ -233,4 +233,4 @@ def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:
     return run_sync(asend_mail(request, **kwargs))
 
 
-__all__ = ["DeliveryError", "MailResult", "asend_mail", "identity_seed", "origin_of", "send_mail"]
+__all__ = ["MailResult", "asend_mail", "identity_seed", "origin_of", "send_mail"]

@@ -15,6 +15,7 @@ Nothing is ever overwritten: local files are written to a temp file, fsynced and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -144,10 +145,8 @@ class MailArchive:
 
     def _delete(self, name: str) -> None:
         path = self._path(name)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
 
     def _list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
