@@ -29,6 +29,8 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.operators.backup import MailBackupOperator, MailRestoreOperator
     from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook

@@ -59,40 +59,15 @@ def record_key(message_id: str | None, sender: str, recipients: list[str] | tupl
     return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 
-class MailArchive:
-    """Write-once archive on ``ObjectStoragePath`` (``file://``, ``s3://`` with an Airflow AWS connection, ...).
+class ObjectStore:
+    """Write-once objects under one ``ObjectStoragePath`` location (the archive, a backup location)."""
 
-    ``transit_key`` set = every message is sealed with AES-256-GCM under a Vault Transit data key.
-    """
-
-    def __init__(
-        self,
-        location: str,
-        conn_id: str | None = None,
-        transit_key: str | None = None,
-        vault_conn_id: str = "vault_default",
-        *,
-        transit_mount: str = "transit",
-        on_error: str = "fail",
-    ) -> None:
+    def __init__(self, location: str, conn_id: str | None = None) -> None:
         if "://" not in location:
-            raise ConfigurationError(
-                f"archive location {location!r} needs a scheme: file:///path or s3://bucket/prefix."
-            )
-        if on_error not in ("fail", "send"):
-            raise ConfigurationError("MailArchive.on_error must be 'fail' (default) or 'send'.")
+            raise ConfigurationError(f"location {location!r} needs a scheme: file:///path or s3://bucket/prefix.")
         self.location = location.rstrip("/")
         self.conn_id = conn_id
-        self.transit_key = transit_key
-        self.vault_conn_id = vault_conn_id
-        self.transit_mount = transit_mount
-        self.on_error = on_error
-        self._envelope: Any = None
 
-    def __repr__(self) -> str:
-        return f"MailArchive({self.location!r}, encrypted={bool(self.transit_key)})"
-
-    # -- storage primitives ----------------------------------------------------------------------
     @property
     def base(self) -> Any:
         from airflow.sdk import ObjectStoragePath
@@ -108,7 +83,8 @@ class MailArchive:
     def _local(self) -> bool:
         return str(self.base.protocol) in ("file", "local")
 
-    def _write_once(self, name: str, data: bytes) -> None:
+    def write_once(self, name: str, data: bytes) -> None:
+        """Create ``name`` with ``data``; an existing object is an ArchiveError, never overwritten."""
         path = self._path(name)
         try:
             if self._local:
@@ -123,9 +99,13 @@ class MailArchive:
         except ArchiveError:
             raise
         except Exception as exc:
+            if _precondition_failed(exc):  # the conditional put (If-None-Match: *) found an object there
+                raise ArchiveError(
+                    f"archive object {name} already exists; records are never overwritten.", key=name
+                ) from None
             raise ArchiveError(f"cannot write archive object {name} ({type(exc).__name__}): {exc}", key=name) from None
 
-    def _read(self, name: str) -> bytes | None:
+    def read(self, name: str) -> bytes | None:
         path = self._path(name)
         try:
             return bytes(path.read_bytes())
@@ -134,8 +114,8 @@ class MailArchive:
         except Exception as exc:
             raise ArchiveError(f"cannot read archive object {name} ({type(exc).__name__}).", key=name) from None
 
-    def _read_json(self, name: str) -> dict[str, Any] | None:
-        raw = self._read(name)
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        raw = self.read(name)
         if raw is None:
             return None
         try:
@@ -143,17 +123,46 @@ class MailArchive:
         except ValueError:
             raise ArchiveIntegrityError(f"archive metadata {name} is not valid JSON.", key=name) from None
 
-    def _delete(self, name: str) -> None:
+    def delete(self, name: str) -> None:
         path = self._path(name)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
-    def _list(self, prefix: str) -> list[str]:
+    def list_names(self, prefix: str) -> list[str]:
         path = self._path(prefix)
         try:
             return sorted(p.name for p in path.iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+
+class MailArchive(ObjectStore):
+    """Write-once archive on ``ObjectStoragePath`` (``file://``, ``s3://`` with an Airflow AWS connection, ...).
+
+    ``transit_key`` set = every message is sealed with AES-256-GCM under a Vault Transit data key.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        conn_id: str | None = None,
+        transit_key: str | None = None,
+        vault_conn_id: str = "vault_default",
+        *,
+        transit_mount: str = "transit",
+        on_error: str = "fail",
+    ) -> None:
+        super().__init__(location, conn_id)
+        if on_error not in ("fail", "send"):
+            raise ConfigurationError("MailArchive.on_error must be 'fail' (default) or 'send'.")
+        self.transit_key = transit_key
+        self.vault_conn_id = vault_conn_id
+        self.transit_mount = transit_mount
+        self.on_error = on_error
+        self._envelope: Any = None
+
+    def __repr__(self) -> str:
+        return f"MailArchive({self.location!r}, encrypted={bool(self.transit_key)})"
 
     # -- encryption --------------------------------------------------------------------------------
     @property
@@ -170,11 +179,11 @@ class MailArchive:
     # -- records -----------------------------------------------------------------------------------
     def lookup(self, key: str) -> ArchiveRecord | None:
         """The record for ``key``: committed if ``<key>.json`` exists, else pending; None if never staged."""
-        index = self._read_json(f"index/{key[:2]}/{key}.json")
+        index = self.read_json(f"index/{key[:2]}/{key}.json")
         if index is None:
             return None
         prefix = str(index["prefix"])
-        meta = self._read_json(f"{prefix}.json") or self._read_json(f"{prefix}.pending.json")
+        meta = self.read_json(f"{prefix}.json") or self.read_json(f"{prefix}.pending.json")
         if meta is None:
             raise ArchiveIntegrityError(f"archive index points at {prefix} but no record is there.", key=key)
         return ArchiveRecord(key, prefix, meta)
@@ -211,9 +220,9 @@ class MailArchive:
             "airflow": dict(origin or {}),
             "staged_at": now.isoformat(),
         }
-        self._write_once(f"{prefix}.eml", stored)
-        self._write_once(f"{prefix}.pending.json", _dumps(meta))
-        self._write_once(f"index/{key[:2]}/{key}.json", _dumps({"prefix": prefix}))
+        self.write_once(f"{prefix}.eml", stored)
+        self.write_once(f"{prefix}.pending.json", _dumps(meta))
+        self.write_once(f"index/{key[:2]}/{key}.json", _dumps({"prefix": prefix}))
         return ArchiveRecord(key, prefix, meta)
 
     def commit(
@@ -230,11 +239,11 @@ class MailArchive:
         if receipt:
             meta["tls"] = {"version": receipt.get("tls_version"), "cipher": receipt.get("cipher")}
         if status in DELIVERED:
-            self._write_once(f"{record.prefix}.json", _dumps(meta))
+            self.write_once(f"{record.prefix}.json", _dumps(meta))
         else:
             directory, _, name = record.prefix.rpartition("/")
-            attempt = 1 + sum(1 for n in self._list(directory) if n.startswith(f"{name}.failed-"))
-            self._write_once(f"{record.prefix}.failed-{attempt}.json", _dumps(meta))
+            attempt = 1 + sum(1 for n in self.list_names(directory) if n.startswith(f"{name}.failed-"))
+            self.write_once(f"{record.prefix}.failed-{attempt}.json", _dumps(meta))
             meta["status"] = "pending"
         return ArchiveRecord(record.key, record.prefix, meta)
 
@@ -242,7 +251,7 @@ class MailArchive:
         """The exact bytes that were sent, verified (SHA-256 of the object, AES-GCM tag, size)."""
         meta = record.metadata
         name = f"{record.prefix}.eml"
-        stored = self._read(name)
+        stored = self.read(name)
         if stored is None:
             raise ArchiveIntegrityError(f"archive object {name} is missing.", key=name)
         if hashlib.sha256(stored).hexdigest() != meta.get("sha256"):
@@ -265,15 +274,15 @@ class MailArchive:
         day: date = (start - timedelta(days=1)).date()
         while day <= end.date():
             folder = f"messages/{day:%Y/%m/%d}"
-            for name in self._list(folder):
+            for name in self.list_names(folder):
                 if not name.endswith(".json") or ".failed-" in name:
                     continue
                 if name.endswith(".pending.json") and committed_only:
                     continue
                 key = name.split(".", 1)[0]
-                if name.endswith(".pending.json") and f"{key}.json" in self._list(folder):
+                if name.endswith(".pending.json") and f"{key}.json" in self.list_names(folder):
                     continue
-                meta = self._read_json(f"{folder}/{name}")
+                meta = self.read_json(f"{folder}/{name}")
                 assert meta is not None
                 stamp = datetime.fromisoformat(str(meta.get("committed_at") or meta["staged_at"]))
                 if start <= stamp < end:
@@ -295,10 +304,15 @@ class MailArchive:
     def remove(self, record: ArchiveRecord) -> None:
         """Delete one record (retention, after a verified bundle holds it)."""
         directory, _, name = record.prefix.rpartition("/")
-        for item in self._list(directory):
+        for item in self.list_names(directory):
             if item.startswith(name + "."):
-                self._delete(f"{directory}/{item}")
-        self._delete(f"index/{record.key[:2]}/{record.key}.json")
+                self.delete(f"{directory}/{item}")
+        self.delete(f"index/{record.key[:2]}/{record.key}.json")
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    text = f"{exc} {getattr(exc, '__cause__', '')}"
+    return "pre-condition" in text or "PreconditionFailed" in text or " 412" in text
 
 
 def _write_local_once(target: Path, data: bytes) -> None:

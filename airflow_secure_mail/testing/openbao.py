@@ -40,6 +40,8 @@ class OpenBaoDevServer:
         self.root_token = "root-" + secrets.token_hex(16)
         self._dir = tempfile.mkdtemp(prefix="openbao-")
         env = dict(os.environ, HOME=self._dir, BAO_ADDR=self.url)
+        config = Path(self._dir, "audit.hcl")
+        config.write_text('audit "file" "to-file" {\n  options {\n    file_path = "%s"\n  }\n}\n' % self.audit_path)
         log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
             [
@@ -49,6 +51,7 @@ class OpenBaoDevServer:
                 f"-dev-root-token-id={self.root_token}",
                 f"-dev-listen-address=127.0.0.1:{self.port}",
                 "-dev-no-store-token",
+                f"-config={config}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -96,6 +99,21 @@ class OpenBaoDevServer:
         role_id = client.auth.approle.read_role_id(role_name=name)["data"]["role_id"]
         secret_id = client.auth.approle.generate_secret_id(role_name=name)["data"]["secret_id"]
         return role_id, secret_id
+
+    @property
+    def audit_path(self) -> str:
+        """The file audit device (declarative: OpenBao refuses enabling audit devices through the API)."""
+        return os.path.join(self._dir, "audit.log")
+
+    def audit_requests(self) -> list[dict[str, Any]]:
+        """Every request the server has logged so far (values of secrets are HMACed by OpenBao)."""
+        import json
+
+        if not os.path.exists(self.audit_path):
+            return []
+        with open(self.audit_path) as fh:
+            entries = [json.loads(line) for line in fh if line.strip()]
+        return [e for e in entries if e.get("type") == "request"]
 
     def log_text(self) -> str:
         return Path(self._dir, "server.log").read_text(errors="replace")

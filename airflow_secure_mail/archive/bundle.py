@@ -1,0 +1,215 @@
+"""Backup bundles: one deterministic, compressed (optionally encrypted) tar per interval, plus a manifest.
+
+Records go into the bundle exactly as stored (an encrypted record stays encrypted); the manifest lists
+every record's key, hash and size, and the bundle's own hash. Re-running an interval finds the manifest
+and writes nothing new.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive, ObjectStore, _dumps
+from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError
+
+log = logging.getLogger(__name__)
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class BackupSummary:
+    bundle: str
+    manifest: str
+    count: int
+    bytes: int
+    created: bool
+    removed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def bundle_name(start: datetime, end: datetime) -> str:
+    return f"bundles/{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    """A byte-for-byte reproducible tar.gz: sorted names, fixed mtime/owner, gzip mtime 0."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o600, 0, 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+
+
+def _untar(data: bytes, name: str) -> dict[str, bytes]:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
+            out = {}
+            for member in tar.getmembers():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    out[member.name] = handle.read()
+            return out
+    except (OSError, EOFError, tarfile.TarError):
+        raise ArchiveIntegrityError(f"backup bundle {name} cannot be read: it is damaged.", key=name) from None
+
+
+def _progress(log_fn: Callable[[str], None], done: int, total: int, what: str) -> None:
+    step = max(1, total // 10)
+    if done == total or done % step == 0:
+        log_fn(f"{what}: {done}/{total} ({100 * done // max(total, 1)}%)")
+
+
+def backup(
+    archive: MailArchive,
+    target: ObjectStore,
+    start: datetime,
+    end: datetime,
+    *,
+    encrypt: bool = True,
+    retention_days: int | None = None,
+    now: datetime | None = None,
+    log_fn: Callable[[str], None] = log.info,
+) -> BackupSummary:
+    """Verify every committed record in ``[start, end)`` and write one bundle + manifest to ``target``."""
+    records = list(archive.iter_records(start, end))
+    members: list[tuple[str, bytes]] = []
+    entries = []
+    for done, record in enumerate(records, start=1):
+        archive.verify(record)
+        stored = archive.read(f"{record.prefix}.eml") or b""
+        metadata = archive.read(f"{record.prefix}.json") or b""
+        members += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.json", metadata)]
+        meta = record.metadata
+        entries.append(
+            {
+                "key": record.key,
+                "prefix": record.prefix,
+                "sha256": meta["sha256"],
+                "metadata_sha256": hashlib.sha256(metadata).hexdigest(),
+                "size": meta["size"],
+                "status": meta["status"],
+                "message_id": meta.get("message_id"),
+                "committed_at": meta.get("committed_at"),
+            }
+        )
+        _progress(log_fn, done, len(records), "verified")
+    name = bundle_name(start, end)
+    manifest_name = f"{name}.manifest.json"
+    existing = target.read_json(manifest_name)
+    if existing is not None:
+        if [e["key"] for e in existing["records"]] != [e["key"] for e in entries]:
+            raise ArchiveError(
+                f"backup {manifest_name} exists with {existing['count']} records but the archive now has "
+                f"{len(entries)} for that interval; back up the new ones in a later interval.",
+                key=manifest_name,
+            )
+        verify_bundle(archive, target, manifest_name)
+        log_fn(f"bundle {name} already holds these {len(entries)} records; nothing written")
+        summary = BackupSummary(existing["bundle"], manifest_name, len(entries), existing["bytes"], created=False)
+    else:
+        data = _tar(members)
+        encryption = None
+        sealed = encrypt and archive.envelope is not None
+        bundle = f"{name}.tar.gz" + (".enc" if sealed else "")
+        if sealed:
+            data, encryption = archive.envelope.seal(data, aad=bundle.encode())
+        manifest = {
+            "schema_version": MANIFEST_VERSION,
+            "interval": [start.isoformat(), end.isoformat()],
+            "bundle": bundle,
+            "bundle_sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "count": len(entries),
+            "records": entries,
+            "encryption": encryption,
+        }
+        target.write_once(bundle, data)
+        target.write_once(manifest_name, _dumps(manifest))
+        verify_bundle(archive, target, manifest_name)
+        log_fn(f"wrote {bundle}: {len(entries)} records, {len(data)} bytes")
+        summary = BackupSummary(bundle, manifest_name, len(entries), len(data), created=True)
+    if retention_days is not None:
+        summary.removed = _apply_retention(archive, records, retention_days, now, log_fn)
+    return summary
+
+
+def verify_bundle(archive: MailArchive, target: ObjectStore, manifest_name: str) -> dict[str, bytes]:
+    """Read a bundle back and check its hash, its decryption and every record's hash; returns its members."""
+    manifest = target.read_json(manifest_name)
+    if manifest is None:
+        raise ArchiveError(f"backup manifest {manifest_name} is missing.", key=manifest_name)
+    name = str(manifest["bundle"])
+    data = target.read(name)
+    if data is None:
+        raise ArchiveIntegrityError(f"backup bundle {name} is missing.", key=name)
+    if hashlib.sha256(data).hexdigest() != manifest["bundle_sha256"]:
+        raise ArchiveIntegrityError(f"backup bundle {name} does not match its SHA-256: it was altered.", key=name)
+    if manifest.get("encryption"):
+        if archive.envelope is None:
+            raise ArchiveError(f"backup bundle {name} is encrypted: the archive needs its transit_key.", key=name)
+        data = archive.envelope.open(data, manifest["encryption"], aad=name.encode(), name=name)
+    members = _untar(data, name)
+    for entry in manifest["records"]:
+        stored = members.get(f"{entry['prefix']}.eml")
+        if stored is None or hashlib.sha256(stored).hexdigest() != entry["sha256"]:
+            raise ArchiveIntegrityError(f"record {entry['prefix']} in bundle {name} is damaged.", key=entry["prefix"])
+        metadata = members.get(f"{entry['prefix']}.json", b"")
+        if hashlib.sha256(metadata).hexdigest() != entry["metadata_sha256"]:
+            raise ArchiveIntegrityError(
+                f"metadata of {entry['prefix']} in bundle {name} is damaged.", key=entry["prefix"]
+            )
+    return members
+
+
+def records_in_bundle(
+    archive: MailArchive, target: ObjectStore, manifest_name: str
+) -> Iterator[tuple[ArchiveRecord, bytes]]:
+    """Each record of a verified bundle with its plaintext bytes (decrypted and checked)."""
+    members = verify_bundle(archive, target, manifest_name)
+    manifest = target.read_json(manifest_name) or {}
+    for entry in manifest["records"]:
+        meta = json.loads(members[f"{entry['prefix']}.json"])
+        record = ArchiveRecord(entry["key"], entry["prefix"], meta)
+        stored = members[f"{entry['prefix']}.eml"]
+        data = stored
+        if meta.get("encryption"):
+            data = archive.envelope.open(stored, meta["encryption"], aad=record.key.encode(), name=entry["prefix"])
+        if len(data) != meta["size"]:
+            raise ArchiveIntegrityError(
+                f"record {entry['prefix']} in the bundle has the wrong size.", key=entry["prefix"]
+            )
+        yield record, data
+
+
+def _apply_retention(
+    archive: MailArchive,
+    records: list[ArchiveRecord],
+    retention_days: int,
+    now: datetime | None,
+    log_fn: Callable[[str], None],
+) -> int:
+    """Remove records older than the retention period; only called once their bundle verified."""
+    from datetime import UTC
+
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    removed = 0
+    for record in records:
+        if datetime.fromisoformat(str(record.metadata["committed_at"])) < cutoff:
+            archive.remove(record)
+            removed += 1
+    if removed:
+        log_fn(f"retention: removed {removed} records older than {retention_days} days (held in a verified bundle)")
+    return removed

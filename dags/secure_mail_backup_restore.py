@@ -1,0 +1,42 @@
+"""Daily backup of the mail archive, then a restore of the same interval as .eml files.
+
+Scheduled daily it backs up the previous day (its data interval); a manual run may pass
+``{"start": ..., "end": ...}`` as run conf.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_secure_mail import MailBackupOperator, MailRestoreOperator
+
+ARCHIVE = os.environ.get("SECURE_MAIL_ARCHIVE", "file:///tmp/secure-mail-archive")
+BACKUP = os.environ.get("SECURE_MAIL_BACKUP", "file:///tmp/secure-mail-backup")
+RESTORE_TO = os.environ.get("SECURE_MAIL_RESTORE_TO", "file:///tmp/secure-mail-restored")
+INTERVAL = {
+    "start": "{{ dag_run.conf.get('start') or data_interval_start }}",
+    "end": "{{ dag_run.conf.get('end') or data_interval_end }}",
+}
+
+with DAG(
+    dag_id="secure_mail_backup_restore",
+    start_date=datetime(2026, 1, 1),
+    schedule="@daily",
+    catchup=False,
+    tags=["example", "secure-mail"],
+) as dag:
+    backup = MailBackupOperator(
+        task_id="backup_archive", archive=ARCHIVE, backup_location=BACKUP, retention_days=365, **INTERVAL
+    )
+    restore = MailRestoreOperator(
+        task_id="restore_from_bundle",
+        archive=ARCHIVE,
+        bundle_location=BACKUP,
+        mode="export",
+        destination=RESTORE_TO,
+        **INTERVAL,
+    )
+    backup >> restore
