@@ -30,13 +30,13 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.operators.backup import MailBackupOperator, MailRestoreOperator
     from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.notifications.email import SecureEmailNotifier
+    from airflow_secure_mail.operators.backup import MailBackupOperator, MailRestoreOperator
     from airflow_secure_mail.operators.email import SecureEmailOperator
     from airflow_secure_mail.transport.smtp import SendReceipt
     from airflow_secure_mail.transport.tls import TLSPolicy

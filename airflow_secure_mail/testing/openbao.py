@@ -41,7 +41,7 @@ class OpenBaoDevServer:
         self._dir = tempfile.mkdtemp(prefix="openbao-")
         env = dict(os.environ, HOME=self._dir, BAO_ADDR=self.url)
         config = Path(self._dir, "audit.hcl")
-        config.write_text('audit "file" "to-file" {\n  options {\n    file_path = "%s"\n  }\n}\n' % self.audit_path)
+        config.write_text(f'audit "file" "to-file" {{\n  options {{\n    file_path = "{self.audit_path}"\n  }}\n}}\n')
         log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
             [
