@@ -11,9 +11,13 @@ from datetime import datetime
 
 from airflow.sdk import DAG
 
-from airflow_secure_mail import MailBackupOperator, MailRestoreOperator
+from airflow_secure_mail import MailArchive, MailBackupOperator, MailRestoreOperator
 
-ARCHIVE = os.environ.get("SECURE_MAIL_ARCHIVE", "file:///tmp/secure-mail-archive")
+ARCHIVE = MailArchive(
+    os.environ.get("SECURE_MAIL_ARCHIVE", "file:///tmp/secure-mail-archive"),
+    conn_id=os.environ.get("SECURE_MAIL_ARCHIVE_CONN") or None,
+    transit_key=os.environ.get("SECURE_MAIL_ARCHIVE_KEY") or None,  # set it when the archive is encrypted
+)
 BACKUP = os.environ.get("SECURE_MAIL_BACKUP", "file:///tmp/secure-mail-backup")
 RESTORE_TO = os.environ.get("SECURE_MAIL_RESTORE_TO", "file:///tmp/secure-mail-restored")
 INTERVAL = {

@@ -1,6 +1,8 @@
 """`make demo`: start the embedded services, run the example DAGs for real, print what happened.
 
-Exits non-zero on any failure. Every secret is generated here and lives only in the dev Vault.
+Delivered over which TLS version, encrypted how (and proven by gpg/openssl), archived where, backed
+up, a tampered copy detected, and restored byte-identical. Exits non-zero on any failure. Every
+secret and key is generated here and lives only in the dev Vault and a temporary directory.
 """
 
 from __future__ import annotations
@@ -9,19 +11,30 @@ import email
 import email.policy
 import json
 import os
+import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import traceback
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
+FAILURES: list[str] = []
 
 
-def _line(label: str, value: object) -> None:
+def line(label: str, value: object) -> None:
     print(f"  {label:<22} {value}")
+
+
+def check(ok: bool, what: str) -> None:
+    print(f"  {'OK  ' if ok else 'FAIL'}  {what}")
+    if not ok:
+        FAILURES.append(what)
 
 
 def main() -> int:
@@ -31,8 +44,8 @@ def main() -> int:
     from airflow_secure_mail.testing.airflow_home import prepare_airflow_home
 
     print("== airflow-secure-mail demo ==")
-    print("starting: OpenBao dev server, TLS SMTP catcher (throwaway CA), Airflow home (SQLite)")
-    prepare_airflow_home(home, str(ROOT / "dags"), log_level="WARNING")
+    print("starting: OpenBao dev server, TLS SMTP server (throwaway CA), Airflow home (SQLite)")
+    prepare_airflow_home(home, str(ROOT / "dags"), log_level="ERROR")
 
     from airflow_secure_mail.testing.openbao import OpenBaoDevServer
     from airflow_secure_mail.testing.smtp import SmtpCatcher
@@ -40,77 +53,209 @@ def main() -> int:
     password = secrets.token_urlsafe(24)
     bao = OpenBaoDevServer().start()
     smtp = SmtpCatcher(users={"airflow": password}).start()
-    failures = 0
     try:
-        bao.client().secrets.kv.v2.create_or_update_secret(
-            path="smtp/airflow", secret={"username": "airflow", "password": password}
-        )
-        os.environ["AIRFLOW_CONN_VAULT_DEFAULT"] = json.dumps(bao.connection_uri())
-        os.environ["AIRFLOW_CONN_SECURE_SMTP_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "secure_smtp",
-                "host": "localhost",
-                "port": smtp.port(starttls=True),
-                "extra": smtp.connection_extra(
-                    starttls=True, vault_secret_path="smtp/airflow", from_email="airflow@example.com"
-                ),
-            }
-        )
-        _line("Vault", f"{bao.url} (dev, KV v2 secret/smtp/airflow)")
-        _line("SMTP", f"localhost:{smtp.port(starttls=True)} STARTTLS, AUTH required, CA pinned")
-
-        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-
-        ok, detail = SecureSmtpHook().test_connection()
-        print(f"\n-- connection test: {'OK' if ok else 'FAILED'}")
-        _line("detail", detail)
-        failures += 0 if ok else 1
-
-        os.environ["SECURE_MAIL_REPORT_BASE"] = f"file://{WORK}/reports"
-        for filename, dag_id, expect in [
-            ("secure_mail_hello.py", "secure_mail_hello", "success"),
-            ("secure_mail_weekly_report.py", "secure_mail_weekly_report", "success"),
-            ("secure_mail_per_recipient.py", "secure_mail_per_recipient", "success"),
-            ("secure_mail_failure_alert.py", "secure_mail_failure_alert", "failed"),
-        ]:
-            failures += _run_dag(filename, dag_id, smtp, expect)
+        setup(bao, smtp, password)
+        connection_test()
+        run_dag("secure_mail_hello", smtp)
+        run_dag("secure_mail_weekly_report", smtp)
+        run_dag("secure_mail_per_recipient", smtp)
+        run_dag("secure_mail_failure_alert", smtp, expect="failed")
+        keys = seed_keys(bao)
+        before = len(smtp.messages)
+        run_dag("secure_mail_encrypted_report", smtp)
+        prove_protection(smtp.messages[before:], keys)
+        archive_backup_restore(smtp.messages[before:])
     except Exception:
         traceback.print_exc()
-        failures += 1
+        FAILURES.append("unexpected error")
     finally:
         smtp.stop()
         bao.stop()
         shutil.rmtree(home, ignore_errors=True)
-    print("\n== demo", "FAILED ==" if failures else "passed ==")
-    return 1 if failures else 0
+    print(f"\n== demo {'FAILED: ' + '; '.join(FAILURES) if FAILURES else 'passed'} ==")
+    return 1 if FAILURES else 0
 
 
-def _run_dag(filename: str, dag_id: str, smtp: object, expect: str = "success") -> int:
+def setup(bao: Any, smtp: Any, password: str) -> None:
+    client = bao.client()
+    client.secrets.kv.v2.create_or_update_secret(
+        path="smtp/airflow", secret={"username": "airflow", "password": password}
+    )
+    client.secrets.transit.create_key(name="mail-archive")
+    os.environ["AIRFLOW_CONN_VAULT_DEFAULT"] = json.dumps(bao.connection_uri())
+    os.environ["AIRFLOW_CONN_SECURE_SMTP_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "secure_smtp",
+            "host": "localhost",
+            "port": smtp.port(starttls=True),
+            "extra": smtp.connection_extra(
+                starttls=True, vault_secret_path="smtp/airflow", from_email="airflow@example.com"
+            ),
+        }
+    )
+    os.environ.update(
+        SECURE_MAIL_REPORT_BASE=f"file://{WORK}/reports",
+        SECURE_MAIL_ARCHIVE=f"file://{WORK}/archive",
+        SECURE_MAIL_ARCHIVE_KEY="mail-archive",
+        SECURE_MAIL_BACKUP=f"file://{WORK}/backup",
+        SECURE_MAIL_RESTORE_TO=f"file://{WORK}/restored",
+    )
+    line("Vault", f"{bao.url} (dev; SMTP password only at secret/smtp/airflow)")
+    line("SMTP", f"localhost:{smtp.port(starttls=True)} mandatory STARTTLS, AUTH required, CA pinned")
+
+
+def connection_test() -> None:
+    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+
+    ok, detail = SecureSmtpHook().test_connection()
+    print("\n-- connection test (sends nothing)")
+    check(ok, detail)
+
+
+def run_dag(dag_id: str, smtp: Any, expect: str = "success") -> None:
     import runpy
 
-    from airflow_secure_mail.testing.smtp import SmtpCatcher
-
-    assert isinstance(smtp, SmtpCatcher)
     before = len(smtp.messages)
-    namespace = runpy.run_path(str(ROOT / "dags" / filename))
-    dag = next(v for v in namespace.values() if getattr(v, "dag_id", None) == dag_id and hasattr(v, "test"))
-    print(f"\n-- DAG {dag_id}: running with dag.test()")
+    namespace = runpy.run_path(str(ROOT / "dags" / f"{dag_id}.py"))
+    dag = namespace["dag"]
+    print(
+        f"\n-- DAG {dag_id} (dag.test())"
+        + ("  [its task fails on purpose: the alert is the point]" if expect == "failed" else "")
+    )
     run = dag.test()
-    state = str(run.state)
-    _line("state", f"{state}" + (" (as intended: the alert below is the point)" if expect == "failed" else ""))
+    check(str(run.state).endswith(expect), f"run state {run.state}")
     for index, received in enumerate(smtp.messages[before:], start=1):
         stored = WORK / "received" / f"{dag_id}-{index}.eml"
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_bytes(received.data)
         parsed = email.message_from_bytes(received.data, policy=email.policy.default)
-        message_id, subject = parsed["Message-ID"], " ".join(str(parsed["Subject"]).split())
-        _line("recipient(s)", ", ".join(received.rcpt_tos))
-        _line("subject", subject)
-        _line("TLS", f"{received.tls_version} {received.cipher}")
-        _line("AUTH identity", received.auth_identity)
-        _line("Message-ID", message_id)
-        _line("received copy", stored.relative_to(ROOT))
-    return 0 if state.endswith(expect) and len(smtp.messages) > before else 1
+        line("to", ", ".join(received.rcpt_tos))
+        line("subject", " ".join(str(parsed["Subject"]).split()))
+        line("delivered over", f"{received.tls_version} {received.cipher} (AUTH as {received.auth_identity})")
+        line("content", parsed.get_content_type())
+        line("received copy", stored.relative_to(ROOT))
+    check(len(smtp.messages) > before, f"{len(smtp.messages) - before} message(s) received")
+
+
+def seed_keys(bao: Any) -> dict[str, Any]:
+    from airflow_secure_mail.testing.keys import SmimeCA, make_pgp_identity
+
+    print("\n-- generating keys (gpg, cryptography) and storing them in Vault")
+    board, signer = make_pgp_identity("board@example.com"), make_pgp_identity("airflow@example.com")
+    ca = SmimeCA()
+    board_cert, signer_cert = ca.issue("board@example.com"), ca.issue("airflow@example.com")
+    kv = bao.client().secrets.kv.v2
+    kv.create_or_update_secret(
+        path="mail-keys/board@example.com",
+        secret={"pgp_public_key": board.public_key, "smime_certificate": board_cert.certificate},
+    )
+    kv.create_or_update_secret(
+        path="mail-signing",
+        secret={
+            "pgp_private_key": signer.private_key,
+            "pgp_passphrase": signer.passphrase,
+            "smime_private_key": signer_cert.private_key,
+            "smime_certificate": signer_cert.certificate,
+        },
+    )
+    line("PGP", f"board {board.fingerprint[-16:]} (Ed25519/Cv25519), signer {signer.fingerprint[-16:]}")
+    line("S/MIME", "RSA-2048 certificates for board@ and airflow@ from a throwaway CA")
+    return {"board": board, "signer": signer, "ca": ca, "board_cert": board_cert}
+
+
+def prove_protection(messages: list[Any], keys: dict[str, Any]) -> None:
+    print("\n-- independent check of what the server received")
+    pgp = next(m for m in messages if b"multipart/encrypted" in m.data)
+    smime = next(m for m in messages if b"application/pkcs7-mime" in m.data)
+    check(b"12.4M" not in pgp.data and b"12.4M" not in smime.data, "no plaintext figures on the wire")
+    gpg_home = tempfile.mkdtemp(prefix="asm-demo-gpg-")
+    os.chmod(gpg_home, 0o700)
+    base = ["gpg", "--homedir", gpg_home, "--batch", "--status-fd", "2", "--trust-model", "always"]
+    try:
+        board, signer = keys["board"], keys["signer"]
+        subprocess.run(
+            [*base, "--pinentry-mode", "loopback", "--passphrase", board.passphrase, "--import"],
+            input=board.private_key.encode(),
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run([*base, "--import"], input=signer.public_key.encode(), capture_output=True, check=True)
+        armored = re.search(rb"-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----", pgp.data, re.S)
+        assert armored is not None
+        out = subprocess.run(
+            [*base, "--pinentry-mode", "loopback", "--passphrase", board.passphrase, "--decrypt"],
+            input=armored.group(0),
+            capture_output=True,
+        )
+        check(out.returncode == 0 and b"12.4M" in out.stdout, "gpg --decrypt: PGP/MIME body decrypts")
+        check(b"GOODSIG" in out.stderr, f"gpg: good signature from {signer.fingerprint[-16:]}")
+        inner = email.message_from_bytes(out.stdout, policy=email.policy.default)
+        line("protected Subject", f"outer '...', inner '{inner['Subject']}'")
+    finally:
+        subprocess.run(["gpgconf", "--homedir", gpg_home, "--kill", "all"], capture_output=True)
+        shutil.rmtree(gpg_home, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "board.crt").write_text(keys["board_cert"].certificate)
+        Path(tmp, "board.key").write_text(keys["board_cert"].private_key)
+        keys["ca"].write(Path(tmp, "ca.pem"))
+        dec = subprocess.run(
+            ["openssl", "cms", "-decrypt", "-recip", f"{tmp}/board.crt", "-inkey", f"{tmp}/board.key"],
+            input=smime.data,
+            capture_output=True,
+        )
+        check(dec.returncode == 0, "openssl cms -decrypt: S/MIME (AES-256) decrypts")
+        ver = subprocess.run(
+            ["openssl", "cms", "-verify", "-CAfile", f"{tmp}/ca.pem"], input=dec.stdout, capture_output=True
+        )
+        check(ver.returncode == 0 and b"12.4M" in ver.stdout, "openssl cms -verify: S/MIME signature verifies")
+
+
+def archive_backup_restore(messages: list[Any]) -> None:
+    from airflow_secure_mail.archive.restore import RestoreSelection, select
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.errors import ArchiveIntegrityError
+
+    print("\n-- archive, backup, tamper detection, restore")
+    archive = MailArchive(f"file://{WORK}/archive", transit_key="mail-archive")
+    now = datetime.now(UTC)
+    window = (now - timedelta(hours=1), now + timedelta(hours=1))
+    records = select(archive, RestoreSelection(*window))
+    line(
+        "archive",
+        f"{WORK.relative_to(ROOT)}/archive/messages/... ({len(records)} records, AES-256-GCM, Transit 'mail-archive')",
+    )
+    received = {m.data for m in messages}
+    check(
+        all(r.data in received for r in records) and len(records) == len(messages),
+        "archived bytes == bytes the server received",
+    )
+    stored_plain = any(b"12.4M" in p.read_bytes() for p in (WORK / "archive").rglob("*") if p.is_file())
+    check(not stored_plain, "no plaintext in the archive (bodies or metadata)")
+
+    import runpy
+
+    dag = runpy.run_path(str(ROOT / "dags" / "secure_mail_backup_restore.py"))["dag"]
+    run = dag.test(run_conf={"start": window[0].isoformat(), "end": window[1].isoformat()})
+    check(str(run.state).endswith("success"), "backup + restore DAG (MailBackupOperator, MailRestoreOperator)")
+    bundles = sorted(p.name for p in (WORK / "backup" / "bundles").iterdir())
+    line("backup", ", ".join(bundles))
+    restored = sorted((WORK / "restored").glob("*.eml"))
+    check(
+        len(restored) == len(messages) and all(p.read_bytes() in received for p in restored),
+        f"{len(restored)} message(s) restored from the bundle, byte-identical to what was sent",
+    )
+
+    tampered = WORK / "tampered"
+    shutil.copytree(WORK / "archive", tampered)
+    victim = next(tampered.rglob("*.eml"))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    try:
+        select(MailArchive(f"file://{tampered}", transit_key="mail-archive"), RestoreSelection(*window))
+        check(False, "tampered copy detected")
+    except ArchiveIntegrityError as exc:
+        check(True, f"tampered copy detected: {exc}")
 
 
 if __name__ == "__main__":

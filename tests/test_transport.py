@@ -498,3 +498,28 @@ def test_canary_secrets_never_leak_at_any_failure_stage(mail_env, server_factory
     for text in [*errors, caplog.text, out, err]:
         assert canary not in text
         assert mail_env.bao.root_token not in text
+
+
+def test_vault_token_is_renewed_before_it_expires(mail_env, monkeypatch):
+    import json
+
+    from airflow_secure_mail.vault import VaultSecrets
+
+    policy = 'path "secret/data/smtp/*" { capabilities = ["read"] }'
+    role_id, secret_id = mail_env.bao.approle("airflow-renew", policy, token_ttl="50s")
+    conn = {
+        "conn_type": "vault",
+        "host": "127.0.0.1",
+        "port": mail_env.bao.port,
+        "login": role_id,
+        "password": secret_id,
+        "extra": {"auth_type": "approle", "use_tls": False},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_RENEW", json.dumps(conn))
+    before = len(mail_env.bao.audit_requests())
+    vault = VaultSecrets("vault_renew", cache_ttl=0)
+    vault.read(mail_env.secret_path)  # login + lookup: 50 s left, already inside the 60 s renewal margin
+    token = vault.client.token
+    paths = [r["request"]["path"] for r in mail_env.bao.audit_requests()[before:]]
+    assert "auth/token/renew-self" in paths
+    assert vault.client.token == token  # renewed, not replaced
