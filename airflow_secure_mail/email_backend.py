@@ -33,18 +33,14 @@ def send_email(
     **kwargs: Any,
 ) -> None:
     """Same signature as Airflow's ``send_email_smtp``; compose, screen and deliver via the pipeline."""
-    from airflow_secure_mail.errors import ConfigurationError
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.compose import MailRequest
     from airflow_secure_mail.pipeline import send_mail
     from airflow_secure_mail.sources import load_attachments
 
     hook = SecureSmtpHook(conn_id=_DEFAULT if conn_id in (None, "smtp_default") else conn_id)
-    sender = from_email or hook.settings.from_email
-    if not sender:
-        raise ConfigurationError("no sender: set [email] from_email or extra from_email on the connection.")
     request = MailRequest(
-        sender=sender,
+        sender=hook.sender(from_email),
         to=_listify(to),
         cc=_listify(cc),
         bcc=_listify(bcc),

@@ -250,13 +250,12 @@ def test_missing_vault_path_names_the_path(mail_env):
     assert mail_env.smtp.connections == 0
 
 
-def test_approle_relogin_after_token_revoked(mail_env, monkeypatch):
+def _approle_connection(mail_env, monkeypatch, conn_id: str, **role) -> None:
+    """A vault connection that logs in with a fresh AppRole allowed to read the SMTP secrets."""
     import json
 
-    from airflow_secure_mail.vault import VaultSecrets
-
     policy = 'path "secret/data/smtp/*" { capabilities = ["read"] }'
-    role_id, secret_id = mail_env.bao.approle("airflow-mail", policy)
+    role_id, secret_id = mail_env.bao.approle(conn_id, policy, **role)
     conn = {
         "conn_type": "vault",
         "host": "127.0.0.1",
@@ -265,7 +264,13 @@ def test_approle_relogin_after_token_revoked(mail_env, monkeypatch):
         "password": secret_id,
         "extra": {"auth_type": "approle", "use_tls": False},
     }
-    monkeypatch.setenv("AIRFLOW_CONN_VAULT_APPROLE", json.dumps(conn))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+def test_approle_relogin_after_token_revoked(mail_env, monkeypatch):
+    from airflow_secure_mail.vault import VaultSecrets
+
+    _approle_connection(mail_env, monkeypatch, "vault_approle")
     vault = VaultSecrets("vault_approle", cache_ttl=0)
     assert vault.read(mail_env.secret_path)["username"] == "airflow"
     first_token = vault.client.token

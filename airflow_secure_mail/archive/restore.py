@@ -12,7 +12,6 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive, ObjectStore, as_archive
-from airflow_secure_mail.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,7 @@ def resend(
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 
     hook = SecureSmtpHook(conn_id=conn_id)
-    sender = resent_from or hook.settings.from_email
-    if not sender:
-        raise ConfigurationError("resend needs resent_from= or extra from_email on the connection.")
+    sender = hook.sender(resent_from)
     override = [resend_to] if isinstance(resend_to, str) else list(resend_to or [])
     envelopes: list[Any] = []
     ids = []

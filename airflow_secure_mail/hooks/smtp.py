@@ -163,6 +163,15 @@ class SecureSmtpHook(BaseHook):
             self._vault = VaultSecrets(self.settings.vault_conn_id)
         return self._vault
 
+    def sender(self, explicit: str | None = None) -> str:
+        """The envelope sender: ``explicit`` if given, else the connection's ``from_email``."""
+        sender = explicit or self.settings.from_email
+        if not sender:
+            raise ConfigurationError(
+                f"no sender: pass sender= (or From) or set extra from_email on connection {self.conn_id!r}."
+            )
+        return sender
+
     def _resolve(self, value: str | None) -> str | None:
         if value and value.startswith("vault:"):
             return str(self.vault.read_field(value, mount=self.settings.vault_mount))
@@ -225,9 +234,7 @@ class SecureSmtpHook(BaseHook):
             sender = sender or header_sender
             recipients = list(recipients) if recipients is not None else header_rcpts
             message_id = message.get("Message-ID")
-        sender = sender or self.settings.from_email
-        if not sender:
-            raise ConfigurationError("no envelope sender: set From, pass sender=, or set extra from_email.")
+        sender = self.sender(sender)
         if not recipients:
             raise ConfigurationError("no recipients: pass recipients= or set To/Cc/Bcc.")
         return sender, list(recipients), message_bytes(message), message_id

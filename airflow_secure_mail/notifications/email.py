@@ -127,7 +127,6 @@ class SecureEmailNotifier(BaseNotifier):
         self.archive = archive
 
     def _request(self, context: Mapping[str, Any]) -> Any:
-        from airflow_secure_mail.errors import ConfigurationError
         from airflow_secure_mail.hooks.smtp import SecureSmtpHook
         from airflow_secure_mail.mail.compose import MailRequest
         from airflow_secure_mail.operators.email import _as_tuple
@@ -140,15 +139,12 @@ class SecureEmailNotifier(BaseNotifier):
             subject = subject or default_subject
             if html is None and text is None:
                 text, html = default_text, default_html
-        sender = self.sender or hook.settings.from_email
-        if not sender:
-            raise ConfigurationError(f"no sender: pass sender= or set extra from_email on {self.conn_id!r}.")
         seed = identity_seed(context)
         ti = context.get("ti")
         if seed is not None and ti is not None:
             seed = f"{seed}|notify|{getattr(ti, 'try_number', '')}"
         request = MailRequest(
-            sender=sender,
+            sender=hook.sender(self.sender),
             to=_as_tuple(self.to),
             cc=_as_tuple(self.cc),
             bcc=_as_tuple(self.bcc),

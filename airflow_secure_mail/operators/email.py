@@ -75,18 +75,14 @@ class SecureEmailOperator(BaseOperator):
         self.attachments_conn_id = attachments_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_secure_mail.errors import ConfigurationError
         from airflow_secure_mail.hooks.smtp import SecureSmtpHook
         from airflow_secure_mail.mail.compose import MailRequest
         from airflow_secure_mail.pipeline import identity_seed, origin_of, send_mail
         from airflow_secure_mail.sources import load_attachments
 
         hook = SecureSmtpHook(conn_id=self.conn_id)
-        sender = self.sender or hook.settings.from_email
-        if not sender:
-            raise ConfigurationError(f"no sender: pass sender= or set extra from_email on connection {self.conn_id!r}.")
         request = MailRequest(
-            sender=sender,
+            sender=hook.sender(self.sender),
             to=_as_tuple(self.to),
             cc=_as_tuple(self.cc),
             bcc=_as_tuple(self.bcc),

@@ -1,0 +1,72 @@
+"""Provider registration and the cost of importing the package (Airflow parses DAG files constantly)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_importing_public_api_loads_no_heavy_dependency():
+    code = (
+        "import sys, json; import airflow.sdk; before = set(sys.modules);"
+        "from airflow_secure_mail import SecureEmailOperator, SecureEmailNotifier, MailArchive, Protection,"
+        " MailPolicy, MailBackupOperator, MailRestoreOperator, SecureSmtpHook, TLSPolicy;"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
+    heavy = {"hvac", "cryptography", "gnupg", "fsspec", "s3fs", "aiosmtplib", "requests", "jinja2", "tenacity"}
+    assert not (loaded & heavy), loaded & heavy
+
+
+def test_provider_is_registered_with_airflow():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow-secure-mail" in manager.providers
+    hook = manager.hooks["secure_smtp"]
+    assert hook is not None and hook.hook_class_name == "airflow_secure_mail.hooks.smtp.SecureSmtpHook"
+    assert "airflow_secure_mail.notifications.email.SecureEmailNotifier" in manager.notification
+
+
+def test_airflow_providers_list_shows_it(airflow_db):
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "-o", "json"], capture_output=True, text=True, check=True
+    ).stdout
+    names = [p["package_name"] for p in json.loads(out[out.index("[") :])]
+    assert "airflow-secure-mail" in names
+
+
+def test_encrypted_report_dag_sends_only_ciphertext(mail_env, airflow_db, monkeypatch, tmp_path):
+    """The example DAG end to end (keys generated here, stored in Vault as the README describes)."""
+    from airflow_secure_mail.archive.crypto import TransitEnvelope
+    from airflow_secure_mail.testing.keys import SmimeCA, make_pgp_identity
+    from tests.conftest import load_dag
+
+    board, signer = make_pgp_identity("board@example.com"), make_pgp_identity("airflow@example.com")
+    ca = SmimeCA()
+    board_cert, signer_cert = ca.issue("board@example.com"), ca.issue("airflow@example.com")
+    kv = mail_env.bao.client().secrets.kv.v2
+    kv.create_or_update_secret(
+        path="mail-keys/board@example.com",
+        secret={"pgp_public_key": board.public_key, "smime_certificate": board_cert.certificate},
+    )
+    kv.create_or_update_secret(
+        path="mail-signing",
+        secret={
+            "pgp_private_key": signer.private_key,
+            "pgp_passphrase": signer.passphrase,
+            "smime_private_key": signer_cert.private_key,
+            "smime_certificate": signer_cert.certificate,
+        },
+    )
+    mail_env.bao.client().secrets.transit.create_key(name="mail-archive-dag")
+    TransitEnvelope.forget_keys()
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "mail-archive-dag")
+    run = load_dag("secure_mail_encrypted_report.py", "secure_mail_encrypted_report").test()
+    assert run.state == "success"
+    kinds = sorted(b"multipart/encrypted" in m.data for m in mail_env.smtp.messages)
+    assert kinds == [False, True] and all(b"12.4M" not in m.data for m in mail_env.smtp.messages)
+    assert len(list((tmp_path / "archive" / "messages").rglob("*.eml"))) == 2
