@@ -528,3 +528,32 @@ def test_vault_token_is_renewed_before_it_expires(mail_env, monkeypatch):
     paths = [r["request"]["path"] for r in mail_env.bao.audit_requests()[before:]]
     assert "auth/token/renew-self" in paths
     assert vault.client.token == token  # renewed, not replaced
+
+
+def test_mutual_tls_with_client_certificate_from_vault(mail_env, server_factory, ca):
+    from airflow_secure_mail.errors import SecureMailError
+
+    server = server_factory(server_context=ca.requiring_client_cert(ca.server_context()))
+    cert, key = ca.client_pair()
+    mail_env.bao.client().secrets.kv.v2.create_or_update_secret(path="smtp/mtls", secret={"cert": cert, "key": key})
+    mail_env.set_smtp_conn(port=server.tls_port)
+    with pytest.raises(SecureMailError):
+        SecureSmtpHook().send(_message())
+    assert server.auth_attempts == [] and server.messages == []
+    mail_env.set_smtp_conn(
+        port=server.tls_port, client_cert="vault:smtp/mtls#cert", client_key="vault:smtp/mtls#key", retries=0
+    )
+    SecureSmtpHook().send(_message())
+    assert len(server.messages) == 1
+
+
+def test_policy_defaults_come_from_the_connection(mail_env):
+    from airflow_secure_mail.errors import PolicyViolation
+    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.pipeline import send_mail
+
+    mail_env.set_smtp_conn(policy={"allowed_recipient_domains": ["example.org"], "max_recipients": 5})
+    request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="s", text="b")
+    with pytest.raises(PolicyViolation, match="allowed_recipient_domains"):
+        send_mail(request, hook=SecureSmtpHook())
+    assert mail_env.smtp.connections == 0

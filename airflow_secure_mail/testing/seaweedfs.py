@@ -26,19 +26,23 @@ def _weed_binary() -> str:
 class SeaweedFsS3:
     """An S3-compatible object store; credentials are generated per start, data lives in a temp dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, data_dir: str | None = None) -> None:
+        """``data_dir`` keeps the data across stop/start (an outage, not a loss); default: a temp dir."""
         self.access_key = "AK" + secrets.token_hex(8)
         self.secret_key = secrets.token_urlsafe(24)
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._dir = ""
+        self._dir = data_dir or ""
+        self._owns_dir = data_dir is None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> SeaweedFsS3:
-        self._dir = tempfile.mkdtemp(prefix="seaweedfs-")
+        if not self._dir:
+            self._dir = tempfile.mkdtemp(prefix="seaweedfs-")
+        Path(self._dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.port = free_port()
         ports = {name: free_port() for name in ("master", "volume", "filer")}
         grpc = {name: free_port() for name in ports}
@@ -58,7 +62,7 @@ class SeaweedFsS3:
         )
         os.chmod(config, 0o600)
         data = Path(self._dir, "data")
-        data.mkdir()
+        data.mkdir(exist_ok=True)
         log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
             [
@@ -136,8 +140,9 @@ class SeaweedFsS3:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
             self._proc = None
-        if self._dir:
+        if self._dir and self._owns_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = ""
 
     def __enter__(self) -> SeaweedFsS3:
         return self.start()

@@ -79,6 +79,18 @@ class TestCA:
         cert.configure_cert(ctx)
         return ctx
 
+    def client_pair(self, name: str = "airflow-client") -> tuple[str, str]:
+        """A client certificate chain and key (PEM) for mutual TLS."""
+        cert = self._ca.issue_cert(name)
+        chain = "".join(blob.bytes().decode() for blob in cert.cert_chain_pems)
+        return chain, cert.private_key_pem.bytes().decode()
+
+    def requiring_client_cert(self, ctx: ssl.SSLContext) -> ssl.SSLContext:
+        """Make a server context demand a client certificate from this CA."""
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self.pem)
+        return ctx
+
     def write(self, path: str) -> str:
         with open(path, "w") as fh:
             fh.write(self.pem)
