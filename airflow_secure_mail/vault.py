@@ -124,8 +124,6 @@ class VaultSecrets:
 
     def _call(self, what: str, op: Callable[[hvac.Client], T]) -> T:
         """Run one Vault request; on 403 log in again once (expired token), then give up."""
-        import hvac.exceptions
-
         try:
             return self._with_vault_errors(what, lambda: op(self.client))
         except _Forbidden:
@@ -137,8 +135,6 @@ class VaultSecrets:
                 raise VaultSecretError(
                     f"Vault denied access to {what}: grant the Airflow role read on this path.", path=what
                 ) from None
-        except hvac.exceptions.VaultError:  # pragma: no cover - mapped in _with_vault_errors
-            raise
 
     def _with_vault_errors(self, what: str, fn: Callable[[], T]) -> T:
         import hvac.exceptions

@@ -274,19 +274,16 @@ class MailArchive(ObjectStore):
         day: date = (start - timedelta(days=1)).date()
         while day <= end.date():
             folder = f"messages/{day:%Y/%m/%d}"
-            for name in self.list_names(folder):
-                if not name.endswith(".json") or ".failed-" in name:
-                    continue
-                if name.endswith(".pending.json") and committed_only:
-                    continue
-                key = name.split(".", 1)[0]
-                if name.endswith(".pending.json") and f"{key}.json" in self.list_names(folder):
-                    continue
-                meta = self.read_json(f"{folder}/{name}")
-                assert meta is not None
-                stamp = datetime.fromisoformat(str(meta.get("committed_at") or meta["staged_at"]))
-                if start <= stamp < end:
-                    yield ArchiveRecord(key, f"{folder}/{key}", meta)
+            names = self.list_names(folder)
+            committed = {n.split(".", 1)[0] for n in names if n.count(".") == 1 and n.endswith(".json")}
+            for name in names:
+                key, _, suffix = name.partition(".")
+                if suffix == "json" or (suffix == "pending.json" and not committed_only and key not in committed):
+                    meta = self.read_json(f"{folder}/{name}")
+                    assert meta is not None
+                    stamp = datetime.fromisoformat(str(meta.get("committed_at") or meta["staged_at"]))
+                    if start <= stamp < end:
+                        yield ArchiveRecord(key, f"{folder}/{key}", meta)
             day += timedelta(days=1)
 
     def verify(self, record: ArchiveRecord) -> bytes:
