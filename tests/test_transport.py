@@ -557,3 +557,58 @@ def test_policy_defaults_come_from_the_connection(mail_env):
     with pytest.raises(PolicyViolation, match="allowed_recipient_domains"):
         send_mail(request, hook=SecureSmtpHook())
     assert mail_env.smtp.connections == 0
+
+
+def test_jwt_auth_with_a_locally_signed_token(mail_env, monkeypatch, tmp_path):
+    """JWT login for real: OpenBao trusts a key made here; the token file is what Kubernetes/CI would mount."""
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from airflow_secure_mail.vault import VaultSecrets
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    client = mail_env.bao.client()
+    if "jwt/" not in client.sys.list_auth_methods()["data"]:
+        client.sys.enable_auth_method("jwt")
+    client.write("auth/jwt/config", jwt_validation_pubkeys=[public_pem], bound_issuer="airflow-tests")
+    client.sys.create_or_update_policy(name="jwt-mail", policy='path "secret/data/smtp/*" { capabilities = ["read"] }')
+    client.write(
+        "auth/jwt/role/airflow-mail",
+        role_type="jwt",
+        user_claim="sub",
+        bound_audiences=["openbao"],
+        token_policies=["jwt-mail"],
+        token_ttl="5m",
+    )
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "iss": "airflow-tests",
+            "sub": "airflow-worker",
+            "aud": "openbao",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + 300,
+        },
+        key,
+        algorithm="RS256",
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    conn = {
+        "conn_type": "vault",
+        "host": "127.0.0.1",
+        "port": mail_env.bao.port,
+        "extra": {"auth_type": "jwt", "jwt_role": "airflow-mail", "jwt_token_path": str(token_file), "use_tls": False},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_JWT", json.dumps(conn))
+    assert VaultSecrets("vault_jwt", cache_ttl=0).read(mail_env.secret_path)["username"] == "airflow"
