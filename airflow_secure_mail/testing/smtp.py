@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import ssl
 import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,6 +211,8 @@ class SmtpCatcher:
         import logging
 
         logging.getLogger("mail.log").setLevel(logging.ERROR)
+        # aiosmtpd cannot tell implicit TLS from plaintext and warns about AUTH on that port; it is TLS.
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning)
 
         ctx = self._context or self.ca.server_context()
         self.tls_port, self.starttls_port = free_port(), free_port()
