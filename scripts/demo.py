@@ -163,33 +163,20 @@ def run_dag(dag_id: str, smtp: Any, expect: str = "success", conf: dict[str, Any
     return run
 
 
-def seed_keys(bao: Any) -> dict[str, Any]:
-    from airflow_secure_mail.testing.keys import SmimeCA, make_pgp_identity
+def seed_keys(bao: Any) -> Any:
+    from airflow_secure_mail.testing.keys import seed_vault_keys
 
     print("\n-- generating keys (gpg, cryptography) and storing them in Vault")
-    board, signer = make_pgp_identity("board@example.com"), make_pgp_identity("airflow@example.com")
-    ca = SmimeCA()
-    board_cert, signer_cert = ca.issue("board@example.com"), ca.issue("airflow@example.com")
-    kv = bao.client().secrets.kv.v2
-    kv.create_or_update_secret(
-        path="mail-keys/board@example.com",
-        secret={"pgp_public_key": board.public_key, "smime_certificate": board_cert.certificate},
+    keys = seed_vault_keys(bao.client(), "board@example.com", "airflow@example.com")
+    line(
+        "PGP",
+        f"board {keys.recipient_pgp.fingerprint[-16:]} (Ed25519/Cv25519), signer {keys.signer_pgp.fingerprint[-16:]}",
     )
-    kv.create_or_update_secret(
-        path="mail-signing",
-        secret={
-            "pgp_private_key": signer.private_key,
-            "pgp_passphrase": signer.passphrase,
-            "smime_private_key": signer_cert.private_key,
-            "smime_certificate": signer_cert.certificate,
-        },
-    )
-    line("PGP", f"board {board.fingerprint[-16:]} (Ed25519/Cv25519), signer {signer.fingerprint[-16:]}")
     line("S/MIME", "RSA-2048 certificates for board@ and airflow@ from a throwaway CA")
-    return {"board": board, "signer": signer, "ca": ca, "board_cert": board_cert}
+    return keys
 
 
-def prove_protection(messages: list[Any], keys: dict[str, Any]) -> None:
+def prove_protection(messages: list[Any], keys: Any) -> None:
     print("\n-- independent check of what the server received")
     pgp = next(m for m in messages if b"multipart/encrypted" in m.data)
     smime = next(m for m in messages if b"application/pkcs7-mime" in m.data)
@@ -198,7 +185,7 @@ def prove_protection(messages: list[Any], keys: dict[str, Any]) -> None:
     os.chmod(gpg_home, 0o700)
     base = ["gpg", "--homedir", gpg_home, "--batch", "--status-fd", "2", "--trust-model", "always"]
     try:
-        board, signer = keys["board"], keys["signer"]
+        board, signer = keys.recipient_pgp, keys.signer_pgp
         subprocess.run(
             [*base, "--pinentry-mode", "loopback", "--passphrase", board.passphrase, "--import"],
             input=board.private_key.encode(),
@@ -221,9 +208,9 @@ def prove_protection(messages: list[Any], keys: dict[str, Any]) -> None:
         subprocess.run(["gpgconf", "--homedir", gpg_home, "--kill", "all"], capture_output=True)
         shutil.rmtree(gpg_home, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "board.crt").write_text(keys["board_cert"].certificate)
-        Path(tmp, "board.key").write_text(keys["board_cert"].private_key)
-        keys["ca"].write(Path(tmp, "ca.pem"))
+        Path(tmp, "board.crt").write_text(keys.recipient_smime.certificate)
+        Path(tmp, "board.key").write_text(keys.recipient_smime.private_key)
+        keys.ca.write(Path(tmp, "ca.pem"))
         dec = subprocess.run(
             ["openssl", "cms", "-decrypt", "-recip", f"{tmp}/board.crt", "-inkey", f"{tmp}/board.key"],
             input=smime.data,

@@ -41,26 +41,10 @@ def test_airflow_providers_list_shows_it(airflow_db):
 def test_encrypted_report_dag_sends_only_ciphertext(mail_env, airflow_db, monkeypatch, tmp_path):
     """The example DAG end to end (keys generated here, stored in Vault as the README describes)."""
     from airflow_secure_mail.archive.crypto import TransitEnvelope
-    from airflow_secure_mail.testing.keys import SmimeCA, make_pgp_identity
+    from airflow_secure_mail.testing.keys import seed_vault_keys
     from tests.conftest import load_dag
 
-    board, signer = make_pgp_identity("board@example.com"), make_pgp_identity("airflow@example.com")
-    ca = SmimeCA()
-    board_cert, signer_cert = ca.issue("board@example.com"), ca.issue("airflow@example.com")
-    kv = mail_env.bao.client().secrets.kv.v2
-    kv.create_or_update_secret(
-        path="mail-keys/board@example.com",
-        secret={"pgp_public_key": board.public_key, "smime_certificate": board_cert.certificate},
-    )
-    kv.create_or_update_secret(
-        path="mail-signing",
-        secret={
-            "pgp_private_key": signer.private_key,
-            "pgp_passphrase": signer.passphrase,
-            "smime_private_key": signer_cert.private_key,
-            "smime_certificate": signer_cert.certificate,
-        },
-    )
+    seed_vault_keys(mail_env.bao.client(), "board@example.com", "airflow@example.com")
     mail_env.bao.client().secrets.transit.create_key(name="mail-archive-dag")
     TransitEnvelope.forget_keys()
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")

