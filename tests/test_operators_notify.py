@@ -228,3 +228,32 @@ def test_alert_html_renders_in_headless_chromium(tmp_path):
     ):
         assert expected in dom
     assert (tmp_path / "alert.png").stat().st_size > 1000
+
+
+DAG_LEVEL_ALERT = """
+from datetime import datetime
+from airflow.sdk import DAG, task
+from airflow_secure_mail import SecureEmailNotifier
+
+with DAG("dag_level_alert", start_date=datetime(2026, 1, 1), schedule=None,
+         on_failure_callback=SecureEmailNotifier(to="oncall@example.com")) as dag:
+    @task(retries=0)
+    def broken():
+        raise ValueError("upstream file missing")
+    broken()
+"""
+
+
+def test_dag_level_failure_callback_sends_alert(mail_env, airflow_db):
+    import runpy
+
+    from tests.conftest import DAGS
+
+    path = DAGS / "dag_level_alert.py"
+    path.write_text(DAG_LEVEL_ALERT)
+    run = runpy.run_path(str(path))["dag"].test()
+    assert run.state == "failed"
+    [received] = mail_env.smtp.messages
+    msg = _parsed(received.data)
+    assert " ".join(msg["Subject"].split()).startswith("[Airflow] FAILED dag_level_alert.")
+    assert run.run_id in msg.get_body(("plain",)).get_content()

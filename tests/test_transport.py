@@ -612,3 +612,22 @@ def test_jwt_auth_with_a_locally_signed_token(mail_env, monkeypatch, tmp_path):
     }
     monkeypatch.setenv("AIRFLOW_CONN_VAULT_JWT", json.dumps(conn))
     assert VaultSecrets("vault_jwt", cache_ttl=0).read(mail_env.secret_path)["username"] == "airflow"
+
+
+def test_stuck_server_times_out_instead_of_hanging(mail_env):
+    """A server that accepts the TCP connection and never says a word."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    try:
+        mail_env.set_smtp_conn(port=listener.getsockname()[1], timeout=1, retries=1, deadline=10)
+        start = time.monotonic()
+        with pytest.raises(DeliveryError) as info:
+            SecureSmtpHook().send(_message())
+        assert time.monotonic() - start < 8
+        assert info.value.transient
+    finally:
+        listener.close()

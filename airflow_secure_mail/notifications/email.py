@@ -126,6 +126,13 @@ class SecureEmailNotifier(BaseNotifier):
         self.protection = protection
         self.archive = archive
 
+    def get_template_env(self, dag: Any = None) -> Any:
+        """Sandboxed Jinja; also when ``dag`` is a SerializedDAG (DAG callbacks under ``dags test``,
+        apache/airflow#64649), which has no template environment of its own."""
+        if dag is not None and not hasattr(dag, "get_template_env"):
+            dag = None
+        return super().get_template_env(dag=dag)
+
     def _request(self, context: Mapping[str, Any]) -> Any:
         from airflow_secure_mail.hooks.smtp import SecureSmtpHook
         from airflow_secure_mail.mail.compose import MailRequest
