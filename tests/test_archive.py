@@ -331,3 +331,20 @@ def test_backup_and_restore_dag(mail_env, airflow_db, tmp_path, monkeypatch):
     [restored] = list(Path(tmp_path, "restored").glob("*.eml"))
     assert restored.read_bytes() == mail_env.smtp.messages[0].data
     assert list(Path(tmp_path, "backup", "bundles").glob("*.manifest.json"))
+
+
+def test_on_error_send_prefers_delivery_over_the_record(mail_env, monkeypatch):
+    down = {
+        "conn_type": "aws",
+        "login": "x",
+        "password": "y",
+        "extra": {
+            "endpoint_url": "http://127.0.0.1:9",
+            "region_name": "us-east-1",
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DOWN2", json.dumps(down))
+    result = _send(MailArchive("s3://mail-test/archive", conn_id="aws_down2", on_error="send"), 6)
+    assert len(mail_env.smtp.messages) == 1
+    assert result.to_xcom()["archive_keys"] == []

@@ -257,3 +257,15 @@ def test_dag_level_failure_callback_sends_alert(mail_env, airflow_db):
     msg = _parsed(received.data)
     assert " ".join(msg["Subject"].split()).startswith("[Airflow] FAILED dag_level_alert.")
     assert run.run_id in msg.get_body(("plain",)).get_content()
+
+
+def test_email_backend_dryrun_screens_but_sends_nothing(mail_env):
+    from airflow_secure_mail.email_backend import send_email
+    from airflow_secure_mail.errors import PolicyViolation
+
+    send_email("ops@example.com", "dry", "<p>x</p>", dryrun=True, from_email="alerts@example.com")
+    with pytest.raises(PolicyViolation):
+        send_email(
+            "ops@example.com", "dry\r\nBcc: x@evil.example", "<p>x</p>", dryrun=True, from_email="alerts@example.com"
+        )
+    assert mail_env.smtp.connections == 0

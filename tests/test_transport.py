@@ -631,3 +631,18 @@ def test_stuck_server_times_out_instead_of_hanging(mail_env):
         assert info.value.transient
     finally:
         listener.close()
+
+
+def test_send_many_spreads_over_a_bounded_number_of_sessions(mail_env):
+    messages = [("airflow@example.com", [f"r{n}@example.com"], b"Subject: n\r\n\r\nbody\r\n") for n in range(10)]
+    receipts = SecureSmtpHook().send_many(messages, concurrency=3)
+    assert [r.accepted for r in receipts] == [(f"r{n}@example.com",) for n in range(10)]
+    assert len(mail_env.smtp.messages) == 10
+    assert 1 <= mail_env.smtp.connections <= 3
+
+
+def test_connection_test_reports_failure_without_raising(mail_env, server_factory):
+    broken = server_factory(offer_starttls=False)
+    mail_env.set_smtp_conn(starttls=True, port=broken.starttls_port)
+    ok, detail = SecureSmtpHook().test_connection()
+    assert not ok and "does not offer STARTTLS" in detail
