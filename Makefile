@@ -45,7 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 lock: $(UV)
-	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic -o constraints/lock.txt
+	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic --extra sequoia -o constraints/lock.txt
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache

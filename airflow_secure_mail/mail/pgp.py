@@ -1,7 +1,7 @@
-"""OpenPGP operations behind a small interface; the default backend is GnuPG via python-gnupg.
+"""OpenPGP operations behind a small interface: GnuPG via python-gnupg (default) or pysequoia (optional).
 
-Every call runs in a throwaway GNUPGHOME (mode 0700) whose agent is stopped afterwards, so no key
-ever lands in a user's keyring.
+GnuPG calls run in a throwaway GNUPGHOME (mode 0700) whose agent is stopped afterwards, so no key
+ever lands in a user's keyring; pysequoia works in memory.
 """
 
 from __future__ import annotations
@@ -124,9 +124,85 @@ class GnuPGBackend:
             return bytes(result.data)
 
 
+class SequoiaBackend:
+    """pysequoia (Sequoia-PGP, in-process, LGPL; the optional ``sequoia`` extra): no gpg process, no keyring.
+
+    Same interface and the same key checks as :class:`GnuPGBackend`; pysequoia's 0.1.x API is young,
+    so every error it raises is mapped to ours here.
+    """
+
+    def _signer(self, signer: PgpSigner) -> Any:
+        import pysequoia
+
+        try:
+            return pysequoia.Tsk.from_bytes(signer.private_key.encode()).signer(signer.passphrase)
+        except Exception:
+            raise ConfigurationError(
+                "the PGP signing key could not be unlocked: check the armored key and its passphrase in Vault."
+            ) from None
+
+    def sign_detached(self, data: bytes, signer: PgpSigner) -> tuple[bytes, str]:
+        import pysequoia
+
+        sig = bytes(pysequoia.sign(self._signer(signer), data, mode=pysequoia.SignatureMode.DETACHED))
+        [packet] = list(pysequoia.packet.PacketPile.from_bytes(sig))
+        return sig, "pgp-" + str(packet.hash_algorithm).rsplit(".", 1)[-1].lower().replace("_", "-")
+
+    def encrypt(self, data: bytes, recipient_keys: Mapping[str, str], signer: PgpSigner | None = None) -> bytes:
+        import pysequoia
+
+        certs = []
+        for address, armored in recipient_keys.items():
+            try:
+                cert = pysequoia.Cert.from_bytes(armored.encode())
+            except Exception:
+                raise EncryptionKeyMissing(f"the PGP key for {address} could not be read.", recipient=address) from None
+            if not address.startswith("encrypt_to:"):
+                self._check(pysequoia, cert, address)
+            certs.append(cert)
+        try:
+            return bytes(pysequoia.encrypt(data, certs, signer=self._signer(signer) if signer else None))
+        except ConfigurationError:
+            raise
+        except Exception:
+            raise SecureMailError("PGP encryption failed; check the recipients' keys.") from None
+
+    @staticmethod
+    def _check(pysequoia: Any, cert: Any, address: str) -> None:
+        """Refuse expired, revoked or sign-only keys and keys that do not carry the recipient's address."""
+        import datetime as dt
+
+        expires = cert.expiration
+        if cert.is_revoked or (expires is not None and expires < dt.datetime.now(dt.UTC)):
+            raise EncryptionKeyMissing(
+                f"the PGP key for {address} is expired or revoked: publish a new one.", recipient=address
+            )
+        uids = " ".join(str(u) for u in cert.user_ids).lower()
+        if f"<{address.lower()}>" not in uids and address.lower() not in uids.split():
+            raise EncryptionKeyMissing(
+                f"the PGP key stored for {address} belongs to another identity ({str(cert.fingerprint)[-16:]}).",
+                recipient=address,
+            )
+        try:
+            pysequoia.encrypt(b"", [cert])
+        except Exception:
+            raise EncryptionKeyMissing(
+                f"the PGP key for {address} has no usable encryption subkey.", recipient=address
+            ) from None
+
+
 def default_backend(name: str = "gnupg") -> PgpBackend:
+    """``gnupg`` (default; needs the gpg binary) or ``sequoia`` (the optional pysequoia extra)."""
+    if name == "sequoia":
+        try:
+            import pysequoia  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "pgp_backend='sequoia' needs the extra: pip install 'airflow-secure-mail[sequoia]'."
+            ) from None
+        return SequoiaBackend()
     if name != "gnupg":
-        raise ConfigurationError(f"PGP backend {name!r} is not available; use 'gnupg'.")
+        raise ConfigurationError(f"PGP backend {name!r} is unknown; use 'gnupg' or 'sequoia'.")
     if shutil.which("gpg") is None:
         raise ConfigurationError("PGP needs the gpg binary on the worker: install GnuPG (Debian: gnupg).")
     return GnuPGBackend()

@@ -43,6 +43,7 @@ class Protection:
     scheme: Literal["pgp", "smime"] | None = None
     vault_mount: str = "secret"
     pgp_backend: str = "gnupg"
+    """``gnupg`` (needs the gpg binary) or ``sequoia`` (the pysequoia extra, in-process, faster signing)."""
 
     def __post_init__(self) -> None:
         if self.encrypt not in (None, "pgp", "smime"):
