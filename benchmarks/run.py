@@ -175,9 +175,10 @@ def main() -> int:
         + table
         + "\nThe default PGP backend runs `gpg` in a throwaway GNUPGHOME per message (no key ever lands in a "
         "keyring). Encrypting costs ~30 ms; signing is dominated by gpg-agent unlocking the imported secret "
-        "key (its S2K iteration count), about 1.4 s here, the same for Ed25519 and RSA-3072. The optional "
+        "key (its S2K iteration count), about 1.3 s here, the same for Ed25519 and RSA-3072. The optional "
         "pysequoia backend (`Protection(pgp_backend='sequoia')`, extra `sequoia`) does the same in-process "
-        "and signs about 7x faster (encrypting about 10x). S/MIME runs in-process with `cryptography`. A reused STARTTLS session "
+        "and signs about 7x faster (encrypting about 10x). S/MIME runs in-process with `cryptography`. "
+        "A reused STARTTLS session "
         "costs a few ms per message; a new connection per message roughly triples that, which is why "
         "`send_many` and `one_message_per_recipient` reuse one session.\n"
     )
