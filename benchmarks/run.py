@@ -174,7 +174,7 @@ def main() -> int:
         "servers on loopback. Message: about 20 KB (text + CSV attachment). Produced by `make bench`.\n\n"
         + table
         + "\nThe default PGP backend runs `gpg` in a throwaway GNUPGHOME per message (no key ever lands in a "
-        "keyring). Encrypting costs ~30 ms; signing is dominated by gpg-agent unlocking the imported secret "
+        "keyring). Encrypting costs 30-40 ms; signing is dominated by gpg-agent unlocking the imported secret "
         "key (its S2K iteration count), about 1.3 s here, the same for Ed25519 and RSA-3072. The optional "
         "pysequoia backend (`Protection(pgp_backend='sequoia')`, extra `sequoia`) does the same in-process "
         "and signs about 7x faster (encrypting about 10x). S/MIME runs in-process with `cryptography`. "
