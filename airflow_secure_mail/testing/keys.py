@@ -26,7 +26,7 @@ def make_pgp_identity(address: str, *, algo: str = "ed25519", expire: str = "1y"
     or rsa3072)."""
     import secrets
 
-    passphrase = passphrase or secrets.token_urlsafe(12)
+    passphrase = passphrase or "pp-" + secrets.token_urlsafe(12)  # never starts with "-" (an option to gpg)
     home = tempfile.mkdtemp(prefix="asm-keygen-")
     os.chmod(home, 0o700)
     base = ["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase]
