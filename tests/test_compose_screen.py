@@ -55,6 +55,15 @@ def test_crlf_anywhere_is_refused_before_connecting(mail_env, field):
     assert mail_env.smtp.connections == 0
 
 
+@pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c"])
+def test_unicode_line_breaks_are_refused_like_crlf(mail_env, breaker):
+    """str.splitlines() breaks on these too; found by the property test below (NEL in a header value)."""
+    with pytest.raises(PolicyViolation) as info:
+        _send(mail_env, _request(headers=(("X-Report", f"ok{breaker}Bcc: x@evil.example"),)))
+    assert info.value.rule == "header_injection"
+    assert mail_env.smtp.connections == 0
+
+
 def test_pdf_named_file_holding_an_executable_is_refused(mail_env):
     with pytest.raises(PolicyViolation, match=r"report\.pdf") as info:
         _send(mail_env, _request(attachments=(Attachment("report.pdf", EXE),)))

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from airflow_secure_mail.errors import PolicyViolation
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls plus the Unicode line separators: str.splitlines() (and so the email package) breaks on them
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAME_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>@,;:\\]*?))\s*<([^<>\s]+)>\s*$')
 
 
