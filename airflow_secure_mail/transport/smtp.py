@@ -225,7 +225,8 @@ class SmtpSession:
                 raise
             log.info("SMTP AUTH rejected (535); re-reading the credentials from Vault once (rotation)")
             try:
-                await self._auth_once(await self._credentials(True))
+                creds = await self._credentials(True)
+                await self._auth_once(creds)
             except Exception:
                 await self.close()
                 raise
