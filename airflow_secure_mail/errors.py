@@ -46,11 +46,15 @@ class DeliveryError(SecureMailError):
 
 
 class VaultSecretError(SecureMailError, PermissionError):
-    """A secret could not be read from Vault; ``path`` names where we looked, never a value."""
+    """A secret could not be read from Vault; ``path`` names where we looked, never a value.
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
+    ``missing`` is True when nothing is stored there (as opposed to Vault being down or denying access).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, missing: bool = False) -> None:
         super().__init__(message)
         self.path = path
+        self.missing = missing
 
 
 class ConfigurationError(SecureMailError, ValueError):

@@ -28,7 +28,7 @@ def resolve_keys(protection: Protection, recipients: Iterable[str], vault: Any) 
             try:
                 data = vault.read(f"{protection.keys_vault_path}/{address}", mount=protection.vault_mount)
             except VaultSecretError as exc:
-                if "no secret at" not in str(exc):
+                if not exc.missing:
                     raise
                 missing.append(address)
                 continue

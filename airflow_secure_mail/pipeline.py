@@ -121,7 +121,7 @@ async def asend_mail(
         message, envelope = compose(item)
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
-        for copy in await _protect(message, envelope, protection, hook):
+        for copy in await _protect(message, envelope, data, protection, hook):
             check_size(len(copy.data), mail_policy)
             outgoing.append(
                 _Outgoing(copy.envelope.sender, list(copy.envelope.recipients), copy.data, message["Message-ID"])
@@ -137,7 +137,7 @@ async def asend_mail(
     )
     for sent, outcome in zip(pending, outcomes, strict=True):
         if isinstance(outcome, SendReceipt):
-            sent.receipt = replace(outcome, message_id=sent.message_id)
+            sent.receipt = outcome
     if store is not None:
         await asyncio.to_thread(_commit_all, store, pending, outcomes)
     from airflow_secure_mail.hooks.smtp import check_outcomes
@@ -162,11 +162,8 @@ def _stage_all(
             if record is not None and record.delivered:
                 log.info("archive record %s already %s: not sending it again", key, record.status)
                 item.record = record
-                item.receipt = (
-                    SendReceipt.from_dict(record.metadata["receipt"]) if record.metadata.get("receipt") else None
-                )
-                if item.receipt is None:
-                    item.receipt = _unknown_receipt(item)
+                stored = record.metadata.get("receipt")  # none for status "unknown"
+                item.receipt = SendReceipt.from_dict(stored) if stored else _unknown_receipt(item)
                 continue
             if record is not None:
                 item.data = store.read_message(record)  # complete the staged send with the staged bytes
@@ -195,7 +192,7 @@ def _commit_all(store: MailArchive, pending: list[_Outgoing], outcomes: list[Any
             continue
         if isinstance(outcome, SendReceipt):
             status = "partially_refused" if outcome.refused else "sent"
-            receipt, error = (item.receipt or outcome).to_dict(), None
+            receipt, error = outcome.to_dict(), None
         else:
             status = "unknown" if getattr(outcome, "maybe_delivered", False) else "failed"
             receipt, error = None, str(outcome)
@@ -216,12 +213,14 @@ def _unknown_receipt(item: _Outgoing) -> SendReceipt:
     return SendReceipt(item.message_id, item.sender, tuple(item.recipients), {}, "", None, None, now, now)
 
 
-async def _protect(message: Any, envelope: Any, protection: Protection | None, hook: SecureSmtpHook) -> list[Any]:
-    """Keys from Vault (I/O) then the pure protect step; both off the event loop."""
+async def _protect(
+    message: Any, envelope: Any, data: bytes, protection: Protection | None, hook: SecureSmtpHook
+) -> list[Any]:
+    """Keys from Vault (I/O) then the pure protect step, both off the event loop; ``data`` is the plain copy."""
     from airflow_secure_mail.mail.protect import Protected, protect
 
     if protection is None or not protection.active:
-        return [Protected(message.as_bytes(policy=email_policy.SMTP), envelope)]
+        return [Protected(data, envelope)]
     from airflow_secure_mail.keys import resolve_keys
 
     keys = await asyncio.to_thread(resolve_keys, protection, envelope.recipients, hook.vault)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_CACHE_TTL = 30.0
+_LOGIN = "login"
 _RENEW_MARGIN = 60.0
 
 _cache: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
@@ -55,6 +56,7 @@ class VaultSecrets:
         self.cache_ttl = DEFAULT_CACHE_TTL if cache_ttl is None else float(cache_ttl)
         self._hook: Any = None
         self._token_expires: float | None = None
+        self._renewable = False
         self._lock = threading.Lock()
 
     # -- client -------------------------------------------------------------------------------
@@ -90,33 +92,40 @@ class VaultSecrets:
             if self._hook is None:
                 self._hook = self._new_hook()
                 self._token_expires = None
-            client = self._with_vault_errors("auth", lambda: self._hook.vault_client.client)
-            mask(client.token, "vault_token")
-            self._maybe_renew(client)
+            client = self._login()
+            if not self._keep_token(client):
+                self._relogin()
+                client = self._login()
             return client
 
-    def _maybe_renew(self, client: hvac.Client) -> None:
+    def _login(self) -> hvac.Client:
+        client = self._with_vault_errors(_LOGIN, lambda: self._hook.vault_client.client)
+        mask(client.token, "vault_token")
+        return client
+
+    def _keep_token(self, client: hvac.Client) -> bool:
+        """Learn the token's TTL once, renew it inside the margin; False = log in again."""
         now = time.monotonic()
         if self._token_expires is None:
             try:
                 data = client.auth.token.lookup_self()["data"]
             except Exception:
                 self._token_expires = now + 300
-                return
+                return True
             ttl = int(data.get("ttl") or 0)
             self._token_expires = float("inf") if ttl == 0 else now + ttl
             self._renewable = bool(data.get("renewable"))
-            return
+            return True
         if now < self._token_expires - _RENEW_MARGIN:
-            return
-        if getattr(self, "_renewable", False):
+            return True
+        if self._renewable:
             try:
                 auth = client.auth.token.renew_self()["auth"]
                 self._token_expires = now + int(auth.get("lease_duration") or 0)
-                return
+                return True
             except Exception:
                 log.info("Vault token renewal failed; logging in again")
-        self._relogin()
+        return False
 
     def _relogin(self) -> None:
         self._hook = self._new_hook()
@@ -145,7 +154,9 @@ class VaultSecrets:
         except hvac.exceptions.Forbidden:
             raise _Forbidden() from None
         except hvac.exceptions.InvalidPath:
-            raise VaultSecretError(f"no secret at Vault path {what!r}: write it there first.", path=what) from None
+            raise VaultSecretError(
+                f"no secret at Vault path {what!r}: write it there first.", path=what, missing=True
+            ) from None
         except hvac.exceptions.VaultDown:
             raise VaultSecretError(
                 f"Vault is sealed or down while reading {what!r}: unseal it and retry.", path=what
@@ -161,19 +172,14 @@ class VaultSecrets:
                 f"cannot reach Vault for {what!r} ({type(exc).__name__}): check the vault connection's host.",
                 path=what,
             ) from None
-        except hvac.exceptions.VaultError as exc:
+        except hvac.exceptions.VaultError as exc:  # also what the hashicorp hook raises for a failed login
+            if what == _LOGIN:
+                raise VaultSecretError(
+                    f"Vault login for connection {self.vault_conn_id!r} failed: check its credentials.", path=what
+                ) from None
             raise VaultSecretError(
                 f"Vault refused {what!r} ({type(exc).__name__}): check the path, mount and policy.", path=what
             ) from None
-        except VaultSecretError:
-            raise
-        except Exception as exc:
-            if "Authentication" in str(exc) or type(exc).__name__ == "VaultError":
-                raise VaultSecretError(
-                    f"Vault login for connection {self.vault_conn_id!r} failed: check its credentials.",
-                    path=what,
-                ) from None
-            raise
 
     # -- KV -----------------------------------------------------------------------------------
     def read(

@@ -171,9 +171,8 @@ def test_failure_after_staging_leaves_pending_that_a_later_run_completes(mail_en
     assert archive.lookup(key).status == "sent"
 
 
-def test_staging_failure_sends_nothing_by_default(mail_env, monkeypatch):
-    import json as _json
-
+def _unreachable_s3(monkeypatch, conn_id: str) -> str:
+    """An aws connection to a loopback port nothing listens on (discard, 9): the object store is down."""
     down = {
         "conn_type": "aws",
         "login": "x",
@@ -184,7 +183,12 @@ def test_staging_failure_sends_nothing_by_default(mail_env, monkeypatch):
             "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
         },
     }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DOWN", _json.dumps(down))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(down))
+    return conn_id
+
+
+def test_staging_failure_sends_nothing_by_default(mail_env, monkeypatch):
+    _unreachable_s3(monkeypatch, "aws_down")
     archive = MailArchive("s3://mail-test/archive", conn_id="aws_down")
     with pytest.raises(ArchiveError):
         _send(archive, 5)
@@ -272,6 +276,13 @@ def test_flipped_byte_in_bundle_is_detected(mail_env, tmp_path):
     bundle.write_bytes(bytes(data))
     with pytest.raises(ArchiveIntegrityError, match=summary.bundle):
         verify_bundle(archive, target, summary.manifest)
+    with pytest.raises(ArchiveIntegrityError):
+        select(archive, RestoreSelection(*_window()), bundle_location=f"file://{tmp_path}/backup")
+    later = datetime.now(UTC) + timedelta(days=2)  # a restore of another interval never opens this bundle
+    assert (
+        select(archive, RestoreSelection(later, later + timedelta(days=1)), bundle_location=f"file://{tmp_path}/backup")
+        == []
+    )
 
 
 def test_export_eml_and_mbox(mail_env, tmp_path):
@@ -334,17 +345,7 @@ def test_backup_and_restore_dag(mail_env, airflow_db, tmp_path, monkeypatch):
 
 
 def test_on_error_send_prefers_delivery_over_the_record(mail_env, monkeypatch):
-    down = {
-        "conn_type": "aws",
-        "login": "x",
-        "password": "y",
-        "extra": {
-            "endpoint_url": "http://127.0.0.1:9",
-            "region_name": "us-east-1",
-            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DOWN2", json.dumps(down))
-    result = _send(MailArchive("s3://mail-test/archive", conn_id="aws_down2", on_error="send"), 6)
+    conn_id = _unreachable_s3(monkeypatch, "aws_down2")
+    result = _send(MailArchive("s3://mail-test/archive", conn_id=conn_id, on_error="send"), 6)
     assert len(mail_env.smtp.messages) == 1
     assert result.to_xcom()["archive_keys"] == []

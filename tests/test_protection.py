@@ -326,7 +326,7 @@ def test_private_keys_and_passphrases_never_leak(keys_in_vault, pgp_ids, smime_i
 
     caplog.set_level(logging.DEBUG)
     result = _send(Protection(encrypt="pgp", sign=True, signing_vault_path="mail-signing"))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(EncryptionKeyMissing) as info:
         _send(Protection(encrypt="pgp", sign=True, signing_vault_path="mail-signing"), to=("nokey@example.com",))
     out, err = capfd.readouterr()
     secrets_ = [

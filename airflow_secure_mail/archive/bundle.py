@@ -38,8 +38,29 @@ class BackupSummary:
         return self.__dict__.copy()
 
 
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
 def bundle_name(start: datetime, end: datetime) -> str:
-    return f"bundles/{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+    return f"bundles/{start:{_STAMP}}_{end:{_STAMP}}"
+
+
+def manifests_overlapping(target: ObjectStore, start: datetime, end: datetime) -> list[str]:
+    """Manifest names whose interval (read from the name) overlaps ``[start, end)``: other bundles stay unread."""
+    from datetime import UTC
+
+    out = []
+    for name in target.list_names("bundles"):
+        stem = name.removesuffix(".manifest.json")
+        if stem == name:
+            continue
+        try:
+            first, last = (datetime.strptime(p, _STAMP).replace(tzinfo=UTC) for p in stem.split("_"))
+        except ValueError:
+            continue
+        if first < end and start < last:
+            out.append(f"bundles/{name}")
+    return out
 
 
 def _tar(members: list[tuple[str, bytes]]) -> bytes:
@@ -88,8 +109,10 @@ def backup(
     members: list[tuple[str, bytes]] = []
     entries = []
     for done, record in enumerate(records, start=1):
-        archive.verify(record)
-        stored = archive.read(f"{record.prefix}.eml") or b""
+        stored = archive.read(f"{record.prefix}.eml")
+        if stored is None:
+            raise ArchiveIntegrityError(f"archive object {record.prefix}.eml is missing.", key=record.prefix)
+        archive.verify(record, stored)
         metadata = archive.read(f"{record.prefix}.json") or b""
         members += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.json", metadata)]
         meta = record.metadata
@@ -146,8 +169,10 @@ def backup(
     return summary
 
 
-def verify_bundle(archive: MailArchive, target: ObjectStore, manifest_name: str) -> dict[str, bytes]:
-    """Read a bundle back and check its hash, its decryption and every record's hash; returns its members."""
+def verify_bundle(
+    archive: MailArchive, target: ObjectStore, manifest_name: str
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read a bundle back and check its hash, its decryption and every record's hash: (manifest, members)."""
     manifest = target.read_json(manifest_name)
     if manifest is None:
         raise ArchiveError(f"backup manifest {manifest_name} is missing.", key=manifest_name)
@@ -171,27 +196,17 @@ def verify_bundle(archive: MailArchive, target: ObjectStore, manifest_name: str)
             raise ArchiveIntegrityError(
                 f"metadata of {entry['prefix']} in bundle {name} is damaged.", key=entry["prefix"]
             )
-    return members
+    return manifest, members
 
 
 def records_in_bundle(
     archive: MailArchive, target: ObjectStore, manifest_name: str
 ) -> Iterator[tuple[ArchiveRecord, bytes]]:
     """Each record of a verified bundle with its plaintext bytes (decrypted and checked)."""
-    members = verify_bundle(archive, target, manifest_name)
-    manifest = target.read_json(manifest_name) or {}
+    manifest, members = verify_bundle(archive, target, manifest_name)
     for entry in manifest["records"]:
-        meta = json.loads(members[f"{entry['prefix']}.json"])
-        record = ArchiveRecord(entry["key"], entry["prefix"], meta)
-        stored = members[f"{entry['prefix']}.eml"]
-        data = stored
-        if meta.get("encryption"):
-            data = archive.envelope.open(stored, meta["encryption"], aad=record.key.encode(), name=entry["prefix"])
-        if len(data) != meta["size"]:
-            raise ArchiveIntegrityError(
-                f"record {entry['prefix']} in the bundle has the wrong size.", key=entry["prefix"]
-            )
-        yield record, data
+        record = ArchiveRecord(entry["key"], entry["prefix"], json.loads(members[f"{entry['prefix']}.json"]))
+        yield record, archive.verify(record, members[f"{entry['prefix']}.eml"])
 
 
 def _apply_retention(

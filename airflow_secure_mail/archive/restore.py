@@ -49,7 +49,7 @@ def select(
     bundle_conn_id: str | None = None,
 ) -> list[Restored]:
     """Matching records, each verified (hash, AEAD tag, size) and decrypted."""
-    from airflow_secure_mail.archive.bundle import records_in_bundle
+    from airflow_secure_mail.archive.bundle import manifests_overlapping, records_in_bundle
 
     store = as_archive(archive)
     assert store is not None
@@ -58,8 +58,8 @@ def select(
     if bundle_location:
         target = ObjectStore(bundle_location, bundle_conn_id)
         out = []
-        for manifest in (n for n in target.list_names("bundles") if n.endswith(".manifest.json")):
-            for record, data in records_in_bundle(store, target, f"bundles/{manifest}"):
+        for manifest in manifests_overlapping(target, start, end):
+            for record, data in records_in_bundle(store, target, manifest):
                 stamp = datetime.fromisoformat(str(record.metadata["committed_at"]))
                 if start <= stamp < end and selection.matches(record):
                     out.append(Restored(record, data))

@@ -249,11 +249,16 @@ class MailArchive(ObjectStore):
 
     def read_message(self, record: ArchiveRecord) -> bytes:
         """The exact bytes that were sent, verified (SHA-256 of the object, AES-GCM tag, size)."""
-        meta = record.metadata
         name = f"{record.prefix}.eml"
         stored = self.read(name)
         if stored is None:
             raise ArchiveIntegrityError(f"archive object {name} is missing.", key=name)
+        return self.open_stored(record, stored)
+
+    def open_stored(self, record: ArchiveRecord, stored: bytes) -> bytes:
+        """Check stored bytes (from the archive or a bundle) against the record and decrypt them."""
+        meta = record.metadata
+        name = f"{record.prefix}.eml"
         if hashlib.sha256(stored).hexdigest() != meta.get("sha256"):
             raise ArchiveIntegrityError(f"archive object {name} does not match its SHA-256: it was altered.", key=name)
         data = stored
@@ -269,16 +274,14 @@ class MailArchive(ObjectStore):
             )
         return data
 
-    def iter_records(self, start: datetime, end: datetime, *, committed_only: bool = True) -> Iterator[ArchiveRecord]:
+    def iter_records(self, start: datetime, end: datetime) -> Iterator[ArchiveRecord]:
         """Committed records whose commit time falls in ``[start, end)``, scanning the day folders."""
         day: date = (start - timedelta(days=1)).date()
         while day <= end.date():
             folder = f"messages/{day:%Y/%m/%d}"
-            names = self.list_names(folder)
-            committed = {n.split(".", 1)[0] for n in names if n.count(".") == 1 and n.endswith(".json")}
-            for name in names:
+            for name in self.list_names(folder):
                 key, _, suffix = name.partition(".")
-                if suffix == "json" or (suffix == "pending.json" and not committed_only and key not in committed):
+                if suffix == "json":
                     meta = self.read_json(f"{folder}/{name}")
                     assert meta is not None
                     stamp = datetime.fromisoformat(str(meta.get("committed_at") or meta["staged_at"]))
@@ -286,9 +289,9 @@ class MailArchive(ObjectStore):
                         yield ArchiveRecord(key, f"{folder}/{key}", meta)
             day += timedelta(days=1)
 
-    def verify(self, record: ArchiveRecord) -> bytes:
-        """Integrity plus metadata consistency; returns the plaintext bytes."""
-        data = self.read_message(record)
+    def verify(self, record: ArchiveRecord, stored: bytes | None = None) -> bytes:
+        """Integrity plus metadata consistency; returns the plaintext bytes (``stored``: already read)."""
+        data = self.read_message(record) if stored is None else self.open_stored(record, stored)
         meta = record.metadata
         if meta.get("schema_version") != SCHEMA_VERSION or meta.get("key") != record.key:
             raise ArchiveIntegrityError(f"archive record {record.prefix}.json is inconsistent.", key=record.prefix)

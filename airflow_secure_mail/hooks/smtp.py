@@ -25,8 +25,6 @@ from airflow_secure_mail.transport.tls import TLSPolicy
 
 log = logging.getLogger(__name__)
 
-_SECRET_FIELDS = {"password", "access_token"}
-
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -121,12 +119,14 @@ def envelope_of(message: EmailMessage) -> tuple[str | None, list[str]]:
 
 
 def message_bytes(message: EmailMessage | bytes) -> bytes:
-    """Wire bytes with CRLF line endings; Bcc removed so it never reaches a header."""
+    """Wire bytes with CRLF line endings; Bcc left out so it never reaches a header (the caller's copy keeps it)."""
     if isinstance(message, bytes):
         return message
+    import copy
     from email import policy
 
     if "Bcc" in message:
+        message = copy.copy(message)
         del message["Bcc"]
     return message.as_bytes(policy=policy.SMTP)
 
@@ -249,7 +249,7 @@ class SecureSmtpHook(BaseHook):
     ) -> SendReceipt:
         """Send one message, retrying transient failures on a fresh connection."""
         envelope = self._prepare(message, sender, recipients)
-        return (await self._deliver_all([envelope], concurrency=1, allow_partial=allow_partial))[0]
+        return check_outcomes(await self.adeliver_each([envelope]), allow_partial)[0]
 
     def send(
         self,
@@ -276,7 +276,7 @@ class SecureSmtpHook(BaseHook):
                 prepared.append((m[0], list(m[1]), m[2], None))
             else:
                 prepared.append(self._prepare(m, None, None))
-        return await self._deliver_all(prepared, concurrency=concurrency, allow_partial=allow_partial)
+        return check_outcomes(await self.adeliver_each(prepared, concurrency=concurrency), allow_partial)
 
     def send_many(
         self,
@@ -287,15 +287,6 @@ class SecureSmtpHook(BaseHook):
     ) -> list[SendReceipt]:
         """Sync facade over :meth:`asend_many`."""
         return run_sync(self.asend_many(messages, concurrency=concurrency, allow_partial=allow_partial))
-
-    async def _deliver_all(
-        self,
-        envelopes: list[tuple[str, list[str], bytes, str | None]],
-        *,
-        concurrency: int,
-        allow_partial: bool,
-    ) -> list[SendReceipt]:
-        return check_outcomes(await self.adeliver_each(envelopes, concurrency=concurrency), allow_partial)
 
     async def adeliver_each(
         self, envelopes: list[tuple[str, list[str], bytes, str | None]], *, concurrency: int = 1

@@ -220,15 +220,20 @@ def _smime_enveloped(der: bytes) -> bytes:
     ) + _b64(der)
 
 
+def _encryption_keys(keys: KeyMaterial, recipients: tuple[str, ...]) -> dict[str, str]:
+    """The group's keys plus the ``encrypt_to`` extras (labelled so no identity check applies to them)."""
+    chosen = {r: keys.recipients[r] for r in recipients}
+    chosen.update({f"encrypt_to:{i}": k for i, k in enumerate(keys.encrypt_to)})
+    return chosen
+
+
 def _entity(protection: Protection, inner: bytes, keys: KeyMaterial, recipients: tuple[str, ...]) -> bytes:
     """The protected body entity (headers + body) for one group of recipients."""
     if protection.scheme == "pgp":
         backend = default_backend(protection.pgp_backend)
         if protection.encrypt:
-            recipient_keys = {r: keys.recipients[r] for r in recipients}
-            recipient_keys.update({f"encrypt_to:{i}": k for i, k in enumerate(keys.encrypt_to)})
             signer = keys.pgp_signer if protection.sign else None
-            return _pgp_encrypted(backend.encrypt(inner, recipient_keys, signer))
+            return _pgp_encrypted(backend.encrypt(inner, _encryption_keys(keys, recipients), signer))
         assert keys.pgp_signer is not None
         signature, micalg = backend.sign_detached(inner, keys.pgp_signer)
         return _pgp_signed(inner, signature, micalg)
@@ -239,9 +244,7 @@ def _entity(protection: Protection, inner: bytes, keys: KeyMaterial, recipients:
         assert keys.smime_signer is not None
         entity = _smime_signed(inner, smime.sign_detached(inner, keys.smime_signer))
     if protection.encrypt:
-        certs = {r: keys.recipients[r] for r in recipients}
-        certs.update({f"encrypt_to:{i}": c for i, c in enumerate(keys.encrypt_to)})
-        entity = _smime_enveloped(smime.encrypt(entity, certs))
+        entity = _smime_enveloped(smime.encrypt(entity, _encryption_keys(keys, recipients)))
     return entity
 
 

@@ -107,14 +107,13 @@ def sniff(att: Attachment) -> str:
 
 
 def _magic(data: bytes) -> str | None:
+    """A binary format's type (libmagic, else filetype); None leaves text to the caller's judgement."""
     try:
         import magic
 
         kind = str(magic.from_buffer(data[:8192], mime=True))
-        if kind not in ("application/octet-stream", "text/plain", "inode/x-empty") and not kind.startswith("text/"):
+        if kind not in ("application/octet-stream", "inode/x-empty") and not kind.startswith("text/"):
             return kind
-        if kind.startswith("text/") and not _is_text(data):
-            return "application/octet-stream"
     except Exception:  # python-magic or libmagic missing: fall back to filetype
         log.debug("libmagic unavailable; sniffing with filetype")
     import filetype
@@ -134,20 +133,20 @@ def _is_text(data: bytes) -> bool:
 
 
 def _zip_kind(data: bytes) -> str:
+    """Zip containers by their members: macros anywhere, OOXML parts, the ODF ``mimetype`` entry."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
+            if any(n.lower().endswith("vbaproject.bin") for n in names):
+                return "application/vnd.ms-office.macroenabled"
+            if "[Content_Types].xml" in names:
+                for kind, prefix in _OOXML.items():
+                    if any(n.startswith(prefix) for n in names):
+                        return kind
+            if "mimetype" in names:
+                return zf.read("mimetype").decode("ascii", "replace").strip() or "application/zip"
     except zipfile.BadZipFile:
         return "application/octet-stream"
-    if any(n.lower().endswith("vbaproject.bin") for n in names):
-        return "application/vnd.ms-office.macroenabled"
-    if "[Content_Types].xml" in names:
-        for kind, prefix in _OOXML.items():
-            if any(n.startswith(prefix) for n in names):
-                return kind
-    if "mimetype" in names:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return zf.read("mimetype").decode("ascii", "replace").strip() or "application/zip"
     return "application/zip"
 
 

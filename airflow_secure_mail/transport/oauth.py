@@ -29,7 +29,6 @@ class OAuthClient:
     client_secret: str | None = field(default=None, repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     scope: str | None = None
-    ca_cert: str | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.token_url)
@@ -67,21 +66,12 @@ def access_token(client: OAuthClient, *, fresh: bool = False) -> str:
         form["refresh_token"] = client.refresh_token
     if client.scope:
         form["scope"] = client.scope
-    verify: bool | str = True
-    ca_file = None
-    if client.ca_cert:
-        verify, ca_file = _ca_bundle(client.ca_cert)
     try:
-        response = requests.post(client.token_url, data=form, timeout=30, allow_redirects=False, verify=verify)
+        response = requests.post(client.token_url, data=form, timeout=30, allow_redirects=False)
     except requests.RequestException as exc:
         raise SmtpAuthError(
             f"OAuth token endpoint {urlsplit(client.token_url).netloc} unreachable ({type(exc).__name__})."
         ) from None
-    finally:
-        if ca_file:
-            import os
-
-            os.unlink(ca_file)
     if response.status_code != 200:
         raise SmtpAuthError(
             f"OAuth token endpoint answered {response.status_code} for grant {client.grant}: "
@@ -98,15 +88,3 @@ def access_token(client: OAuthClient, *, fresh: bool = False) -> str:
     with _lock:
         _tokens[key] = (now + max(0.0, lifetime - _EXPIRY_MARGIN), token)
     return token
-
-
-def _ca_bundle(ca: str) -> tuple[str, str | None]:
-    if "-----BEGIN" not in ca:
-        return ca, None
-    import os
-    import tempfile
-
-    fd, path = tempfile.mkstemp(prefix="asm-ca-", suffix=".pem")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(ca)
-    return path, path
