@@ -42,8 +42,8 @@ class Protection:
     protect_headers: bool = False
     scheme: Literal["pgp", "smime"] | None = None
     vault_mount: str = "secret"
-    pgp_backend: str = "gnupg"
-    """``gnupg`` (needs the gpg binary) or ``sequoia`` (the pysequoia extra, in-process, faster signing)."""
+    pgp_backend: str = "auto"
+    """``auto`` (pysequoia where installed, else gpg), ``sequoia`` (the pysequoia extra) or ``gnupg`` (gpg binary)."""
 
     def __post_init__(self) -> None:
         if self.encrypt not in (None, "pgp", "smime"):
