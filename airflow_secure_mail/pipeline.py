@@ -6,6 +6,7 @@ The operator, the notifier and the email backend all call :func:`asend_mail`; no
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -224,7 +225,7 @@ async def _protect(
     from airflow_secure_mail.keys import resolve_keys
 
     keys = await asyncio.to_thread(resolve_keys, protection, envelope.recipients, hook.vault)
-    return await asyncio.to_thread(protect, message, envelope, protection, keys)
+    return await asyncio.to_thread(functools.partial(protect, message, envelope, protection, keys, wire=data))
 
 
 def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:

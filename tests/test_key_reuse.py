@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -111,10 +112,10 @@ def test_smime_signer_is_loaded_once_and_openssl_verifies():
     assert (info.misses, info.hits) == (1, 2)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {n: os.path.join(tmp, n) for n in ("sig.der", "data", "ca.pem")}
-        open(paths["data"], "wb").write(DATA)
-        open(paths["ca.pem"], "w").write(ca.pem)
+        Path(paths["data"]).write_bytes(DATA)
+        Path(paths["ca.pem"]).write_text(ca.pem)
         for der in ders:
-            open(paths["sig.der"], "wb").write(der)
+            Path(paths["sig.der"]).write_bytes(der)
             result = subprocess.run(
                 [
                     "openssl",

@@ -115,24 +115,30 @@ def _name(field_bytes: bytes) -> str:
     return field_bytes.split(b":", 1)[0].strip().decode("ascii").lower()
 
 
-def inner_entity(message: EmailMessage, *, protect_headers: bool) -> bytes:
-    """The MIME entity to sign/encrypt: content headers and body, 7-bit, CRLF, serialized exactly once."""
-    inner = copy.deepcopy(message)
-    keep = _PROTECTED if protect_headers else ()
-    for key in set(inner.keys()):
-        lowered = key.lower()
-        if not lowered.startswith("content-") and lowered not in keep:
-            del inner[key]
+def inner_entity(message: EmailMessage, *, protect_headers: bool, wire: bytes | None = None) -> bytes:
+    """The MIME entity to sign/encrypt: content headers and body, 7-bit, CRLF, serialized exactly once.
+
+    ``wire`` is the message already serialized with ``policy.SMTP``; its content header fields and body
+    are cut out as bytes (a deep copy of the MIME tree costs more than the signature itself).
+    """
     if protect_headers:
+        inner = copy.deepcopy(message)
+        for key in set(inner.keys()):
+            lowered = key.lower()
+            if not lowered.startswith("content-") and lowered not in _PROTECTED:
+                del inner[key]
         inner.set_param("protected-headers", "v1")
-    data = inner.as_bytes(policy=email_policy.SMTP)
+        data = inner.as_bytes(policy=email_policy.SMTP)
+    else:
+        fields, body = _split_headers(wire if wire is not None else message.as_bytes(policy=email_policy.SMTP))
+        data = b"\r\n".join(f for f in fields if _name(f).startswith("content-")) + b"\r\n\r\n" + body
     if not data.isascii():
         raise SecureMailError("the message body is not 7-bit after encoding; cannot sign it safely.")
     return data
 
 
-def _outer_headers(message: EmailMessage, *, protect_headers: bool) -> bytes:
-    fields, _ = _split_headers(message.as_bytes(policy=email_policy.SMTP))
+def _outer_headers(wire: bytes, *, protect_headers: bool) -> bytes:
+    fields, _ = _split_headers(wire)
     out = []
     for f in fields:
         name = _name(f)
@@ -248,14 +254,20 @@ def _entity(protection: Protection, inner: bytes, keys: KeyMaterial, recipients:
     return entity
 
 
-def protect(message: EmailMessage, envelope: Envelope, protection: Protection, keys: KeyMaterial) -> list[Protected]:
+def protect(
+    message: EmailMessage, envelope: Envelope, protection: Protection, keys: KeyMaterial, *, wire: bytes | None = None
+) -> list[Protected]:
     """Protected copies of ``message``; Bcc recipients each get their own when encrypting.
+
+    ``wire``: ``message`` already serialized with ``policy.SMTP`` (the pipeline has it), saving a second pass.
 
     A recipient without a key fails the whole send (``EncryptionKeyMissing``) unless
     ``missing_key='drop_recipient'``, which drops and reports them; never a plaintext copy.
     """
+    if wire is None:
+        wire = message.as_bytes(policy=email_policy.SMTP)
     if not protection.active:
-        return [Protected(message.as_bytes(policy=email_policy.SMTP), envelope)]
+        return [Protected(wire, envelope)]
     if protection.sign and protection.scheme == "pgp" and keys.pgp_signer is None:
         raise ConfigurationError("signing requested but no PGP signing key was found.")
     if protection.sign and protection.scheme == "smime" and keys.smime_signer is None:
@@ -277,8 +289,8 @@ def protect(message: EmailMessage, envelope: Envelope, protection: Protection, k
                 f"no recipient has a {protection.encrypt} key; nothing was sent.", recipient=missing[0]
             )
         envelope = replace(envelope, recipients=kept, bcc=tuple(r for r in envelope.bcc if r in kept))
-    inner = inner_entity(message, protect_headers=protection.protect_headers)
-    outer = _outer_headers(message, protect_headers=protection.protect_headers)
+    inner = inner_entity(message, protect_headers=protection.protect_headers, wire=wire)
+    outer = _outer_headers(wire, protect_headers=protection.protect_headers)
     if protection.encrypt:
         visible = tuple(r for r in envelope.recipients if r not in envelope.bcc)
         groups = ([visible] if visible else []) + [(b,) for b in envelope.bcc]
