@@ -383,18 +383,23 @@ def bench_memory(server: Server, rows: list[Row]) -> None:
 
 
 def bench_import(rows: list[Row]) -> None:
-    """`import airflow_secure_mail` + building an operator, against `import airflow.sdk` alone (DAG parsing)."""
+    """`import airflow_secure_mail` + building an operator, against `import airflow.sdk` alone (DAG parsing).
+
+    Airflow's provider discovery imports our (lazy) package ``__init__`` during ``import airflow.sdk`` already;
+    the difference is the operator module and one operator. The fastest of interleaved runs is the least noisy
+    estimate of the intrinsic cost on a busy machine.
+    """
     ours_code = (
         "import airflow.sdk\nfrom airflow_secure_mail import SecureEmailOperator\n"
         "SecureEmailOperator(task_id='t', to=['a@example.com'], subject='s', text_content='x')"
     )
     samples: dict[str, list[float]] = {"base": [], "ours": []}
-    for _ in range(7):  # interleaved, so machine noise hits both sides alike
+    for _ in range(9):  # interleaved, so machine noise hits both sides alike
         for name, code in (("base", "import airflow.sdk"), ("ours", ours_code)):
             start = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
             samples[name].append(time.perf_counter() - start)
-    base, ours = statistics.median(samples["base"]), statistics.median(samples["ours"])
+    base, ours = min(samples["base"]), min(samples["ours"])
     rows.append(
         Row(
             "import airflow_secure_mail + build an operator, vs import airflow.sdk (ms)",
