@@ -15,11 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_secure_mail.errors import ConfigurationError, MalwareFound, MalwareScanError, PolicyViolation
 from airflow_secure_mail.mail.archives import ArchiveUnchecked, check_archive
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.mail.compose import MailRequest
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +273,17 @@ def _parse_address(address: str) -> tuple[str, str | int]:
     raise ConfigurationError(f"ClamdScanner address {address!r}: use tcp://host:port or unix:///path/to/clamd.ctl.")
 
 
+def parts_of(request: MailRequest) -> list[tuple[str, bytes]]:
+    """What a scan judges: the plaintext bodies and every attachment, by name, before protection."""
+    bodies = (("text body", request.text), ("html body", request.html))
+    return [(n, b.encode("utf-8")) for n, b in bodies if b] + [(a.filename, a.content) for a in request.attachments]
+
+
+async def scan_request(request: MailRequest, scanner: ClamdScanner | None) -> ScanReport | None:
+    """Scan a request's parts (None without a scanner); raises on a finding or an unscannable part."""
+    return None if scanner is None else await scanner.ascan(parts_of(request))
+
+
 def database_date(version: str) -> datetime | None:
     """The signature database's build time from a VERSION reply, if clamd loaded a dated (official) one."""
     pieces = version.split("/")
@@ -281,13 +295,16 @@ def database_date(version: str) -> datetime | None:
         return None
 
 
-def scanner_checks(policy_defaults: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """The doctor's rows for the connection's scanner: reachable, version, database age, EICAR detected."""
+def scanner_checks(policy_defaults: Mapping[str, Any] | str | None) -> list[tuple[str, str, str]]:
+    """The doctor's rows for a connection's ``policy`` extra: scanner reachable, version, database age, EICAR."""
+    import json
+
     from airflow_secure_mail._sync import run_sync
 
     try:
-        scanner = ClamdScanner.from_value(policy_defaults.get("malware_scan"))
-    except ConfigurationError as exc:
+        policy = json.loads(policy_defaults) if isinstance(policy_defaults, str) else dict(policy_defaults or {})
+        scanner = ClamdScanner.from_value(policy.get("malware_scan"))
+    except (ConfigurationError, ValueError, TypeError) as exc:
         return [("FAIL", "malware scanner", str(exc))]
     if scanner is None:
         return [("WARN", "malware scanner", "none configured (policy.malware_scan): attachments are not scanned")]
@@ -314,4 +331,13 @@ async def _probe(scanner: ClamdScanner) -> list[tuple[str, str, str]]:
     return checks
 
 
-__all__ = ["ClamdScanner", "ScanReport", "Verdict", "database_date", "eicar", "scanner_checks"]
+__all__ = [
+    "ClamdScanner",
+    "ScanReport",
+    "Verdict",
+    "database_date",
+    "eicar",
+    "parts_of",
+    "scan_request",
+    "scanner_checks",
+]
