@@ -127,14 +127,15 @@ class ClamdServer:
 
 
 class ScriptedClamd:
-    """A fake clamd on loopback that answers each connection from ``replies`` in turn (last one repeats).
+    """A fake clamd on loopback: each INSTREAM gets the next of ``replies`` (the last one repeats).
 
     A reply is bytes to send (NUL-terminated for you), ``"hang"`` (read, never answer) or ``"close"``
-    (read, hang up without a word). Every command it received is kept in ``commands``.
+    (read, hang up without a word). VERSION always gets ``version``. Commands received: ``commands``.
     """
 
-    def __init__(self, replies: list[bytes | str]) -> None:
+    def __init__(self, replies: list[bytes | str], *, version: bytes | str = b"ClamAV 1.4.6") -> None:
         self.replies = list(replies)
+        self.version = version
         self.commands: list[bytes] = []
         self._stop = threading.Event()
         outer = self
@@ -174,7 +175,10 @@ class ScriptedClamd:
                 if size == 0:
                     break
                 reader.read(size)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if not command.startswith(b"zINSTREAM"):
+            reply = self.version
+        else:
+            reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         if reply == "hang":
             self._stop.wait(60)
         elif reply != "close":
