@@ -11,6 +11,7 @@ from __future__ import annotations
 import mimetypes
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,6 @@ _LINK_SCHEMES = frozenset({"http", "https", "ftp"})
 _INVISIBLE = re.compile(r"[\x00-\x20\x7f]+")
 _BARE_HOST = re.compile(r"^(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+([^\W\d_]{2,63})$")
 _PUNCTUATION = "()[]<>{}\"',;:!?.\u2018\u2019\u201c\u201d"
-_KNOWN_EXTENSIONS = mimetypes.MimeTypes(filenames=())
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,13 @@ def _hosts_named(text: str) -> list[str]:
 def _looks_like_host(word: str) -> bool:
     """``example.com`` yes, ``report.pdf`` no: a dotted name whose last label is not a file extension."""
     match = _BARE_HOST.match(word)
-    return match is not None and _KNOWN_EXTENSIONS.guess_type(f"x.{match.group(1)}", strict=False)[0] is None
+    return match is not None and _file_types().guess_type(f"x.{match.group(1)}", strict=False)[0] is None
+
+
+@cache
+def _file_types() -> mimetypes.MimeTypes:
+    """Python's built-in extension table only: Debian's /etc/mime.types lists ``.com`` as a program."""
+    return mimetypes.MimeTypes(filenames=())
 
 
 def _normalize(host: str) -> str:
