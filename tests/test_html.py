@@ -146,3 +146,17 @@ def test_javascript_url_split_by_invisible_characters_is_always_refused(fillers)
     with pytest.raises(PolicyViolation) as info:
         screen_html(f'<a href="{scheme}steal()">open</a>')
     assert info.value.rule == "html_javascript_url"
+
+
+_LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=8)
+
+
+@given(_LABEL, _LABEL, _LABEL, st.sampled_from(["https://{}/", "www.{}", "{}"]))
+def test_links_naming_an_unrelated_host_are_refused_and_subdomains_pass(bank, evil, sub, shown_as):
+    shown, target = f"{bank}.com", f"{evil}.net"
+    text = shown_as.format(shown) if shown_as != "www.{}" else f"www.{shown}"
+    with pytest.raises(PolicyViolation) as info:
+        screen_html(f'<a href="https://{target}/login">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+    honest = f'<a href="https://{sub}.{shown}/login">{text}</a>'
+    assert screen_html(honest) == honest

@@ -86,6 +86,17 @@ def test_encrypted_zip_is_refused_before_connecting(mail_env, clamd, nested):
     assert mail_env.smtp.connections == 0
 
 
+def test_allowed_encrypted_zip_is_sent_but_archived_as_unscanned(mail_env, clamd, tmp_path):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    attachment = Attachment("payroll.zip", encrypted_zip("payroll.csv", b"name,salary\n", b"correct horse"))
+    result = _send(_request(attachment), ClamdScanner(clamd.tcp, allow_encrypted_archives=True), archive=archive)
+    assert len(mail_env.smtp.messages) == 1 and result.to_xcom()["malware_scan"] == "unscanned"
+    [record] = [json.loads(p.read_text()) for p in Path(tmp_path, "archive", "messages").rglob("*[0-9a-f].json")]
+    scan = record["malware_scan"]
+    assert scan["verdict"] == "unscanned" and scan["item"] == "payroll.zip"
+    assert scan["reason"] == "encrypted member payroll.zip/payroll.csv not scanned"
+
+
 def test_clamd_reporting_an_encrypted_archive_is_refused_as_such():
     with ScriptedClamd([b"stream: Heuristics.Encrypted.Zip FOUND"]) as fake, pytest.raises(PolicyViolation) as info:
         asyncio.run(ClamdScanner(fake.address).ascan([("a.zip", b"PK\x05\x06" + b"\x00" * 18)]))

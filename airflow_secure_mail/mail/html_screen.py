@@ -185,7 +185,12 @@ def _normalize(host: str) -> str:
 
 
 def _same_site(shown: str, target: str) -> bool:
-    """Equal, or one a subdomain of the other: whoever holds a domain holds the names under it."""
+    """Equal, or one a subdomain of the other (``www.`` aside): whoever holds a domain holds the names under it.
+
+    Sibling names (``a.example.com`` and ``b.example.com``) differ: without the public suffix list
+    ``a.github.io`` and ``b.github.io`` would look alike, and they have different owners.
+    """
+    shown, target = shown.removeprefix("www."), target.removeprefix("www.")
     return shown == target or shown.endswith("." + target) or target.endswith("." + shown)
 
 

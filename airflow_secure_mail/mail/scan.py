@@ -116,11 +116,12 @@ class ClamdScanner:
 
     async def ascan(self, parts: Sequence[tuple[str, bytes]]) -> ScanReport:
         """Scan every ``(name, bytes)`` part; raise on a finding or (unless allowed) an unscannable part."""
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[str, str]] = []  # could not be scanned: refused unless on_error="allow"
+        accepted: list[tuple[str, str]] = []  # encrypted content let through by allow_encrypted_archives
         to_scan: list[tuple[str, bytes]] = []
         for name, data in parts:
             try:
-                self._precheck(name, data)
+                accepted.extend((name, f"encrypted member {m} not scanned") for m in self._precheck(name, data))
                 to_scan.append((name, data))
             except _Unscanned as exc:
                 problems.append((name, str(exc)))
@@ -129,31 +130,34 @@ class ClamdScanner:
         )
         version = results[0] if isinstance(results[0], str) else None
         for (name, _), reply in zip(to_scan, results[1:], strict=True):
-            if isinstance(reply, _Unscanned):
-                problems.append((name, str(reply)))
-                continue
             try:
-                self._judge(name, reply)
+                if isinstance(reply, _Unscanned):
+                    raise reply
+                allowed = self._judge(name, reply)
+                if allowed is not None:
+                    accepted.append((name, f"encrypted content ({allowed}) not scanned"))
             except _Unscanned as exc:
                 problems.append((name, str(exc)))
-        if not problems:
-            return ScanReport(Verdict.CLEAN, scanner=version)
-        name, reason = problems[0]
-        if self.on_error != "allow":
+        if problems and self.on_error != "allow":
+            name, reason = problems[0]
             raise MalwareScanError(
                 f"{name!r} could not be scanned ({reason}); nothing was sent. Fix the scanner or the part, "
                 "or set ClamdScanner(on_error='allow') to send unscanned mail.",
                 item=name,
                 reason=reason,
             )
-        log.warning("sending unscanned (on_error='allow'): %s: %s", name, reason)
+        if not (problems or accepted):
+            return ScanReport(Verdict.CLEAN, scanner=version)
+        name, reason = (problems or accepted)[0]
+        log.warning("sending unscanned: %s: %s", name, reason)
         return ScanReport(Verdict.UNSCANNED, scanner=version, item=name, reason=reason)
 
-    def _precheck(self, name: str, data: bytes) -> None:
+    def _precheck(self, name: str, data: bytes) -> list[str]:
+        """Size and zip structure, before any byte goes to clamd; returns encrypted members allowed through."""
         if len(data) > self.max_bytes:
             raise _Unscanned(f"{len(data)} bytes, over the scanner's max_bytes={self.max_bytes}")
         try:
-            check_archive(
+            return check_archive(
                 name,
                 data,
                 max_depth=self.max_archive_depth,
@@ -163,17 +167,17 @@ class ClamdScanner:
         except ArchiveUnchecked as exc:
             raise _Unscanned(str(exc)) from None
 
-    def _judge(self, name: str, reply: str) -> None:
-        """Raise for a finding; _Unscanned for anything that is not a plain ``OK``."""
+    def _judge(self, name: str, reply: str) -> str | None:
+        """None for ``OK``; raise for a finding or anything else; an allowed encrypted signature is returned."""
         if reply == "stream: OK":
-            return
+            return None
         if reply.startswith("stream: ") and reply.endswith(" FOUND"):
             signature = reply[len("stream: ") : -len(" FOUND")]
             if signature.startswith("Heuristics.Limits.Exceeded"):
                 raise _Unscanned(f"clamd stopped at a scan limit ({signature})")
             if signature.startswith("Heuristics.Encrypted"):
                 if self.allow_encrypted_archives:
-                    raise _Unscanned(f"encrypted content ({signature})")
+                    return signature
                 raise PolicyViolation(
                     f"attachment {name!r} is encrypted ({signature}) and cannot be scanned: send it unencrypted.",
                     rule="encrypted_archive",
