@@ -2,24 +2,22 @@
 
 A small asyncio client rather than a library: the maintained ones are synchronous (``clamdpy``,
 ``clamav-client``) and the asyncio one (``aioclamd``) speaks TCP only, without a timeout. The protocol is
-a length-prefixed byte stream (``man clamd``), so the whole client is the ``_exchange`` method below.
+a length-prefixed byte stream (``man clamd``), so the whole client is ``mail/clamd_wire.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow_secure_mail.errors import ConfigurationError, MalwareFound, MalwareScanError, PolicyViolation
 from airflow_secure_mail.mail.archives import ArchiveUnchecked, check_archive
+from airflow_secure_mail.mail.clamd_wire import ScanUnavailable, exchange, parse_address
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.compose import MailRequest
@@ -28,7 +26,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 """Debian's clamd ships ``StreamMaxLength 25M``; a larger part would only earn a size-limit reply."""
-_CHUNK = 64 * 1024
 _EICAR_PARTS = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$", "EICAR-STANDARD-", "ANTIVIRUS-TEST-FILE!$H+H*")
 
 
@@ -63,10 +60,6 @@ class ScanReport:
         }
 
 
-class _Unscanned(Exception):
-    """One part could not be judged; ``reason`` says why (never a secret: addresses and sizes only)."""
-
-
 @dataclass(frozen=True)
 class ClamdScanner:
     """clamd over ``tcp://host:port`` or ``unix:///path``; ``on_error="allow"`` lets unscannable mail through.
@@ -89,7 +82,7 @@ class ClamdScanner:
             raise ConfigurationError("ClamdScanner.on_error must be 'reject' (default) or 'allow'.")
         if self.timeout <= 0 or self.max_bytes <= 0 or self.max_archive_depth < 1:
             raise ConfigurationError("ClamdScanner timeout, max_bytes and max_archive_depth must be positive.")
-        object.__setattr__(self, "_target", _parse_address(self.address))
+        object.__setattr__(self, "_target", parse_address(self.address))
 
     @classmethod
     def from_value(cls, value: Any) -> ClamdScanner | None:
@@ -108,11 +101,11 @@ class ClamdScanner:
 
     async def version(self) -> str:
         """clamd's VERSION reply: ``ClamAV 1.4.6/27065/<database date>`` (no date with local signatures only)."""
-        return await self._exchange(b"VERSION")
+        return await exchange(self._target, self.address, self.timeout, b"VERSION")
 
     async def instream(self, data: bytes) -> str:
         """clamd's raw reply for ``data``: ``stream: OK``, ``stream: <name> FOUND`` or ``... ERROR``."""
-        return await self._exchange(b"INSTREAM", data)
+        return await exchange(self._target, self.address, self.timeout, b"INSTREAM", data)
 
     async def ascan(self, parts: Sequence[tuple[str, bytes]]) -> ScanReport:
         """Scan every ``(name, bytes)`` part; raise on a finding or (unless allowed) an unscannable part."""
@@ -123,7 +116,7 @@ class ClamdScanner:
             try:
                 accepted.extend((name, f"encrypted member {m} not scanned") for m in self._precheck(name, data))
                 to_scan.append((name, data))
-            except _Unscanned as exc:
+            except ScanUnavailable as exc:
                 problems.append((name, str(exc)))
         results = await asyncio.gather(
             self._guarded(self.version()), *(self._guarded(self.instream(data)) for _, data in to_scan)
@@ -131,12 +124,12 @@ class ClamdScanner:
         version = results[0] if isinstance(results[0], str) else None
         for (name, _), reply in zip(to_scan, results[1:], strict=True):
             try:
-                if isinstance(reply, _Unscanned):
+                if isinstance(reply, ScanUnavailable):
                     raise reply
                 allowed = self._judge(name, reply)
                 if allowed is not None:
                     accepted.append((name, f"encrypted content ({allowed}) not scanned"))
-            except _Unscanned as exc:
+            except ScanUnavailable as exc:
                 problems.append((name, str(exc)))
         if problems and self.on_error != "allow":
             name, reason = problems[0]
@@ -155,7 +148,7 @@ class ClamdScanner:
     def _precheck(self, name: str, data: bytes) -> list[str]:
         """Size and zip structure, before any byte goes to clamd; returns encrypted members allowed through."""
         if len(data) > self.max_bytes:
-            raise _Unscanned(f"{len(data)} bytes, over the scanner's max_bytes={self.max_bytes}")
+            raise ScanUnavailable(f"{len(data)} bytes, over the scanner's max_bytes={self.max_bytes}")
         try:
             return check_archive(
                 name,
@@ -165,7 +158,7 @@ class ClamdScanner:
                 allow_encrypted=self.allow_encrypted_archives,
             )
         except ArchiveUnchecked as exc:
-            raise _Unscanned(str(exc)) from None
+            raise ScanUnavailable(str(exc)) from None
 
     def _judge(self, name: str, reply: str) -> str | None:
         """None for ``OK``; raise for a finding or anything else; an allowed encrypted signature is returned."""
@@ -174,7 +167,7 @@ class ClamdScanner:
         if reply.startswith("stream: ") and reply.endswith(" FOUND"):
             signature = reply[len("stream: ") : -len(" FOUND")]
             if signature.startswith("Heuristics.Limits.Exceeded"):
-                raise _Unscanned(f"clamd stopped at a scan limit ({signature})")
+                raise ScanUnavailable(f"clamd stopped at a scan limit ({signature})")
             if signature.startswith("Heuristics.Encrypted"):
                 if self.allow_encrypted_archives:
                     return signature
@@ -187,94 +180,14 @@ class ClamdScanner:
                 f"malware in {name!r}: clamd found {signature}; nothing was sent.", item=name, signature=signature
             )
         if "size limit exceeded" in reply:
-            raise _Unscanned("clamd's StreamMaxLength is smaller than the part")
-        raise _Unscanned(f"clamd replied {reply[:120]!r}")
+            raise ScanUnavailable("clamd's StreamMaxLength is smaller than the part")
+        raise ScanUnavailable(f"clamd replied {reply[:120]!r}")
 
     async def _guarded(self, call: Any) -> Any:
         try:
             return await call
-        except _Unscanned as exc:
+        except ScanUnavailable as exc:
             return exc
-
-    async def _exchange(self, command: bytes, payload: bytes | None = None) -> str:
-        """One command on a fresh connection (clamd serves one INSTREAM per connection), bounded by ``timeout``.
-
-        The reply is read while the payload is still being sent: clamd answers a stream over its
-        ``StreamMaxLength`` at once and hangs up, and that reply must not be lost to the broken pipe.
-        """
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.timeout):
-                with await self._connect(loop) as sock:
-                    reply = asyncio.ensure_future(_read_reply(loop, sock))
-                    try:
-                        await loop.sock_sendall(sock, b"z" + command + b"\0")
-                        if payload is not None:
-                            await _stream(loop, sock, payload)
-                    except (BrokenPipeError, ConnectionResetError):
-                        log.debug("clamd closed the stream early; reading its reply")
-                    except BaseException:
-                        reply.cancel()
-                        raise
-                    raw = await reply
-        except TimeoutError:
-            raise _Unscanned(f"clamd at {self.address} did not answer within {self.timeout:g}s") from None
-        except OSError as exc:
-            raise _Unscanned(f"clamd at {self.address} is unreachable ({type(exc).__name__})") from None
-        text = raw.rstrip(b"\0").decode("utf-8", "replace").strip()
-        if not text:
-            raise _Unscanned(f"clamd at {self.address} closed the connection without a reply")
-        return text
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        kind, where = self._target
-        address: Any = where
-        if kind == "unix":
-            family = socket.AF_UNIX
-        else:
-            host, _, port = str(where).rpartition(":")
-            info = await loop.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
-            family, address = info[0][0], info[0][4]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-
-async def _stream(loop: asyncio.AbstractEventLoop, sock: socket.socket, payload: bytes) -> None:
-    """INSTREAM framing: each chunk after its 4-byte big-endian length, then a zero length."""
-    for start in range(0, len(payload), _CHUNK):
-        chunk = payload[start : start + _CHUNK]
-        await loop.sock_sendall(sock, struct.pack("!L", len(chunk)) + chunk)
-    await loop.sock_sendall(sock, struct.pack("!L", 0))
-
-
-async def _read_reply(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
-    """Bytes up to clamd's NUL terminator (or whatever came before it hung up)."""
-    received = b""
-    while b"\0" not in received and len(received) < 4096:
-        try:
-            data = await loop.sock_recv(sock, 4096)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        received += data
-    return received
-
-
-def _parse_address(address: str) -> tuple[str, str | int]:
-    parts = urlsplit(address)
-    if parts.scheme == "unix" and parts.path:
-        return ("unix", parts.path)
-    if parts.scheme == "tcp" and parts.hostname and parts.port:
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return ("tcp", f"{host}:{parts.port}")
-    raise ConfigurationError(f"ClamdScanner address {address!r}: use tcp://host:port or unix:///path/to/clamd.ctl.")
 
 
 def parts_of(request: MailRequest) -> list[tuple[str, bytes]]:
@@ -319,7 +232,7 @@ async def _probe(scanner: ClamdScanner) -> list[tuple[str, str, str]]:
     try:
         version = await scanner.version()
         reply = await scanner.instream(eicar())
-    except _Unscanned as exc:
+    except ScanUnavailable as exc:
         return [("FAIL", "malware scanner", str(exc))]
     checks = [("PASS", "malware scanner", f"{scanner.address}: {version.split('/')[0]}")]
     built = database_date(version)
