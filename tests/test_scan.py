@@ -221,6 +221,13 @@ def test_policy_from_connection_json_builds_the_scanner():
     assert MailPolicy.from_dict({"malware_scan": "unix:///run/clamav/clamd.ctl"}).malware_scan is not None
 
 
+def test_connection_policy_default_scans_without_a_policy_argument(mail_env, clamd):
+    mail_env.set_smtp_conn(policy={"malware_scan": {"address": clamd.unix, "timeout": 10}})
+    with pytest.raises(MalwareFound):
+        send_mail(_request(Attachment("eicar.txt", eicar())), hook=SecureSmtpHook())
+    assert mail_env.smtp.connections == 0
+
+
 @pytest.mark.parametrize(
     "bad",
     ["http://127.0.0.1:3310", "tcp://127.0.0.1", {"address": "unix:///x", "bogus": 1}, {"on_error": "ignore"}, 3310],
