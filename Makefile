@@ -17,11 +17,13 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# gpg/openssl check our PGP and S/MIME output independently; chromium renders the alert mail in a test.
+# gpg/openssl check our PGP and S/MIME output independently; chromium renders the alert mail in a test;
+# clamd (clamav-daemon) is the real malware scanner the scan tests and the demo start with their own config.
 sysdeps:
-	@command -v gpg >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null || { \
-	  echo "installing gnupg, openssl and chromium (Debian packages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg openssl chromium >/dev/null; }
+	@command -v gpg >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null \
+	  && { command -v clamd >/dev/null || test -x /usr/sbin/clamd; } || { \
+	  echo "installing gnupg, openssl, chromium and clamav-daemon (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg openssl chromium clamav-daemon >/dev/null; }
 
 $(STAMP): $(UV) pyproject.toml constraints/lock.txt
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "MailRestoreOperator": "airflow_secure_mail.operators.backup",
     "MailArchive": "airflow_secure_mail.archive.store",
     "MailPolicy": "airflow_secure_mail.mail.screen",
+    "ClamdScanner": "airflow_secure_mail.mail.scan",
     "Protection": "airflow_secure_mail.mail.protect",
     "TLSPolicy": "airflow_secure_mail.transport.tls",
     "SendReceipt": "airflow_secure_mail.transport.smtp",
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.protect import Protection
+    from airflow_secure_mail.mail.scan import ClamdScanner
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.notifications.email import SecureEmailNotifier
     from airflow_secure_mail.operators.backup import MailBackupOperator, MailRestoreOperator

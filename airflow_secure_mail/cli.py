@@ -73,6 +73,9 @@ def doctor(conn_id: str) -> int:
                 checks.append(("PASS", "SIZE limit", str(info.size_limit)))
         except Exception as exc:
             checks.append(("FAIL", "live connection", str(exc)))
+    from airflow_secure_mail.mail.scan import scanner_checks
+
+    checks.extend(scanner_checks(conn.extra_dejson.get("policy")))
     print(f"airflow-secure-mail doctor: {conn_id}")
     for status, what, detail in checks:
         print(f"  {status:<4}  {what:<38} {detail}")

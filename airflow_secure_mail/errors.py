@@ -88,3 +88,23 @@ class ArchiveError(SecureMailError, OSError):
 
 class ArchiveIntegrityError(ArchiveError):
     """An archived record does not match its checksum or authentication tag."""
+
+
+class MalwareFound(PolicyViolation):
+    """The malware scanner found ``signature`` in ``item`` (rule ``malware``); nothing was sent."""
+
+    def __init__(self, message: str, *, item: str, signature: str) -> None:
+        super().__init__(message, rule="malware", item=item)
+        self.signature = signature
+
+
+class MalwareScanError(PolicyViolation):
+    """A part could not be scanned (scanner down, timeout, size or depth limit): refused, failing closed.
+
+    ``rule`` is ``malware_scan``; ``reason`` says what went wrong. ``MailPolicy`` may allow such mail
+    through unscanned with ``ClamdScanner(on_error="allow")``.
+    """
+
+    def __init__(self, message: str, *, item: str | None, reason: str) -> None:
+        super().__init__(message, rule="malware_scan", item=item)
+        self.reason = reason

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.errors import ArchiveError
 from airflow_secure_mail.mail.compose import MailRequest, compose
+from airflow_secure_mail.mail.html_screen import screen_html
+from airflow_secure_mail.mail.scan import scan_request
 from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen
 from airflow_secure_mail.transport.smtp import SendReceipt
 
@@ -36,6 +38,7 @@ class MailResult:
     protection: str | None = None
     dropped: list[str] = field(default_factory=list)
     already_sent: int = 0
+    malware_scan: str | None = None
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class MailResult:
             "protection": self.protection,
             "dropped_for_missing_key": list(self.dropped),
             "already_sent": self.already_sent,
+            "malware_scan": self.malware_scan,
         }
 
 
@@ -115,13 +119,21 @@ async def asend_mail(
     from airflow_secure_mail.archive.store import as_archive
 
     mail_policy = effective_policy(hook, policy)
+    if request.html is not None:
+        request = replace(request, html=screen_html(request.html, mail_policy.html))
     store = as_archive(archive)
     result = MailResult(protection=protection.describe() if protection is not None else None)
-    outgoing: list[_Outgoing] = []
+    screened = []
     for item in _split(request, one_message_per_recipient):
         message, envelope = compose(item)
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
+        screened.append((message, envelope, data))
+    # The one network step of screening, after the pure checks and before protection encrypts the parts.
+    scan = await scan_request(request, mail_policy.malware_scan)
+    result.malware_scan = scan.verdict.value if scan is not None else None
+    outgoing: list[_Outgoing] = []
+    for message, envelope, data in screened:
         for copy in await _protect(message, envelope, data, protection, hook):
             check_size(len(copy.data), mail_policy)
             outgoing.append(
@@ -131,7 +143,8 @@ async def asend_mail(
     if dry_run:
         return result
     if store is not None:
-        await asyncio.to_thread(_stage_all, store, outgoing, origin or {}, result.protection)
+        scanned = scan.to_metadata() if scan is not None else None
+        await asyncio.to_thread(_stage_all, store, outgoing, origin or {}, result.protection, scanned)
     pending = [o for o in outgoing if o.receipt is None]
     outcomes = await hook.adeliver_each(
         [(o.sender, o.recipients, o.data, o.message_id) for o in pending], concurrency=concurrency
@@ -151,7 +164,11 @@ async def asend_mail(
 
 
 def _stage_all(
-    store: MailArchive, outgoing: list[_Outgoing], origin: Mapping[str, Any], protection: str | None
+    store: MailArchive,
+    outgoing: list[_Outgoing],
+    origin: Mapping[str, Any],
+    protection: str | None,
+    malware_scan: Mapping[str, Any] | None = None,
 ) -> None:
     """Find or write each copy's record before anything is sent."""
     from airflow_secure_mail.archive.store import record_key
@@ -177,6 +194,7 @@ def _stage_all(
                     recipients=item.recipients,
                     origin=origin,
                     protection=protection,
+                    malware_scan=malware_scan,
                 )
             item.record = record
         except ArchiveError:

@@ -58,6 +58,7 @@ def main() -> int:
     try:
         setup(bao, smtp, password)
         connection_test()
+        malware_scan(smtp)
         run_dag("secure_mail_hello", smtp)
         run_dag("secure_mail_weekly_report", smtp)
         run_dag("secure_mail_per_recipient", smtp)
@@ -112,6 +113,42 @@ def connection_test() -> None:
     ok, detail = SecureSmtpHook().test_connection()
     print("\n-- connection test (sends nothing)")
     check(ok, detail)
+
+
+def malware_scan(smtp: Any) -> None:
+    """A real clamd (private config, EICAR hash signature written here) refuses an infected zip before SMTP."""
+    from airflow_secure_mail.errors import MalwareFound
+    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.compose import Attachment, MailRequest
+    from airflow_secure_mail.mail.scan import ClamdScanner, eicar
+    from airflow_secure_mail.mail.screen import MailPolicy
+    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.testing.clamd import ClamdServer, zip_of
+
+    print("\n-- malware scan (clamd on loopback, signature database written at start)")
+    with ClamdServer() as clamd:
+        policy = MailPolicy(malware_scan=ClamdScanner(clamd.tcp))
+        line("clamd", f"{clamd.tcp} and {clamd.unix}")
+
+        def request(*attachments: Any) -> Any:
+            return MailRequest(
+                sender="airflow@example.com", to=("ops@example.com",), subject="scan demo", text="see attached",
+                attachments=attachments,
+            )  # fmt: skip
+
+        connections = smtp.connections
+        try:
+            send_mail(
+                request(Attachment("logs.zip", zip_of("debug.txt", eicar()))), hook=SecureSmtpHook(), policy=policy
+            )
+            check(False, "infected attachment refused")
+        except MalwareFound as exc:
+            check(exc.item == "logs.zip", f"refused logs.zip: {exc.signature} ({exc.rule})")
+        check(smtp.connections == connections, "no SMTP connection was opened for it")
+        result = send_mail(
+            request(Attachment("sales.csv", b"region,total\nnorth,12\n")), hook=SecureSmtpHook(), policy=policy
+        )
+        check(result.to_xcom()["malware_scan"] == "clean", "a clean report is sent, verdict 'clean'")
 
 
 @contextlib.contextmanager

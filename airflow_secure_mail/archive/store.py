@@ -198,6 +198,7 @@ class MailArchive(ObjectStore):
         recipients: list[str],
         origin: Mapping[str, Any] | None = None,
         protection: str | None = None,
+        malware_scan: Mapping[str, Any] | None = None,
     ) -> ArchiveRecord:
         """Write the bytes about to be sent and a ``pending`` record, before anything is sent."""
         now = datetime.now(UTC)
@@ -217,6 +218,7 @@ class MailArchive(ObjectStore):
             "content_sha256": None if encryption else hashlib.sha256(data).hexdigest(),
             "encryption": encryption,
             "protection": protection or "none",
+            "malware_scan": dict(malware_scan) if malware_scan else None,
             "airflow": dict(origin or {}),
             "staged_at": now.isoformat(),
         }

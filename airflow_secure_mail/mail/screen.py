@@ -14,6 +14,8 @@ from typing import Any
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
 from airflow_secure_mail.mail.addresses import check_no_control, normalize_domain
 from airflow_secure_mail.mail.compose import Attachment, Envelope
+from airflow_secure_mail.mail.html_screen import check_html_mode
+from airflow_secure_mail.mail.scan import ClamdScanner
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,14 @@ class MailPolicy:
     allowed_attachment_types: tuple[str, ...] = DEFAULT_ALLOWED_TYPES
     allowed_recipient_domains: tuple[str, ...] | None = None
     max_recipients: int = 100
+    malware_scan: ClamdScanner | None = None
+    """Scan every part with clamd before protection (the pipeline's async step); see mail/scan.py."""
+    html: str = "refuse_active"
+    """``refuse_active`` or ``strip`` scripts, forms, handlers, ``javascript:``; deceptive links are refused."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "malware_scan", ClamdScanner.from_value(self.malware_scan))
+        check_html_mode(self.html)
         if self.max_message_bytes <= 0:
             raise ConfigurationError("MailPolicy.max_message_bytes must be positive.")
         if self.max_recipients <= 0:

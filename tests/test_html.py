@@ -1,0 +1,164 @@
+"""Issue 14: deceptive and active HTML bodies, refused or stripped, judged as an HTML5 parser reads them."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
+from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+from airflow_secure_mail.mail.compose import MailRequest
+from airflow_secure_mail.mail.html_screen import screen_html
+from airflow_secure_mail.mail.screen import MailPolicy
+from airflow_secure_mail.pipeline import send_mail
+
+
+def _send(html: str, mode: str = "refuse_active"):
+    request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="report", html=html)
+    return send_mail(request, hook=SecureSmtpHook(), policy=MailPolicy(html=mode))
+
+
+def _received_html(mail_env) -> str:
+    [received] = mail_env.smtp.messages
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    part = parsed.get_body(preferencelist=("html",))
+    assert part is not None
+    return part.get_content()
+
+
+@pytest.mark.parametrize(
+    ("html", "rule", "element"),
+    [
+        ("<p>Hi<script>fetch('/x')</script></p>", "html_script", "<script>"),
+        ("<svg><script>alert(1)</script></svg>", "html_script", "<script>"),
+        ("<!-- a --!><script>alert(1)</script> -->", "html_script", "<script>"),
+        ('<iframe src="https://example.com/x"></iframe>', "html_embedded", '<iframe src="https://example.com/x">'),
+        ('<form action="https://example.net/login"><input name="pw"></form>', "html_form", '<form action="https'),
+        ('<img src="chart.png" onerror="steal()">', "html_event_handler", 'onerror="steal()"'),
+        ('<body onload="steal()"><p>hi</p></body>', "html_event_handler", "<body onload"),
+        ('<a href="javascript:steal()">open</a>', "html_javascript_url", '<a href="javascript:steal()">'),
+        ('<a href="java&#x09;script:steal()">open</a>', "html_javascript_url", "<a href="),
+        ('<a href=" VBScript:steal()">open</a>', "html_javascript_url", "<a href="),
+        ('<div style="background:url(javascript:steal())">x</div>', "html_javascript_url", "<div style="),
+        ('<meta http-equiv="refresh" content="0;url=https://example.net">', "html_javascript_url", "<meta"),
+    ],
+    ids=[
+        "script", "script_in_svg", "script_after_bogus_comment_end", "iframe", "form", "img_onerror",
+        "body_onload", "javascript_url", "entity_split_javascript", "vbscript", "javascript_in_css", "meta_refresh",
+    ],
+)  # fmt: skip
+def test_active_html_is_refused_naming_rule_and_element(mail_env, html, rule, element):
+    with pytest.raises(PolicyViolation) as info:
+        _send(html)
+    assert info.value.rule == rule
+    assert info.value.item is not None and element in info.value.item
+    assert str(info.value).startswith("HTML body: ")
+    assert mail_env.smtp.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("html", "shown", "target"),
+    [
+        ('<a href="https://evil.example.net/login">www.paypal.com</a>', "www.paypal.com", "evil.example.net"),
+        ('<a href="https://paypal.com.evil.net/">https://paypal.com/signin</a>', "paypal.com", "paypal.com.evil.net"),
+        ('<a href="https://evil.net/">Sign in at <b>paypal.com</b> now</a>', "paypal.com", "evil.net"),
+        ('<a href="mailto:help@evil.net">help@paypal.com</a>', "paypal.com", "evil.net"),
+        ('<a href="https://xn--80ak6aa92e.com/">https://аpple.com</a>', "xn--pple-43d.com", "xn--80ak6aa92e.com"),
+    ],
+    ids=["www_text", "lookalike_subdomain", "host_in_sentence", "mailto", "homograph"],
+)
+def test_disguised_link_is_refused_before_connecting(mail_env, html, shown, target):
+    with pytest.raises(PolicyViolation) as info:
+        _send(html)
+    assert info.value.rule == "html_deceptive_link"
+    assert f"shows {shown} but points to {target}" in str(info.value)
+    assert info.value.item is not None and info.value.item.startswith("<a href=")
+    assert mail_env.smtp.connections == 0
+
+
+def test_disguised_link_is_refused_in_strip_mode_too(mail_env):
+    with pytest.raises(PolicyViolation) as info:
+        _send('<p><script>x()</script><a href="https://evil.net">bank.example.com</a></p>', mode="strip")
+    assert info.value.rule == "html_deceptive_link"
+    assert mail_env.smtp.connections == 0
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<p>See <a href="https://example.com/r/1">example.com</a></p>',
+        '<p><a href="https://reports.example.com/q3">https://example.com</a></p>',
+        '<p><a href="https://example.com">www.example.com</a></p>',
+        '<p><a href="https://s3.example.com/b/sales.csv">sales.csv</a> and <a href="https://x.example">report.pdf</a></p>',
+        '<p><a href="https://airflow.example.com/log?try=1">Open the task log</a></p>',
+        '<p><a href="#top">example.com</a> <img src="cid:chart" alt="chart"></p>',
+    ],
+    ids=["same_host", "subdomain_of_shown", "www", "file_names", "plain_words", "relative_and_cid"],
+)
+def test_honest_html_is_sent_unchanged(mail_env, html):
+    _send(html)
+    assert _received_html(mail_env).strip() == html
+
+
+def test_strip_mode_removes_active_content_and_sends_the_rest(mail_env):
+    html = (
+        '<p onclick="x()">Totals <b>up</b></p><script>steal()</script>'
+        '<form action="https://example.net/f">Name <input name="n"><button>Go</button></form>'
+        '<a href="javascript:steal()">open</a><iframe src="https://example.net"></iframe>'
+    )
+    result = _send(html, mode="strip")
+    sent = _received_html(mail_env)
+    assert result.receipts and "<p>Totals <b>up</b></p>" in sent and "Name " in sent and "<a>open</a>" in sent
+    for gone in ("onclick", "<script", "steal", "<form", "<input", "<button", "javascript:", "<iframe"):
+        assert gone not in sent, gone
+
+
+def test_policy_refuses_an_unknown_html_mode():
+    with pytest.raises(ConfigurationError, match="refuse_active"):
+        MailPolicy(html="allow_everything")
+
+
+def test_default_alert_template_passes_the_html_rules():
+    from pathlib import Path
+
+    import jinja2
+
+    import airflow_secure_mail.notifications as notifications
+
+    source = Path(notifications.__file__).with_name("templates").joinpath("alert.html.j2").read_text()
+    html = jinja2.Template(source).render(
+        title="t", color="#c00", status="failed", dag_id="d", task_id="t", rows=[("run", "r")],
+        error="boom", log_url="https://airflow.example.com/dags/d/runs/r/tasks/t?try_number=1",
+    )  # fmt: skip
+    assert screen_html(html) == html
+
+
+_JS = "javascript:"
+
+
+@settings(deadline=None)  # the first call imports the parser; the machine is shared
+@given(st.lists(st.sampled_from(["\t", "\n", "\r", " ", "&#x09;", "&#10;", ""]), min_size=len(_JS), max_size=len(_JS)))
+def test_javascript_url_split_by_invisible_characters_is_always_refused(fillers):
+    scheme = "".join(ch + filler for ch, filler in zip(_JS, fillers, strict=True))
+    with pytest.raises(PolicyViolation) as info:
+        screen_html(f'<a href="{scheme}steal()">open</a>')
+    assert info.value.rule == "html_javascript_url"
+
+
+_LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=8)
+
+
+@settings(deadline=None)
+@given(_LABEL, _LABEL, _LABEL, st.sampled_from(["https://{}/", "www.{}", "{}"]))
+def test_links_naming_an_unrelated_host_are_refused_and_subdomains_pass(bank, evil, sub, shown_as):
+    shown, target = f"{bank}.com", f"{evil}.net"
+    text = shown_as.format(shown) if shown_as != "www.{}" else f"www.{shown}"
+    with pytest.raises(PolicyViolation) as info:
+        screen_html(f'<a href="https://{target}/login">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+    honest = f'<a href="https://{sub}.{shown}/login">{text}</a>'
+    assert screen_html(honest) == honest

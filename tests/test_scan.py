@@ -1,0 +1,262 @@
+"""Issue 14: malware scanning with a real clamd (signatures written at test time) and a scripted one for errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from airflow_secure_mail.archive.store import MailArchive
+from airflow_secure_mail.errors import ConfigurationError, MalwareFound, MalwareScanError, PolicyViolation
+from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+from airflow_secure_mail.mail.compose import Attachment, MailRequest
+from airflow_secure_mail.mail.scan import ClamdScanner, Verdict, database_date, eicar
+from airflow_secure_mail.mail.screen import MailPolicy
+from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.testing._ports import free_port
+from airflow_secure_mail.testing.clamd import ClamdServer, ScriptedClamd, encrypted_zip, zip_of
+
+EICAR_FOUND = "Eicar-Test-Signature-HDB.UNOFFICIAL"
+# A harmless PDF these tests make; the database gets a hash signature for exactly these bytes.
+QUARANTINED_PDF = b"%PDF-1.4\n% built by test_scan as a stand-in for a known-bad invoice\n%%EOF\n"
+
+
+@pytest.fixture(scope="module")
+def clamd():
+    server = ClamdServer({"Test.Made.Invoice": QUARANTINED_PDF}, stream_max_length="2M", max_recursion=8).start()
+    yield server
+    server.stop()
+
+
+def _request(*attachments: Attachment, text: str = "the weekly report") -> MailRequest:
+    return MailRequest(
+        sender="airflow@example.com", to=("ops@example.com",), subject="report", text=text, attachments=attachments
+    )
+
+
+def _send(request: MailRequest, scanner: ClamdScanner, **kw):
+    return send_mail(request, hook=SecureSmtpHook(), policy=MailPolicy(malware_scan=scanner), **kw)
+
+
+def _nested(data: bytes, depth: int) -> bytes:
+    for level in range(depth):
+        data = zip_of(f"level{level}.zip" if level else "eicar.com.txt", data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("attachment", "depth"),
+    [(Attachment("eicar.txt", b""), 0), (Attachment("logs.zip", b""), 1), (Attachment("logs.zip", b""), 2)],
+    ids=["file", "inside_zip", "zip_inside_zip"],
+)
+def test_eicar_attachment_is_refused_before_connecting(mail_env, clamd, attachment, depth):
+    infected = Attachment(attachment.filename, _nested(eicar(), depth) if depth else eicar())
+    with pytest.raises(MalwareFound) as info:
+        _send(_request(infected), ClamdScanner(clamd.tcp))
+    assert (info.value.rule, info.value.item, info.value.signature) == ("malware", attachment.filename, EICAR_FOUND)
+    assert f"clamd found {EICAR_FOUND}" in str(info.value)
+    assert mail_env.smtp.connections == 0 and mail_env.smtp.messages == []
+
+
+def test_file_matching_test_made_signature_is_refused(mail_env, clamd):
+    with pytest.raises(MalwareFound) as info:
+        _send(_request(Attachment("invoice.pdf", QUARANTINED_PDF)), ClamdScanner(clamd.tcp))
+    assert info.value.item == "invoice.pdf" and info.value.signature == "Test.Made.Invoice.UNOFFICIAL"
+    assert mail_env.smtp.connections == 0
+
+
+def test_body_parts_are_scanned_too(mail_env, clamd):
+    with pytest.raises(MalwareFound) as info:
+        _send(_request(text=eicar().decode()), ClamdScanner(clamd.unix))
+    assert info.value.item == "text body"
+    assert mail_env.smtp.connections == 0
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["top_level", "inside_a_zip"])
+def test_encrypted_zip_is_refused_before_connecting(mail_env, clamd, nested):
+    archive = encrypted_zip("payroll.csv", b"name,salary\nada,1\n", b"correct horse")
+    attachment = Attachment("payroll.zip", zip_of("inner.zip", archive) if nested else archive)
+    with pytest.raises(PolicyViolation) as info:
+        _send(_request(attachment), ClamdScanner(clamd.tcp))
+    assert info.value.rule == "encrypted_archive" and info.value.item == "payroll.zip"
+    assert "payroll.csv" in str(info.value)
+    assert mail_env.smtp.connections == 0
+
+
+def test_allowed_encrypted_zip_is_sent_but_archived_as_unscanned(mail_env, clamd, tmp_path):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    attachment = Attachment("payroll.zip", encrypted_zip("payroll.csv", b"name,salary\n", b"correct horse"))
+    result = _send(_request(attachment), ClamdScanner(clamd.tcp, allow_encrypted_archives=True), archive=archive)
+    assert len(mail_env.smtp.messages) == 1 and result.to_xcom()["malware_scan"] == "unscanned"
+    [record] = [json.loads(p.read_text()) for p in Path(tmp_path, "archive", "messages").rglob("*[0-9a-f].json")]
+    scan = record["malware_scan"]
+    assert scan["verdict"] == "unscanned" and scan["item"] == "payroll.zip"
+    assert scan["reason"] == "encrypted member payroll.zip/payroll.csv not scanned"
+
+
+def test_clamd_reporting_an_encrypted_archive_is_refused_as_such():
+    with ScriptedClamd([b"stream: Heuristics.Encrypted.Zip FOUND"]) as fake, pytest.raises(PolicyViolation) as info:
+        asyncio.run(ClamdScanner(fake.address).ascan([("a.zip", b"PK\x05\x06" + b"\x00" * 18)]))
+    assert info.value.rule == "encrypted_archive" and "Heuristics.Encrypted.Zip" in str(info.value)
+
+
+def test_clean_report_is_sent_with_its_verdict_archived(mail_env, clamd, tmp_path):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    report = Attachment("sales.csv", b"region,total\nnorth,12\n")
+    result = _send(
+        _request(report, Attachment("q3.zip", zip_of("q3.csv", b"a,b\n1,2\n"))),
+        ClamdScanner(clamd.tcp),
+        archive=archive,
+    )
+    [received] = mail_env.smtp.messages
+    assert b'filename="sales.csv"' in received.data and b'filename="q3.zip"' in received.data
+    assert result.to_xcom()["malware_scan"] == "clean"
+    [record] = [json.loads(p.read_text()) for p in Path(tmp_path, "archive", "messages").rglob("*[0-9a-f].json")]
+    assert record["status"] == "sent"
+    scan = record["malware_scan"]
+    assert scan["verdict"] == "clean" and scan["signature"] is None and scan["scanner"].startswith("ClamAV 1.")
+
+
+def test_scanner_works_over_the_unix_socket(clamd):
+    scanner = ClamdScanner(clamd.unix)
+    report = asyncio.run(scanner.ascan([("notes.txt", b"all fine")]))
+    assert report.verdict is Verdict.CLEAN and report.scanner and report.scanner.startswith("ClamAV")
+    assert asyncio.run(scanner.instream(eicar())) == f"stream: {EICAR_FOUND} FOUND"
+
+
+def test_clamd_down_refuses_rather_than_passes(mail_env):
+    with pytest.raises(MalwareScanError) as info:
+        _send(_request(Attachment("sales.csv", b"a,b\n")), ClamdScanner(f"tcp://127.0.0.1:{free_port()}"))
+    assert info.value.rule == "malware_scan" and "unreachable (ConnectionRefusedError)" in info.value.reason
+    assert "nothing was sent" in str(info.value)
+    assert mail_env.smtp.connections == 0
+
+
+def test_missing_unix_socket_refuses(mail_env, tmp_path):
+    with pytest.raises(MalwareScanError, match="unreachable"):
+        _send(_request(), ClamdScanner(f"unix://{tmp_path}/no-clamd.sock"))
+    assert mail_env.smtp.connections == 0
+
+
+def test_clamd_that_never_answers_times_out_and_refuses(mail_env):
+    with ScriptedClamd(["hang"]) as fake, pytest.raises(MalwareScanError) as info:
+        _send(_request(), ClamdScanner(fake.address, timeout=0.5))
+    assert "did not answer within 0.5s" in info.value.reason
+    assert mail_env.smtp.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("close", "closed the connection without a reply"),
+        (b"INSTREAM size limit exceeded. ERROR", "StreamMaxLength"),
+        (
+            b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND",
+            "scan limit (Heuristics.Limits.Exceeded.MaxScanSize)",
+        ),
+        (b"stream: lstat() failed. ERROR", "clamd replied 'stream: lstat() failed. ERROR'"),
+    ],
+    ids=["hangs_up", "size_limit", "limits_exceeded", "error_reply"],
+)
+def test_error_replies_refuse(reply, reason):
+    with ScriptedClamd([reply]) as fake, pytest.raises(MalwareScanError) as info:
+        asyncio.run(ClamdScanner(fake.address).ascan([("sales.csv", b"a,b\n")]))
+    assert info.value.item == "sales.csv" and reason in info.value.reason
+    assert sorted(fake.commands) == [b"zINSTREAM", b"zVERSION"]
+
+
+def test_real_clamd_size_limit_reply_refuses(mail_env, clamd):
+    big = Attachment("big.csv", b"a,b\n" * (3 * 1024 * 1024 // 4))  # over the server's StreamMaxLength 2M
+    with pytest.raises(MalwareScanError) as info:
+        _send(_request(big), ClamdScanner(clamd.tcp, max_bytes=8 * 1024 * 1024))
+    assert info.value.item == "big.csv" and "StreamMaxLength" in info.value.reason
+    assert mail_env.smtp.connections == 0
+
+
+def test_real_clamd_recursion_limit_refuses(mail_env, clamd):
+    deep = Attachment("deep.zip", _nested(b"harmless", 11))  # clamd's MaxRecursion is 8
+    with pytest.raises(MalwareScanError) as info:
+        _send(_request(deep), ClamdScanner(clamd.tcp, max_archive_depth=20))
+    assert "Heuristics.Limits.Exceeded.MaxRecursion" in info.value.reason
+    assert mail_env.smtp.connections == 0
+
+
+def test_archives_nested_past_our_bound_refuse_whatever_clamd_allows(clamd):
+    with pytest.raises(MalwareScanError) as info:
+        asyncio.run(ClamdScanner(clamd.tcp, max_archive_depth=2).ascan([("deep.zip", _nested(b"x", 3))]))
+    assert "deeper than max_archive_depth=2" in info.value.reason
+
+
+def test_part_above_max_bytes_is_refused_without_streaming_it():
+    with ScriptedClamd([b"stream: OK"]) as fake, pytest.raises(MalwareScanError) as info:
+        asyncio.run(ClamdScanner(fake.address, max_bytes=100).ascan([("big.csv", b"x" * 101)]))
+    assert "101 bytes, over the scanner's max_bytes=100" in info.value.reason
+    assert b"zINSTREAM" not in fake.commands
+
+
+def test_on_error_allow_sends_unscanned_and_archives_why(mail_env, tmp_path, caplog):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    scanner = ClamdScanner(f"tcp://127.0.0.1:{free_port()}", on_error="allow")
+    with caplog.at_level(logging.WARNING, logger="airflow_secure_mail.mail.scan"):
+        result = _send(_request(Attachment("sales.csv", b"a,b\n")), scanner, archive=archive)
+    assert len(mail_env.smtp.messages) == 1 and result.to_xcom()["malware_scan"] == "unscanned"
+    assert "sending unscanned" in caplog.text
+    [record] = [json.loads(p.read_text()) for p in Path(tmp_path, "archive", "messages").rglob("*[0-9a-f].json")]
+    scan = record["malware_scan"]
+    assert scan["verdict"] == "unscanned" and scan["scanner"] is None and "unreachable" in scan["reason"]
+
+
+def test_on_error_allow_never_lets_a_finding_through(mail_env, clamd):
+    with pytest.raises(MalwareFound):
+        _send(_request(Attachment("eicar.txt", eicar())), ClamdScanner(clamd.tcp, on_error="allow"))
+    assert mail_env.smtp.connections == 0
+
+
+def test_policy_from_connection_json_builds_the_scanner():
+    policy = MailPolicy.from_dict({"malware_scan": {"address": "tcp://127.0.0.1:3310", "timeout": 5}, "html": "strip"})
+    assert policy.malware_scan == ClamdScanner("tcp://127.0.0.1:3310", timeout=5) and policy.html == "strip"
+    assert MailPolicy.from_dict({"malware_scan": "unix:///run/clamav/clamd.ctl"}).malware_scan is not None
+
+
+def test_connection_policy_default_scans_without_a_policy_argument(mail_env, clamd):
+    mail_env.set_smtp_conn(policy={"malware_scan": {"address": clamd.unix, "timeout": 10}})
+    with pytest.raises(MalwareFound):
+        send_mail(_request(Attachment("eicar.txt", eicar())), hook=SecureSmtpHook())
+    assert mail_env.smtp.connections == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["http://127.0.0.1:3310", "tcp://127.0.0.1", {"address": "unix:///x", "bogus": 1}, {"on_error": "ignore"}, 3310],
+)
+def test_bad_scanner_settings_are_refused(bad):
+    with pytest.raises(ConfigurationError):
+        MailPolicy(malware_scan=bad)
+
+
+def test_database_date_is_read_from_an_official_version_string():
+    built = database_date("ClamAV 1.4.6/27065/Wed Oct 18 09:49:14 2023")
+    assert built is not None and (built.year, built.month, built.day) == (2023, 10, 18)
+    assert database_date("ClamAV 1.4.6") is None
+
+
+def test_doctor_checks_the_configured_scanner_with_eicar(mail_env, clamd, capsys):
+    from airflow_secure_mail.cli import main
+
+    mail_env.set_smtp_conn(policy={"malware_scan": clamd.unix})
+    assert main(["doctor", "--conn-id", "secure_smtp_default"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  malware scanner" in out and "ClamAV 1." in out
+    assert "PASS  EICAR test file" in out and EICAR_FOUND in out
+    assert "WARN  signature database age" in out and "undated" in out
+
+
+def test_doctor_fails_when_the_scanner_is_down(mail_env, capsys):
+    from airflow_secure_mail.cli import main
+
+    mail_env.set_smtp_conn(policy={"malware_scan": f"tcp://127.0.0.1:{free_port()}"})
+    assert main(["doctor", "--conn-id", "secure_smtp_default"]) == 1
+    assert "FAIL  malware scanner" in capsys.readouterr().out
