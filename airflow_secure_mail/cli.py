@@ -82,7 +82,7 @@ def doctor(conn_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-secure-mail")
     sub = parser.add_subparsers(dest="command", required=True)
-    doc = sub.add_parser("doctor", help="check a secure_smtp connection's security posture")
+    doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
     doc.add_argument("--conn-id", default="secure_smtp_default")
     args = parser.parse_args(argv)
     if args.command == "doctor":
