@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 CONN_TYPE = "securesmtp"
-LEGACY_CONN_TYPES = ("secure_smtp",)  # before 0.2; still read, no longer registered (Airflow warns on '_')
 AUTH_MECHANISMS = ("password", "xoauth2", "oauthbearer", "none")
 OAUTH_MECHANISMS = ("xoauth2", "oauthbearer")
 SECRET_EXTRAS = ("password", "access_token", "client_secret", "refresh_token", "smtp_password")
