@@ -69,6 +69,21 @@ def test_ui_form_payload_with_nulls_tests_and_sends(mail_env):
     )  # fmt: skip
 
 
+def test_ui_test_button_path_round_trips_the_form_payload_through_a_uri(mail_env):
+    """POST /api/v2/connections/test exports the body as ``AIRFLOW_CONN_<random>=<get_uri()>`` and tests that."""
+    from airflow.models.connection import Connection
+
+    payload = _form_payload(vault_path=mail_env.secret_path, ca_cert=mail_env.smtp.ca.pem)
+    conn = Connection(
+        conn_id="ui_test", conn_type="securesmtp", host="localhost", port=mail_env.smtp.port(starttls=True),
+        extra=json.dumps(payload),
+    )  # fmt: skip
+    mail_env.monkeypatch.setenv("AIRFLOW_CONN_UI_TEST", conn.get_uri())
+    ok, detail = conn.test_connection()
+    assert ok, detail
+    assert [a.ok for a in mail_env.smtp.auth_attempts] == [True] and mail_env.smtp.messages == []
+
+
 def test_empty_strings_mean_not_set(mail_env):
     extra = {name: "" for name in FIELDS_BY_NAME} | {
         "vault_path": mail_env.secret_path,
