@@ -203,3 +203,19 @@ def test_connections_of_the_old_type_still_work(mail_env):
     _set_conn(mail_env, "legacy", extra, conn_type="secure_smtp")
     SecureSmtpHook("legacy").send(_message())
     assert len(mail_env.smtp.messages) == 1
+
+
+def test_provider_info_imports_only_stdlib_and_the_schema():
+    code = (
+        "import sys, json; before = set(sys.modules);"
+        "from airflow_secure_mail.get_provider_info import get_provider_info; get_provider_info();"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    ours = {m for m in loaded if m.startswith("airflow_secure_mail")}
+    assert ours == {
+        "airflow_secure_mail", "airflow_secure_mail.get_provider_info",
+        "airflow_secure_mail.hooks", "airflow_secure_mail.hooks.connection_fields",
+    }  # fmt: skip
+    assert not [m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]
