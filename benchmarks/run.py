@@ -113,7 +113,7 @@ def vault_and_connections(server: Server) -> Iterator[None]:
                 "conn_type": "securesmtp",
                 "host": "localhost",
                 "port": server.port,
-                "extra": {"security": "starttls", "ca_cert": server.ca_pem, "vault_secret_path": "smtp/bench"},
+                "extra": {"security": "starttls", "ca_cert": server.ca_pem, "vault_path": "smtp/bench"},
             }
         )
         # The stock hook keeps the password in the connection (what we refuse to do) and trusts the
