@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseNotifier
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.mail.screen import MailPolicy
 
 _TEMPLATES = Path(__file__).with_name("templates")
@@ -112,6 +113,7 @@ class SecureEmailNotifier(BaseNotifier):
         policy: MailPolicy | None = None,
         protection: Any = None,
         archive: Any = None,
+        digest: AlertDigest | None = None,
     ) -> None:
         super().__init__()
         self.to = to
@@ -125,6 +127,7 @@ class SecureEmailNotifier(BaseNotifier):
         self.policy = policy
         self.protection = protection
         self.archive = archive
+        self.digest = digest
 
     def get_template_env(self, dag: Any = None) -> Any:
         """Sandboxed Jinja; also when ``dag`` is a SerializedDAG (DAG callbacks under ``dags test``,
@@ -165,6 +168,11 @@ class SecureEmailNotifier(BaseNotifier):
     async def async_notify(self, context: Any) -> None:
         from airflow_secure_mail.pipeline import asend_mail, origin_of
 
+        if self.digest is not None:  # fold into digests (airflow_secure_mail.alerts)
+            from airflow_secure_mail.alerts.callback import anotify
+
+            await anotify(self.digest, self, context)
+            return
         hook, request = self._request(context)
         await asend_mail(
             request,
