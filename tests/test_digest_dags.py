@@ -8,8 +8,6 @@ import email.policy
 import runpy
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from tests.conftest import DAGS
 
 STORM_DAG = """
