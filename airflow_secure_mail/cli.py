@@ -84,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     doc = sub.add_parser("doctor", help="check a secure_smtp connection's security posture")
     doc.add_argument("--conn-id", default="secure_smtp_default")
+    from airflow_secure_mail.alerts import cli as silence_cli
+
+    silence_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor(args.conn_id)
+    if args.command == "silence":
+        return silence_cli.run(args)
     return 2  # pragma: no cover
 
 

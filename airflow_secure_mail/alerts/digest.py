@@ -39,6 +39,7 @@ def parse_duration(value: Duration, what: str) -> timedelta:
 class AlertDigest:
     """Fold alert callbacks into digests, with Alertmanager's semantics and state on object storage.
 
+    ``group_by=()`` puts every alert in one group (as an empty ``group_by`` does in Alertmanager).
     ``state`` is an ObjectStoragePath location (``s3://bucket/prefix`` with ``state_conn_id``, or ``file:///path``)
     shared by every worker. ``clock`` (tests) replaces the wall clock; it must return aware datetimes.
     """
@@ -61,7 +62,7 @@ class AlertDigest:
             raise ConfigurationError(f"AlertDigest.state={self.state!r} needs a scheme: file:///path or s3://bucket/x.")
         object.__setattr__(self, "group_by", tuple(self.group_by))
         unknown = [label for label in self.group_by if label not in LABELS]
-        if unknown or not self.group_by:
+        if unknown:
             raise ConfigurationError(f"AlertDigest.group_by={self.group_by!r}: choose labels from {', '.join(LABELS)}.")
         if not isinstance(self.max_items, int) or self.max_items < 1:
             raise ConfigurationError(f"AlertDigest.max_items={self.max_items!r}: give a positive integer.")

@@ -149,7 +149,7 @@ def plan(
     if prev is not None:
         still = {k for k in still if k not in prev.alerts or not _silenced_now(prev.alerts[k], silences, now)}
     changed = bool(new_keys) or (digest.send_resolved and bool(resolved)) or bool(batch.held_ended)
-    if changed and not firing - resolved:
+    if changed and (prev is None or (new_keys and not firing - resolved)):
         starts = [e.at for e in batch.normal if e.kind in triggers] + [e.at for e, _ in batch.held_ended]
         due, kind = min(starts, default=now) + digest.interval("group_wait"), "first"
     elif changed:

@@ -34,10 +34,10 @@ def subject_of(view: Mapping[str, Any]) -> str:
     where = f"in {_plural(len(dags), 'DAG')} since {_when(view['since'], ref)} UTC ({names})"
     if view["failures"]:
         what = _plural(view["failures"], "failure")
-    elif view["firing"]:
-        what = f"still failing: {_plural(view['firing'], 'alert')}"
     elif view["held"]:
         what = f"{_plural(sum(h['count'] for h in view['held']), 'alert')} held by a silence"
+    elif view["firing"]:
+        what = f"still failing: {_plural(view['firing'], 'alert')}"
     else:
         what = f"resolved: {_plural(len(view['resolved']), 'alert')}"
         where = f"({names})"
@@ -65,6 +65,11 @@ def render_digest(view: Mapping[str, Any]) -> tuple[str, str, str]:
     env.filters["when"] = lambda value: _when(value, ref)
     env.filters["task_label"] = _task_label
     env.filters["plural"] = _plural
+    env.globals["also"] = ", ".join(
+        _plural(n, word)
+        for word, n in (("retry", view["other"]["retries"]), ("success", view["other"]["successes"]))
+        if n
+    )
     subject = subject_of(view)
     fields = dict(view, subject=subject, as_of=ref.strftime("%Y-%m-%d %H:%M UTC"))
     return (

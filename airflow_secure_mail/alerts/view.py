@@ -101,7 +101,9 @@ def build_view(
         "at": claim.at,
         "failures": failures,
         "firing": len(keys),
-        "dags": sorted({r["dag_id"] for r in runs} | {r["dag_id"] for r in rows} | {e.dag_id for e, _ in held}),
+        "dags": sorted(
+            {dag for dag, _ in failed_runs} | {claim.alerts[k].dag_id for k in keys} | {e.dag_id for e, _ in held}
+        ),
         "since": min(starts) if starts else claim.at,
         "runs": runs,
         "rows": rows,
