@@ -399,3 +399,19 @@ def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, no
     artefacts = Path(__file__).resolve().parent.parent / ".artifacts"
     artefacts.mkdir(exist_ok=True)
     shutil.copy(shot, artefacts / "digest-mail.png")
+
+
+def test_importing_digest_api_loads_no_heavy_dependency():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; import airflow.sdk; before = set(sys.modules);"
+        "from airflow_secure_mail import AlertDigest, AlertDigestFlushOperator, SecureEmailNotifier;"
+        "AlertDigest(state='s3://bucket/alerts', group_interval='1h');"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
+    assert not loaded & {"fsspec", "s3fs", "aiosmtplib", "jinja2", "hvac", "cryptography", "tenacity"}

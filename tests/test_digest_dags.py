@@ -157,3 +157,37 @@ def test_the_same_callback_twice_is_one_event_and_one_mail(mail_env, tmp_path):
     alert.notify(dict(context))
     assert len(mail_env.smtp.messages) == 1
     assert len(list((tmp_path / "state" / "events").rglob("*.json"))) == 1
+
+
+def test_example_storm_dag_records_every_failure_and_mails_nothing_before_group_wait(
+    mail_env, airflow_db, monkeypatch, tmp_path
+):
+    from tests.conftest import load_dag
+
+    monkeypatch.setenv("AIRFLOW_SECURE_MAIL_DIGEST_STATE", f"file://{tmp_path}/state")
+    monkeypatch.setenv("SECURE_MAIL_DIGEST_GROUP_WAIT", "1h")
+    run = load_dag("secure_mail_alert_digest.py", "secure_mail_alert_storm").test()
+    assert run.state == "failed"
+    assert mail_env.smtp.messages == []
+    kinds = sorted(p.name.split("-")[1] for p in (tmp_path / "state" / "index").rglob("*-*-*-*"))
+    assert kinds == ["failure"] * 20 + ["retry"] * 20 + ["run_failure"]
+
+
+def test_example_flush_dag_sends_a_digest_whose_group_wait_has_passed(mail_env, airflow_db, monkeypatch, tmp_path):
+    from airflow_secure_mail.alerts.events import Event, Kind
+    from tests.conftest import load_dag
+
+    monkeypatch.setenv("AIRFLOW_SECURE_MAIL_DIGEST_STATE", f"file://{tmp_path}/state")
+    dag = load_dag("secure_mail_alert_digest.py", "secure_mail_alert_digest_flush")
+    ns = runpy.run_path(str(DAGS / "secure_mail_alert_digest.py"))
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    ns["digest"].record(
+        Event("billing", "scheduled__x", "invoice", -1, 1, Kind.FAILURE, an_hour_ago, "KeyError: 'customer'", None, 1)
+    )
+    run = dag.test()
+    assert run.state == "success"
+    [received] = mail_env.smtp.messages
+    assert " ".join(_parsed(received.data)["Subject"].split()).startswith("[Airflow] 1 failure in 1 DAG since ")
+    assert run.get_task_instance("flush_alert_digests").xcom_pull(task_ids="flush_alert_digests") == {
+        "message_ids": [_parsed(received.data)["Message-ID"]]
+    }
