@@ -120,27 +120,36 @@ def test_dag_failing_every_minute_for_a_day_mails_once_then_every_repeat_interva
     assert sum(counts) == 1440  # every event in exactly one digest
 
 
-def _flush_worker(state: str, when: str, barrier, results) -> None:
+def _flush_worker(state: str, conn: str | None, when: str, barrier, results) -> None:
     """One of several separate processes flushing the same slot at the same moment."""
     from airflow_secure_mail import AlertDigest, SecureEmailNotifier
 
     at = datetime.fromisoformat(when)
-    digest = AlertDigest(state=state, clock=lambda: at)
+    digest = AlertDigest(state=state, state_conn_id=conn, clock=lambda: at)
     barrier.wait(timeout=300)
     results.put(digest.flush(SecureEmailNotifier(to="oncall@example.com", digest=digest)))
 
 
-def test_four_processes_flushing_one_slot_send_exactly_one_mail(mail_env, tmp_path):
+@pytest.fixture(params=["file", "s3"])
+def shared_state(request, tmp_path) -> tuple[str, str | None]:
+    """Digest state every worker process shares: a local directory, or a SeaweedFS bucket."""
+    if request.param == "file":
+        return f"file://{tmp_path}/state", None
+    conn = request.getfixturevalue("s3_conn")
+    return f"s3://mail-test/alert-state-{tmp_path.name}", conn
+
+
+def test_four_processes_flushing_one_slot_send_exactly_one_mail(mail_env, shared_state):
     import multiprocessing
 
-    state = f"file://{tmp_path}/state"
-    digest = AlertDigest(state=state, clock=lambda: START)
+    state, conn = shared_state
+    digest = AlertDigest(state=state, state_conn_id=conn, clock=lambda: START)
     for task in ("extract", "load", "report"):
         digest.record(_event(START, task=task))
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(4), ctx.Queue()
     when = (START + timedelta(minutes=1)).isoformat()
-    workers = [ctx.Process(target=_flush_worker, args=(state, when, barrier, results)) for _ in range(4)]
+    workers = [ctx.Process(target=_flush_worker, args=(state, conn, when, barrier, results)) for _ in range(4)]
     for w in workers:
         w.start()
     sent = [results.get(timeout=300) for _ in workers]
