@@ -424,3 +424,54 @@ def test_importing_digest_api_loads_no_heavy_dependency():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
     assert not loaded & {"fsspec", "s3fs", "aiosmtplib", "jinja2", "hvac", "cryptography", "tenacity"}
+
+
+def test_a_new_alert_key_waits_for_group_interval_then_lists_the_whole_group(mail_env, notifier_for, clock, tmp_path):
+    digest = AlertDigest(state=f"file://{tmp_path}/state", clock=clock, group_interval="15m")
+    notifier = notifier_for(digest)
+    digest.record(_event(START, task="extract"))
+    digest.flush(notifier)
+    clock.now = START + timedelta(minutes=5)
+    digest.record(_event(clock.now, task="load", error="ValueError: bad row 17"))
+    digest.flush(notifier)
+    clock.now = START + timedelta(minutes=14, seconds=59)
+    digest.flush(notifier)
+    assert len(mail_env.smtp.messages) == 1
+    clock.now = START + timedelta(minutes=15)
+    digest.flush(notifier)
+    second = _text(mail_env.smtp.messages[1])
+    assert _subject(mail_env.smtp.messages[1]) == "[Airflow] 1 failure in 1 DAG since 00:00 UTC (finance_daily)"
+    assert second.index("finance_daily.load  x1 since 00:05") < second.index("finance_daily.extract  x1 since 00:00")
+    assert "Last error: ValueError: bad row 17" in second
+
+
+def test_digest_never_carries_a_masked_secret_or_a_traceback(mail_env, tmp_path):
+    from types import SimpleNamespace
+
+    from airflow_secure_mail import SecureEmailNotifier
+    from airflow_secure_mail._masking import mask
+
+    mask("pa55-w0rd-in-a-dsn", "password")
+    digest = AlertDigest(state=f"file://{tmp_path}/state")
+    ti = SimpleNamespace(
+        dag_id="sales",
+        task_id="load",
+        run_id="manual__1",
+        map_index=-1,
+        try_number=1,
+        max_tries=0,
+        state="failed",
+        log_url=None,
+    )
+    try:
+        raise ConnectionError("cannot connect to postgres://etl:pa55-w0rd-in-a-dsn@db/sales\nTraceback: line 2")
+    except ConnectionError as exc:
+        error = exc
+    SecureEmailNotifier(to="oncall@example.com", digest=digest).notify(
+        {"ti": ti, "dag": SimpleNamespace(dag_id="sales"), "run_id": "manual__1", "exception": error}
+    )
+    [received] = mail_env.smtp.messages
+    assert b"pa55-w0rd-in-a-dsn" not in received.data and b"Traceback" not in received.data
+    assert "ConnectionError: cannot connect to postgres://etl:***@db/sales" in _text(received)
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*.json"))
+    assert b"pa55-w0rd-in-a-dsn" not in stored
