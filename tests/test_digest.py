@@ -475,3 +475,25 @@ def test_digest_never_carries_a_masked_secret_or_a_traceback(mail_env, tmp_path)
     assert "ConnectionError: cannot connect to postgres://etl:***@db/sales" in _text(received)
     stored = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*.json"))
     assert b"pa55-w0rd-in-a-dsn" not in stored
+
+
+def test_prune_drops_reported_state_past_retention_and_the_chain_goes_on(mail_env, notifier_for, clock, tmp_path):
+    digest = AlertDigest(state=f"file://{tmp_path}/state", clock=clock, retention="7d", resolve_timeout="1h")
+    notifier = notifier_for(digest)
+    for minute in (0, 1, 2):
+        clock.now = START + timedelta(minutes=minute)
+        digest.record(_event(clock.now))
+        digest.flush(notifier)
+    assert digest.prune() == 0  # nothing is past retention yet
+    clock.now = START + timedelta(days=8)
+    digest.record(_event(clock.now, run="scheduled__day8"))
+    [message_id] = digest.flush(notifier)
+    assert digest.prune() == 3 + 2  # the three old events (index entries; event objects too) and claim 1 with .sent
+    state = tmp_path / "state"
+    assert len(list((state / "events").rglob("*.json"))) == 1
+    assert sorted(p.name for p in (state / "claims").rglob("*.json")) == ["00000002.json", "00000002.sent.json"]
+    clock.now += timedelta(hours=2)
+    digest.record(_event(clock.now, task="report"))
+    [later] = digest.flush(notifier)
+    assert later != message_id
+    assert "finance_daily.report  x1" in _text(mail_env.smtp.messages[-1])

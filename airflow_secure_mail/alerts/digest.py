@@ -55,6 +55,7 @@ class AlertDigest:
     max_items: int = 50
     lease: Duration = "5m"
     resolve_timeout: Duration = "24h"
+    retention: Duration = "14d"
     clock: Callable[[], datetime] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +67,7 @@ class AlertDigest:
             raise ConfigurationError(f"AlertDigest.group_by={self.group_by!r}: choose labels from {', '.join(LABELS)}.")
         if not isinstance(self.max_items, int) or self.max_items < 1:
             raise ConfigurationError(f"AlertDigest.max_items={self.max_items!r}: give a positive integer.")
-        for name in ("group_wait", "group_interval", "repeat_interval", "lease", "resolve_timeout"):
+        for name in ("group_wait", "group_interval", "repeat_interval", "lease", "resolve_timeout", "retention"):
             parse_duration(getattr(self, name), name)
         if self.interval("group_interval") <= timedelta(0):
             raise ConfigurationError("AlertDigest.group_interval must be longer than zero.")
@@ -105,3 +106,9 @@ class AlertDigest:
         from airflow_secure_mail.alerts.flush import flush
 
         return flush(self, notifier, group=group)
+
+    def prune(self) -> int:
+        """Delete events, index entries and claims older than ``retention`` that digests have reported."""
+        from airflow_secure_mail.alerts.flush import prune
+
+        return prune(self)

@@ -135,3 +135,20 @@ async def send_claim(state: DigestState, notifier: Any, claim: Claim) -> str:
     )
     log.info("digest %s/%d sent as %s", claim.gid, claim.n, message_id)
     return message_id
+
+
+def prune(digest: AlertDigest) -> int:
+    """Drop state older than ``retention`` that every digest has already reported; objects removed."""
+    from airflow_secure_mail.alerts.state import stamp_of
+
+    state = digest.store()
+    horizon = stamp_of(digest.now() - digest.interval("retention"))
+    removed = 0
+    for gid in state.groups():
+        claims = _claims(state, gid)
+        if not claims:
+            continue
+        latest = state.read_json(f"claims/{gid}/{max(claims):08d}.json")
+        if latest is not None:
+            removed += state.prune(gid, min(horizon, str(latest["closed_through"])), max(claims))
+    return removed

@@ -144,3 +144,27 @@ class DigestState:
             if name.endswith(".json"):
                 found[name[: -len(".json")]] = dict(self.read_json(f"groups/{name}") or {})
         return found
+
+    def prune(self, gid: str, before: str, keep_claim: int) -> int:
+        """Delete index days, events and claims wholly before ``before`` (a stamp every claim has closed);
+        the latest claim ``keep_claim`` stays, so the chain goes on. Returns how many objects went."""
+        removed = 0
+        for day in self.names(f"index/{gid}"):
+            if f"{day}235959" >= before:
+                continue
+            for name in self.names(f"index/{gid}/{day}"):
+                entry = IndexEntry.parse(day, name)
+                if entry is not None:
+                    self.objects.delete(f"events/{gid}/{entry.event_id}.json")
+                self.objects.delete(f"index/{gid}/{day}/{name}")
+                removed += 1
+        cutoff = datetime.strptime(before, _STAMP).replace(tzinfo=UTC)
+        names = self.names(f"claims/{gid}")
+        for number in sorted({n.partition(".")[0] for n in names if n.partition(".")[0].isdigit()}):
+            claim = self.read_json(f"claims/{gid}/{number}.json") or {}
+            if int(number) < keep_claim and "at" in claim and datetime.fromisoformat(claim["at"]) < cutoff:
+                for name in names:
+                    if name.startswith(f"{number}."):
+                        self.objects.delete(f"claims/{gid}/{name}")
+                        removed += 1
+        return removed

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 class AlertDigestFlushOperator(BaseOperator):
     """Run every few minutes (see dags/secure_mail_alert_digest.py) so group_wait, group_interval and
-    repeat_interval are honoured without waiting for the next alert. XCom: the Message-IDs it sent."""
+    repeat_interval are honoured without waiting for the next alert; then prunes state past ``retention``.
+    XCom: the Message-IDs it sent and how many state objects it pruned."""
 
     ui_color = "#e8f0fe"
 
@@ -24,5 +25,6 @@ class AlertDigestFlushOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         self.notifier.render_template_fields(context)
         sent = self.digest.flush(self.notifier)
-        self.log.info("alert digests sent: %d", len(sent))
-        return {"message_ids": sent}
+        pruned = self.digest.prune()
+        self.log.info("alert digests sent: %d; state objects past retention removed: %d", len(sent), pruned)
+        return {"message_ids": sent, "pruned": pruned}
