@@ -497,3 +497,30 @@ def test_prune_drops_reported_state_past_retention_and_the_chain_goes_on(mail_en
     [later] = digest.flush(notifier)
     assert later != message_id
     assert "finance_daily.report  x1" in _text(mail_env.smtp.messages[-1])
+
+
+def test_notify_on_retry_mails_the_retry_and_group_by_task_splits_groups(mail_env, notifier_for, clock, tmp_path):
+    digest = AlertDigest(
+        state=f"file://{tmp_path}/state", clock=clock, notify_on_retry=True, group_by=("dag_id", "task_id")
+    )
+    notifier = notifier_for(digest)
+    digest.record(_event(START, task="extract", kind=Kind.RETRY, error="TimeoutError: api slow"))
+    digest.record(_event(START, task="load"))
+    digest.flush(notifier)
+    subjects = sorted(_subject(m) for m in mail_env.smtp.messages)
+    assert subjects == ["[Airflow] 1 failure in 1 DAG since 00:00 UTC (finance_daily)"] * 2
+    texts = sorted(_text(m) for m in mail_env.smtp.messages)
+    assert "finance_daily.extract  x1 since 00:00, last 00:00, 1 retry" in texts[0]
+    assert "finance_daily.load  x1 since 00:00" in texts[1] and "extract" not in texts[1]
+
+
+def test_silence_matchers_follow_alertmanager_operators():
+    from airflow_secure_mail.alerts.silences import Matcher
+
+    labels = {"dag_id": "finance_daily", "task_id": "load_orders", "kind": "failure"}
+    assert Matcher.parse("task_id=~load_.*").matches(labels)
+    assert not Matcher.parse("task_id=~load").matches(labels)  # the whole value, as in Alertmanager
+    assert Matcher.parse("dag_id!=hr_sync").matches(labels)
+    assert not Matcher.parse("kind!~fail.*").matches(labels)
+    with pytest.raises(ConfigurationError, match=r"silence matcher 'task_id=~\(': bad regular expression"):
+        Matcher.parse("task_id=~(")
