@@ -30,28 +30,33 @@ def _claimant() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> tuple[DigestState, list[Claim]]:
+    """Claim every digest that is due now (of ``group`` only, when given): the storage half of a flush."""
+    state = digest.store()
+    groups = {group_id(group): dict(group)} if group is not None else state.groups()
+    return state, [
+        c for gid, labels in sorted(groups.items()) for c in prepare(digest, state, gid, labels, digest.now())
+    ]
+
+
 async def aflush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
     """Send every due digest (of ``group`` only, when given); the Message-IDs sent."""
-    state = digest.store()
-    groups = {group_id(group): dict(group)} if group is not None else await asyncio.to_thread(state.groups)
-    sent: list[str] = []
-    for gid, labels in sorted(groups.items()):
-        for claim in await asyncio.to_thread(prepare, digest, state, gid, labels, digest.now()):
-            sent.append(await send_claim(state, notifier, claim))
-    return sent
+    state, claims = await asyncio.to_thread(due, digest, group)
+    return [await send_claim(state, notifier, claim) for claim in claims]
 
 
 def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
-    """Sync twin of :func:`aflush` that starts an event loop only when there is mail to send."""
+    """Sync facade of :func:`aflush` that starts no event loop when nothing is due (the common case)."""
     from airflow_secure_mail._sync import run_sync
 
-    state = digest.store()
-    groups = {group_id(group): dict(group)} if group is not None else state.groups()
-    sent: list[str] = []
-    for gid, labels in sorted(groups.items()):
-        for claim in prepare(digest, state, gid, labels, digest.now()):
-            sent.append(run_sync(send_claim(state, notifier, claim)))
-    return sent
+    state, claims = due(digest, group)
+    if not claims:
+        return []
+
+    async def send_all() -> list[str]:
+        return [await send_claim(state, notifier, claim) for claim in claims]
+
+    return run_sync(send_all())
 
 
 def _claims(state: DigestState, gid: str) -> dict[int, list[str]]:
