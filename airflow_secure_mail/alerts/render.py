@@ -32,8 +32,9 @@ def subject_of(view: Mapping[str, Any]) -> str:
     dags = list(view["dags"]) or [str(v) for v in view["group"].values()]
     names = ", ".join(dags[:_MAX_DAGS_IN_SUBJECT]) + (", …" if len(dags) > _MAX_DAGS_IN_SUBJECT else "")
     where = f"in {_plural(len(dags), 'DAG')} since {_when(view['since'], ref)} UTC ({names})"
-    if view["failures"]:
-        what = _plural(view["failures"], "failure")
+    if view["failures"] or view.get("retries"):
+        counts = (("failure", view["failures"]), ("retry", view.get("retries", 0)))
+        what = ", ".join(_plural(n, word) for word, n in counts if n)
     elif view["held"]:
         what = f"{_plural(sum(h['count'] for h in view['held']), 'alert')} held by a silence"
     elif view["firing"]:

@@ -93,13 +93,16 @@ def build_view(
         entry = held_by.setdefault(s.id, {**s.describe(), "count": 0, "keys": Counter()})
         entry["count"] += 1
         entry["keys"][f"{e.dag_id}.{e.task_id}"] += 1
-    failures = sum(len(t) or 1 for t in run_tasks.values()) + len(loose)
+    alerted = [e for ts in run_tasks.values() for e in ts] + loose
+    retries = sum(1 for e in alerted if e.kind is Kind.RETRY)
+    failures = len(alerted) - retries + sum(1 for ts in run_tasks.values() if not ts)
     starts = [str(r["at"]) for r in runs] + [str(r["first_seen"]) for r in rows] + [e.at.isoformat() for e, _ in held]
     return {
         "kind": claim.kind,
         "group": claim.group,
         "at": claim.at,
         "failures": failures,
+        "retries": retries,
         "firing": len(keys),
         "dags": sorted(
             {dag for dag, _ in failed_runs} | {claim.alerts[k].dag_id for k in keys} | {e.dag_id for e, _ in held}
