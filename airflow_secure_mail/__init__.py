@@ -15,6 +15,8 @@ _EXPORTS = {
     "SecureSmtpHook": "airflow_secure_mail.hooks.smtp",
     "SecureEmailOperator": "airflow_secure_mail.operators.email",
     "SecureEmailNotifier": "airflow_secure_mail.notifications.email",
+    "AlertDigest": "airflow_secure_mail.alerts.digest",
+    "AlertDigestFlushOperator": "airflow_secure_mail.operators.digest",
     "MailBackupOperator": "airflow_secure_mail.operators.backup",
     "MailRestoreOperator": "airflow_secure_mail.operators.backup",
     "MailArchive": "airflow_secure_mail.archive.store",
@@ -30,6 +32,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.get_provider_info import get_provider_info
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.notifications.email import SecureEmailNotifier
     from airflow_secure_mail.operators.backup import MailBackupOperator, MailRestoreOperator
+    from airflow_secure_mail.operators.digest import AlertDigestFlushOperator
     from airflow_secure_mail.operators.email import SecureEmailOperator
     from airflow_secure_mail.transport.smtp import SendReceipt
     from airflow_secure_mail.transport.tls import TLSPolicy

@@ -112,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
     doc.add_argument("--conn-id", default="secure_smtp_default")
+    from airflow_secure_mail.alerts import cli as silence_cli
+
+    silence_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         with _read_connections_like_airflow_cli():
             return doctor(args.conn_id)
+    if args.command == "silence":
+        return silence_cli.run(args)
     return 2  # pragma: no cover
 
 

@@ -39,6 +39,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_secure_mail.operators.email",
                     "airflow_secure_mail.operators.backup",
+                    "airflow_secure_mail.operators.digest",
                 ],
             }
         ],

@@ -12,6 +12,7 @@ from airflow.sdk import BaseNotifier
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.mail.screen import MailPolicy
 
 _TEMPLATES = Path(__file__).with_name("templates")
@@ -115,6 +116,7 @@ class SecureEmailNotifier(BaseNotifier):
         policy: MailPolicy | None = None,
         protection: Any = None,
         archive: Any = None,
+        digest: AlertDigest | None = None,
     ) -> None:
         super().__init__()
         self.to = to
@@ -128,6 +130,7 @@ class SecureEmailNotifier(BaseNotifier):
         self.policy = policy
         self.protection = protection
         self.archive = archive
+        self.digest = digest
 
     def get_template_env(self, dag: Any = None) -> Any:
         """Sandboxed Jinja; also when ``dag`` is a SerializedDAG (DAG callbacks under ``dags test``,
@@ -168,6 +171,11 @@ class SecureEmailNotifier(BaseNotifier):
     async def async_notify(self, context: Any) -> None:
         from airflow_secure_mail.pipeline import asend_mail, origin_of
 
+        if self.digest is not None:  # fold into digests (airflow_secure_mail.alerts)
+            from airflow_secure_mail.alerts.callback import anotify
+
+            await anotify(self.digest, self, context)
+            return
         hook, request = self._request(context)
         count = len(request.to) + len(request.cc) + len(request.bcc)
         log.info("SecureEmailNotifier: sending %r to %d recipient(s)", request.subject, count)

@@ -1,0 +1,1 @@
+"""Alert digests: Alertmanager-style grouping, throttling, inhibition and silences for Airflow alert mail."""

@@ -1,0 +1,114 @@
+"""AlertDigest: the Alertmanager knobs (group_by, group_wait, group_interval, repeat_interval, ...) and its API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_secure_mail.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.alerts.events import Event
+    from airflow_secure_mail.alerts.state import DigestState
+
+Duration = str | int | float | timedelta
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number", "kind")
+
+
+def parse_duration(value: Duration, what: str) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"1h30m"``, ``"4h"``, ``"2d"`` (Alertmanager/Prometheus style), seconds, or timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip() and _PART.sub("", value.strip()) == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value.strip()))
+    else:
+        raise ConfigurationError(f"AlertDigest.{what}={value!r}: give a duration like '30s', '15m', '4h' or '1h30m'.")
+    if seconds < 0:
+        raise ConfigurationError(f"AlertDigest.{what} must not be negative, got {value!r}.")
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class AlertDigest:
+    """Fold alert callbacks into digests, with Alertmanager's semantics and state on object storage.
+
+    ``group_by=()`` puts every alert in one group (as an empty ``group_by`` does in Alertmanager).
+    ``state`` is an ObjectStoragePath location (``s3://bucket/prefix`` with ``state_conn_id``, or ``file:///path``)
+    shared by every worker. ``clock`` (tests) replaces the wall clock; it must return aware datetimes.
+    """
+
+    state: str
+    state_conn_id: str | None = None
+    group_by: Sequence[str] = ("dag_id",)
+    group_wait: Duration = "0s"
+    group_interval: Duration = "15m"
+    repeat_interval: Duration = "4h"
+    notify_on_retry: bool = False
+    send_resolved: bool = False
+    max_items: int = 50
+    lease: Duration = "5m"
+    resolve_timeout: Duration = "24h"
+    retention: Duration = "14d"
+    clock: Callable[[], datetime] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if "://" not in str(self.state):
+            raise ConfigurationError(f"AlertDigest.state={self.state!r} needs a scheme: file:///path or s3://bucket/x.")
+        object.__setattr__(self, "group_by", tuple(self.group_by))
+        unknown = [label for label in self.group_by if label not in LABELS]
+        if unknown:
+            raise ConfigurationError(f"AlertDigest.group_by={self.group_by!r}: choose labels from {', '.join(LABELS)}.")
+        if not isinstance(self.max_items, int) or self.max_items < 1:
+            raise ConfigurationError(f"AlertDigest.max_items={self.max_items!r}: give a positive integer.")
+        for name in ("group_wait", "group_interval", "repeat_interval", "lease", "resolve_timeout", "retention"):
+            parse_duration(getattr(self, name), name)
+        if self.interval("group_interval") <= timedelta(0):
+            raise ConfigurationError("AlertDigest.group_interval must be longer than zero.")
+
+    def interval(self, name: str) -> timedelta:
+        return parse_duration(getattr(self, name), name)
+
+    def now(self) -> datetime:
+        now = self.clock() if self.clock is not None else datetime.now(UTC)
+        if now.tzinfo is None:
+            raise ConfigurationError("AlertDigest.clock must return timezone-aware datetimes.")
+        return now.astimezone(UTC)
+
+    def store(self) -> DigestState:
+        from airflow_secure_mail.alerts.state import DigestState
+
+        return DigestState(self.state, self.state_conn_id)
+
+    def group_of(self, event: Event) -> dict[str, str]:
+        return {label: event.labels[label] for label in self.group_by}
+
+    def record(self, event: Event) -> bool:
+        """Store ``event`` once; True if this call stored it, False if it was already there."""
+        return self.store().record_event(self.group_of(event), event)
+
+    def record_context(self, context: Mapping[str, Any]) -> Event:
+        """Record the event a callback context stands for and return it."""
+        from airflow_secure_mail.alerts.events import event_from_context
+
+        event = event_from_context(context, self.now())
+        self.record(event)
+        return event
+
+    def flush(self, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
+        """Send every digest that is due (only ``group``'s when given); returns the Message-IDs sent."""
+        from airflow_secure_mail.alerts.flush import flush
+
+        return flush(self, notifier, group=group)
+
+    def prune(self) -> int:
+        """Delete events, index entries and claims older than ``retention`` that digests have reported."""
+        from airflow_secure_mail.alerts.flush import prune
+
+        return prune(self)

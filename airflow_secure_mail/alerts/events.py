@@ -1,0 +1,126 @@
+"""Events: one per (dag, run, task, map index, try, kind), with the labels groups and silences match on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+RUN = "(run)"
+"""The task_id label of a DAG-run event."""
+
+
+class Kind(StrEnum):
+    FAILURE = "failure"
+    RETRY = "retry"
+    SUCCESS = "success"
+    RUN_FAILURE = "run_failure"
+    RUN_SUCCESS = "run_success"
+
+    @property
+    def failing(self) -> bool:
+        return self in (Kind.FAILURE, Kind.RUN_FAILURE)
+
+    @property
+    def resolving(self) -> bool:
+        return self in (Kind.SUCCESS, Kind.RUN_SUCCESS)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One callback, as stored: identity, when, and what a reader needs (never a traceback)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+    kind: Kind
+    at: datetime
+    error: str | None = None
+    log_url: str | None = None
+    max_tries: int | None = None
+
+    @property
+    def id(self) -> str:
+        """Stable across recordings of the same callback: the object name that makes recording idempotent."""
+        ident = "\x00".join(
+            [self.dag_id, self.run_id, self.task_id, str(self.map_index), str(self.try_number), self.kind.value]
+        )
+        return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+    @property
+    def alert_key(self) -> tuple[str, str]:
+        return (self.dag_id, self.task_id)
+
+    @property
+    def key_hash(self) -> str:
+        return key_hash(self.alert_key)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "map_index": str(self.map_index),
+            "try_number": str(self.try_number),
+            "kind": self.kind.value,
+        }
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data.update(kind=self.kind.value, at=self.at.isoformat(), id=self.id)
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Event:
+        data = json.loads(raw)
+        data.pop("id", None)
+        data["kind"] = Kind(data["kind"])
+        data["at"] = datetime.fromisoformat(data["at"])
+        return cls(**data)
+
+
+def key_hash(key: tuple[str, str] | list[str]) -> str:
+    return hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:12]
+
+
+def _kind(context: Mapping[str, Any], is_run: bool) -> Kind:
+    if is_run:
+        return Kind.RUN_SUCCESS if str(context.get("reason") or "") == "success" else Kind.RUN_FAILURE
+    ti = context.get("ti") or context.get("task_instance")
+    state = str(getattr(ti, "state", "") or "").rsplit(".", 1)[-1].lower()
+    if state == "up_for_retry":
+        return Kind.RETRY
+    if state == "success" and context.get("exception") is None:
+        return Kind.SUCCESS
+    return Kind.FAILURE
+
+
+def event_from_context(context: Mapping[str, Any], at: datetime) -> Event:
+    """The event a task or DAG callback stands for; the error is the masked first line only."""
+    from airflow_secure_mail.notifications.email import alert_fields
+
+    fields = alert_fields(context)
+    ti = context.get("ti") or context.get("task_instance")
+    is_run = ti is None or "reason" in context  # DAG callbacks carry the run's ``reason``, task callbacks don't
+    map_index = getattr(ti, "map_index", -1) if not is_run else -1
+    try_number = getattr(ti, "try_number", 0) if not is_run else 0
+    max_tries = getattr(ti, "max_tries", None) if not is_run else None
+    return Event(
+        dag_id=str(fields["dag_id"]),
+        run_id=str(fields["run_id"]),
+        task_id=RUN if is_run else str(fields["task_id"]),
+        map_index=int(map_index if map_index is not None else -1),
+        try_number=int(try_number or 0),
+        kind=_kind(context, is_run),
+        at=at,
+        error=fields["error"],
+        log_url=None if is_run else fields["log_url"],
+        max_tries=int(max_tries) + 1 if isinstance(max_tries, int) else None,
+    )

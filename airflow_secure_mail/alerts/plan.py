@@ -1,0 +1,241 @@
+"""Deciding whether a group's next digest is due, and what it reports: pure, no I/O beyond ``load``.
+
+A group's digests form a chain of claims 1, 2, 3, ... Each claim carries the group's alert state (which
+alert keys fire, since when, how often) and which recent events it reported, so the next one is built
+from the previous claim plus the events recorded since, and every event lands in exactly one digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_secure_mail.alerts.events import RUN, Event, Kind
+from airflow_secure_mail.alerts.state import IndexEntry, stamp_of
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.alerts.digest import AlertDigest
+    from airflow_secure_mail.alerts.silences import Silence
+
+_SETTLE = timedelta(minutes=10)
+"""Beyond the lease, how long a late writer may take between reading the clock and storing its event."""
+
+FIRING, RESOLVED = "firing", "resolved"
+
+
+@dataclass
+class AlertState:
+    """One alert key (dag_id, task_id) across digests: Alertmanager's alert, with a count of its events."""
+
+    dag_id: str
+    task_id: str
+    status: str
+    first_seen: str
+    last_seen: str
+    count: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    log_url: str | None = None
+    resolved_at: str | None = None
+
+
+@dataclass
+class Claim:
+    """Digest ``n`` of a group: written once before sending; whoever writes it sends it."""
+
+    n: int
+    gid: str
+    group: dict[str, str]
+    at: str
+    kind: str
+    closed_through: str
+    reported: list[str]
+    alerts: dict[str, AlertState]
+    view: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromisoformat(self.at)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Claim:
+        values = dict(data)
+        values["alerts"] = {k: AlertState(**v) for k, v in data["alerts"].items()}
+        return cls(**values)
+
+
+def _mark(entry: IndexEntry) -> str:
+    return f"{entry.stamp}-{entry.event_id}"
+
+
+def unreported(prev: Claim | None, entries: list[IndexEntry], now: datetime) -> list[IndexEntry]:
+    """Index entries no earlier claim reported (and not from the future of ``now``)."""
+    seen = set(prev.reported) if prev else set()
+    cutoff = stamp_of(now)
+    return [e for e in entries if e.stamp <= cutoff and _mark(e) not in seen]
+
+
+def _firing(prev: Claim | None, now: datetime, resolve_timeout: timedelta) -> set[str]:
+    if prev is None:
+        return set()
+    return {
+        k
+        for k, a in prev.alerts.items()
+        if a.status == FIRING and datetime.fromisoformat(a.last_seen) + resolve_timeout > now
+    }
+
+
+def _silence_of(event: Event, silences: list[Silence]) -> Silence | None:
+    return next((s for s in silences if s.active(event.at) and s.matches(event.labels)), None)
+
+
+@dataclass
+class _Batch:
+    normal: list[IndexEntry]
+    held_active: list[IndexEntry]
+    held_ended: list[tuple[IndexEntry, Silence]]
+
+
+def _split(
+    entries: list[IndexEntry], silences: list[Silence], now: datetime, load: Callable[[IndexEntry], Event]
+) -> _Batch:
+    if not entries:
+        return _Batch([], [], [])
+    first, last = entries[0].at, entries[-1].at
+    relevant = [s for s in silences if s.starts_at <= last and s.end > first]
+    if not relevant:
+        return _Batch(list(entries), [], [])
+    batch = _Batch([], [], [])
+    for entry in entries:
+        silence = _silence_of(load(entry), relevant)
+        if silence is None:
+            batch.normal.append(entry)
+        elif silence.active(now):
+            batch.held_active.append(entry)
+        else:
+            batch.held_ended.append((entry, silence))
+    return batch
+
+
+def plan(
+    digest: AlertDigest,
+    gid: str,
+    group: dict[str, str],
+    prev: Claim | None,
+    entries: list[IndexEntry],
+    silences: list[Silence],
+    now: datetime,
+    load: Callable[[IndexEntry], Event],
+) -> Claim | None:
+    """The next claim if a digest is due at ``now``, else None (Alertmanager's group_wait/interval/repeat)."""
+    batch = _split(entries, silences, now, load)
+    firing = _firing(prev, now, digest.interval("resolve_timeout"))
+    triggers = {Kind.FAILURE, Kind.RUN_FAILURE} | ({Kind.RETRY} if digest.notify_on_retry else set())
+    last_bad: dict[str, str] = {}
+    last_ok: dict[str, str] = {}
+    for e in batch.normal:
+        if e.kind in triggers:
+            last_bad[e.key_hash] = e.stamp
+        elif e.kind.resolving:
+            last_ok[e.key_hash] = e.stamp
+    new_keys = set(last_bad) - firing
+    resolved = {k for k in firing if last_ok.get(k, "") > last_bad.get(k, "")}
+    still = (firing - resolved) | {k for k, s in last_bad.items() if s > last_ok.get(k, "")}
+    if prev is not None:
+        still = {k for k in still if k not in prev.alerts or not _silenced_now(prev.alerts[k], silences, now)}
+    changed = bool(new_keys) or (digest.send_resolved and bool(resolved)) or bool(batch.held_ended)
+    if changed and (prev is None or (new_keys and not firing - resolved)):
+        starts = [e.at for e in batch.normal if e.kind in triggers] + [e.at for e, _ in batch.held_ended]
+        due, kind = min(starts, default=now) + digest.interval("group_wait"), "first"
+    elif changed:
+        assert prev is not None
+        due, kind = prev.time + digest.interval("group_interval"), "update"
+    elif still and prev is not None:
+        due, kind = prev.time + digest.interval("repeat_interval"), "repeat"
+    else:
+        return None
+    if now < due:
+        return None
+    return _build(digest, gid, group, prev, batch, silences, now, load, kind)
+
+
+def _silenced_now(alert: AlertState, silences: list[Silence], now: datetime) -> bool:
+    labels = {"dag_id": alert.dag_id, "task_id": alert.task_id}
+    return any(s.active(now) and all(m.label in labels and m.matches(labels) for m in s.matchers) for s in silences)
+
+
+def _build(
+    digest: AlertDigest,
+    gid: str,
+    group: dict[str, str],
+    prev: Claim | None,
+    batch: _Batch,
+    silences: list[Silence],
+    now: datetime,
+    load: Callable[[IndexEntry], Event],
+    kind: str,
+) -> Claim:
+    from airflow_secure_mail.alerts.view import build_view
+
+    rt = digest.interval("resolve_timeout")
+    alerts = {k: AlertState(**asdict(a)) for k, a in (prev.alerts if prev else {}).items()}
+    for a in alerts.values():
+        if a.status == FIRING and datetime.fromisoformat(a.last_seen) + rt <= now:
+            a.status, a.resolved_at = RESOLVED, (datetime.fromisoformat(a.last_seen) + rt).isoformat()
+    events = [load(e) for e in batch.normal]
+    held = [(load(e), s) for e, s in batch.held_ended]
+    resolved_now = _fold(alerts, [*events, *(e for e, _ in held)], digest.notify_on_retry)
+    settle = now - digest.interval("lease") - _SETTLE
+    closed = min([stamp_of(settle), *(_before(e.stamp) for e in batch.held_active)])
+    marks = [
+        *(prev.reported if prev else []),
+        *(_mark(e) for e in batch.normal),
+        *(_mark(e) for e, _ in batch.held_ended),
+    ]
+    n = (prev.n if prev else 0) + 1
+    claim = Claim(
+        n=n,
+        gid=gid,
+        group=dict(group),
+        at=now.isoformat(),
+        kind=kind,
+        closed_through=closed,
+        reported=sorted(m for m in set(marks) if m.split("-", 1)[0] > closed),
+        alerts=alerts,
+    )
+    claim.view = build_view(digest, claim, events, held, resolved_now)
+    return claim
+
+
+def _before(stamp: str) -> str:
+    return stamp_of(IndexEntry(stamp, Kind.FAILURE, "", "").at - timedelta(seconds=1))
+
+
+def _fold(alerts: dict[str, AlertState], events: list[Event], notify_on_retry: bool) -> list[str]:
+    """Apply events in time order to the alert states; returns the keys this batch resolved."""
+    resolved: list[str] = []
+    for ev in sorted(events, key=lambda e: (e.at, e.kind.resolving)):
+        at = ev.at.isoformat()
+        state = alerts.get(ev.key_hash)
+        if ev.kind.failing or (ev.kind is Kind.RETRY and notify_on_retry):
+            if state is None or state.status != FIRING:
+                state = alerts[ev.key_hash] = AlertState(ev.dag_id, ev.task_id, FIRING, at, at)
+            state.count += 1
+            state.last_seen = at
+            state.retries += ev.kind is Kind.RETRY
+            state.last_error = ev.error or state.last_error
+            state.log_url = ev.log_url or state.log_url
+        elif ev.kind is Kind.RETRY and state is not None:
+            state.retries += 1
+        elif ev.kind.resolving and state is not None and state.status == FIRING:
+            state.status, state.resolved_at = RESOLVED, at
+            resolved.append(ev.key_hash)
+    return resolved
+
+
+__all__ = ["RUN", "AlertState", "Claim", "plan", "unreported"]

@@ -1,0 +1,80 @@
+"""The digest mail: a scannable subject, a plain-text body and a phone-width HTML body, from a claim's view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+_TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
+_MAX_DAGS_IN_SUBJECT = 2
+
+
+def _plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"{n} {word}"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{n} {word[:-1]}ies"
+    return f"{n} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _when(value: str | None, ref: datetime) -> str:
+    """``02:10`` on the digest's own day, ``Nov 28 02:10`` otherwise (UTC: workers may sit anywhere)."""
+    if not value:
+        return ""
+    at = datetime.fromisoformat(value)
+    return at.strftime("%H:%M") if at.date() == ref.date() else at.strftime("%b %d %H:%M")
+
+
+def subject_of(view: Mapping[str, Any]) -> str:
+    ref = datetime.fromisoformat(view["at"])
+    dags = list(view["dags"]) or [str(v) for v in view["group"].values()]
+    names = ", ".join(dags[:_MAX_DAGS_IN_SUBJECT]) + (", …" if len(dags) > _MAX_DAGS_IN_SUBJECT else "")
+    where = f"in {_plural(len(dags), 'DAG')} since {_when(view['since'], ref)} UTC ({names})"
+    if view["failures"] or view.get("retries"):
+        counts = (("failure", view["failures"]), ("retry", view.get("retries", 0)))
+        what = ", ".join(_plural(n, word) for word, n in counts if n)
+    elif view["held"]:
+        what = f"{_plural(sum(h['count'] for h in view['held']), 'alert')} held by a silence"
+    elif view["firing"]:
+        what = f"still failing: {_plural(view['firing'], 'alert')}"
+    else:
+        what = f"resolved: {_plural(len(view['resolved']), 'alert')}"
+        where = f"({names})"
+    return f"[Airflow] {what} {where}"
+
+
+def _task_label(task: Mapping[str, Any]) -> str:
+    index = f"[{task['map_index']}]" if task.get("map_index", -1) >= 0 else ""
+    tries = f"try {task['try_number']}" + (f" of {task['max_tries']}" if task.get("max_tries") else "")
+    return f"{task['task_id']}{index}, {tries}"
+
+
+def render_digest(view: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(subject, text, html); deterministic in ``view`` so a takeover composes the same Message-ID."""
+    import jinja2
+
+    ref = datetime.fromisoformat(view["at"])
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html.j2", "html"], default_for_string=False),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = lambda value: _when(value, ref)
+    env.filters["task_label"] = _task_label
+    env.filters["plural"] = _plural
+    env.globals["also"] = ", ".join(
+        _plural(n, word)
+        for word, n in (("retry", view["other"]["retries"]), ("success", view["other"]["successes"]))
+        if n
+    )
+    subject = subject_of(view)
+    fields = dict(view, subject=subject, as_of=ref.strftime("%Y-%m-%d %H:%M UTC"))
+    return (
+        subject,
+        env.get_template("digest.txt.j2").render(**fields),
+        env.get_template("digest.html.j2").render(**fields),
+    )

@@ -1,0 +1,170 @@
+"""Digest state on object storage: write-once objects only, so any number of workers can share it.
+
+Layout under the state location::
+
+    groups/<gid>.json                                  the group's labels (written by its first event)
+    events/<gid>/<event id>.json                       one event; its id makes a second recording a no-op
+    index/<gid>/<YYYYMMDD>/<HHMMSS>-<kind>-<key>-<id>  the event's place in time (listing alone drives decisions)
+    claims/<gid>/<n>.json                              digest n of the group: what it reports (the claim)
+    claims/<gid>/<n>.lease-<k>.json                    a takeover of claim n after its lease ran out
+    claims/<gid>/<n>.sent.json                         claim n was delivered
+    silences/<id>.json, silences/<id>.expired.json     silences and their early ends
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow_secure_mail.alerts.events import Event, Kind
+from airflow_secure_mail.archive.store import ObjectStore
+from airflow_secure_mail.errors import ArchiveError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_STAMP = "%Y%m%d%H%M%S"
+
+
+def group_id(labels: Mapping[str, str]) -> str:
+    """A readable, path-safe name for a group: its label values, then a hash that makes it unique."""
+    values = "_".join(labels[k] for k in sorted(labels))
+    digest = hashlib.sha256(json.dumps(dict(sorted(labels.items()))).encode()).hexdigest()[:10]
+    return f"{_UNSAFE.sub('_', values)[:60].strip('._') or 'group'}-{digest}"
+
+
+@dataclass(frozen=True, order=True)
+class IndexEntry:
+    """One event as its index name tells it: enough to decide whether a digest is due without reading it."""
+
+    stamp: str
+    kind: Kind
+    key_hash: str
+    event_id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.stamp[:8]}/{self.stamp[8:]}-{self.kind.value}-{self.key_hash}-{self.event_id}"
+
+    @property
+    def at(self) -> datetime:
+        return datetime.strptime(self.stamp, _STAMP).replace(tzinfo=UTC)
+
+    @classmethod
+    def of(cls, event: Event) -> IndexEntry:
+        return cls(event.at.astimezone(UTC).strftime(_STAMP), event.kind, event.key_hash, event.id)
+
+    @classmethod
+    def parse(cls, day: str, name: str) -> IndexEntry | None:
+        parts = name.split("-")
+        if len(parts) != 4 or len(parts[0]) != 6:
+            return None
+        try:
+            return cls(day + parts[0], Kind(parts[1]), parts[2], parts[3])
+        except ValueError:
+            return None
+
+
+def stamp_of(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(_STAMP)
+
+
+class DigestState:
+    """The digest's objects under one location; reuses the archive's write-once primitive."""
+
+    def __init__(self, location: str, conn_id: str | None = None) -> None:
+        self.objects = ObjectStore(location, conn_id)
+
+    @property
+    def location(self) -> str:
+        return self.objects.location
+
+    def create(self, name: str, data: bytes) -> bool:
+        """Write ``name`` once: True if this call created it, False if it already existed."""
+        try:
+            self.objects.write_once(name, data)
+            return True
+        except ArchiveError:
+            if self.objects.read(name) is not None:
+                return False
+            raise
+
+    def create_json(self, name: str, data: Mapping[str, Any]) -> bool:
+        return self.create(name, json.dumps(data, sort_keys=True, default=str).encode())
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        return self.objects.read_json(name)
+
+    def names(self, prefix: str) -> list[str]:
+        """Names directly under ``prefix``, fresh: fsspec caches listings, but other workers write here too.
+
+        Plain ``fs.ls`` names rather than ``iterdir``: a path object per entry costs more than the listing.
+        """
+        path = self.objects.base / prefix
+        try:
+            listed = path.fs.ls(path.path, detail=False, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in listed)
+
+    # -- events --------------------------------------------------------------------------------
+    def record_event(self, group: Mapping[str, str], event: Event) -> bool:
+        """The event object (idempotent by id), then its index entry from the stored time (so also idempotent)."""
+        gid = group_id(group)
+        name = f"events/{gid}/{event.id}.json"
+        created = self.create(name, event.to_json())
+        stored = event if created else Event.from_json(self.objects.read(name) or b"")
+        if self.objects.read(f"groups/{gid}.json") is None:
+            self.create_json(f"groups/{gid}.json", dict(group))
+        self.create(f"index/{gid}/{IndexEntry.of(stored).name}", b"")
+        return created
+
+    def read_event(self, gid: str, event_id: str) -> Event | None:
+        raw = self.objects.read(f"events/{gid}/{event_id}.json")
+        return Event.from_json(raw) if raw is not None else None
+
+    def index(self, gid: str, after: str) -> list[IndexEntry]:
+        """Index entries of ``gid`` stamped after ``after`` (YYYYMMDDHHMMSS; "" for all), oldest first."""
+        entries: list[IndexEntry] = []
+        for day in self.names(f"index/{gid}"):
+            if day < after[:8]:
+                continue
+            for name in self.names(f"index/{gid}/{day}"):
+                entry = IndexEntry.parse(day, name)
+                if entry is not None and entry.stamp > after:
+                    entries.append(entry)
+        return sorted(entries)
+
+    def groups(self) -> dict[str, dict[str, str]]:
+        found = {}
+        for name in self.names("groups"):
+            if name.endswith(".json"):
+                found[name[: -len(".json")]] = dict(self.read_json(f"groups/{name}") or {})
+        return found
+
+    def prune(self, gid: str, before: str, keep_claim: int) -> int:
+        """Delete index days, events and claims wholly before ``before`` (a stamp every claim has closed);
+        the latest claim ``keep_claim`` stays, so the chain goes on. Returns how many objects went."""
+        removed = 0
+        for day in self.names(f"index/{gid}"):
+            if f"{day}235959" >= before:
+                continue
+            for name in self.names(f"index/{gid}/{day}"):
+                entry = IndexEntry.parse(day, name)
+                if entry is not None:
+                    self.objects.delete(f"events/{gid}/{entry.event_id}.json")
+                self.objects.delete(f"index/{gid}/{day}/{name}")
+                removed += 1
+        cutoff = datetime.strptime(before, _STAMP).replace(tzinfo=UTC)
+        names = self.names(f"claims/{gid}")
+        for number in sorted({n.partition(".")[0] for n in names if n.partition(".")[0].isdigit()}):
+            claim = self.read_json(f"claims/{gid}/{number}.json") or {}
+            if int(number) < keep_claim and "at" in claim and datetime.fromisoformat(claim["at"]) < cutoff:
+                for name in names:
+                    if name.startswith(f"{number}."):
+                        self.objects.delete(f"claims/{gid}/{name}")
+                        removed += 1
+        return removed
