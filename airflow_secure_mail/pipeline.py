@@ -118,7 +118,7 @@ async def asend_mail(
     result = MailResult(protection=protection.describe() if protection is not None else None)
     outgoing: list[_Outgoing] = []
     for item in _split(request, one_message_per_recipient):
-        message, envelope = compose(item)
+        message, envelope = compose(item, allow_special_use_domains=mail_policy.allow_special_use_domains)
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
         for copy in await _protect(message, envelope, data, protection, hook):
