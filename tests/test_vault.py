@@ -311,3 +311,61 @@ def test_one_vault_login_per_process_shared_by_credentials_certificates_and_tran
         send_mail(request, hook=SecureSmtpHook(), archive=archive)
     assert len(mail_env.smtp.messages) == 2
     assert _logins(bao, before) == ["auth/approle/login"]
+
+
+# -- Vault Agent: the fleet pattern -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_auto_auth_token", ["force", "true"])
+def test_mail_through_vault_agent_worker_holds_no_credential_and_never_logs_in(
+    mail_env, monkeypatch, tmp_path, use_auto_auth_token
+):
+    """Credentials and the archive's Transit key read through a real ``bao agent``.
+
+    With ``true`` (not ``force``) the agent uses its token only when the request carries none, so this also
+    proves the worker sends no token of its own, not even the VAULT_TOKEN in its environment.
+    """
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.testing.openbao import OpenBaoAgent
+
+    bao = mail_env.bao
+    transit_key = "agent-" + secrets.token_hex(3)
+    bao.client().secrets.transit.create_key(name=transit_key)
+    role = "airflow-agent-" + secrets.token_hex(3)
+    policy = (
+        'path "secret/data/smtp/*" { capabilities = ["read"] }\n'
+        f'path "transit/datakey/plaintext/{transit_key}" {{ capabilities = ["update"] }}\n'
+    )
+    role_id, secret_id = bao.approle(role, policy)
+    monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
+    with OpenBaoAgent(bao, role_id, secret_id, use_auto_auth_token=use_auto_auth_token) as agent:
+        connection = agent.connection()
+        assert "password" not in connection and "login" not in connection
+        monkeypatch.setenv("AIRFLOW_CONN_VAULT_AGENT", json.dumps(connection))
+        mail_env.set_smtp_conn(vault_conn_id="vault_agent")
+        before = len(bao.audit_requests())
+        for n in range(2):
+            archive = MailArchive(f"file://{tmp_path}/a", transit_key=transit_key, vault_conn_id="vault_agent")
+            request = MailRequest(sender="airflow@example.com", to=(f"r{n}@example.com",), subject=f"{n}", text="x")
+            send_mail(request, hook=SecureSmtpHook(), archive=archive)
+        seen = bao.audit_requests()[before:]
+    assert len(mail_env.smtp.messages) == 2
+    assert _logins(bao, before) == []
+    used = [
+        e
+        for e in seen
+        if e["request"]["path"] in (f"secret/data/{mail_env.secret_path}", f"transit/datakey/plaintext/{transit_key}")
+    ]
+    assert {e["request"]["path"].split("/")[0] for e in used} == {"secret", "transit"}
+    assert all((e.get("auth") or {}).get("metadata", {}).get("role_name") == role for e in used)
+
+
+def test_agent_connection_that_stores_a_credential_is_refused(mail_env, monkeypatch):
+    from airflow_secure_mail.vault import VaultSecrets
+
+    conn = {"conn_type": "vault", "host": "127.0.0.1", "port": 1, "password": "s.abc", "extra": {"auth_type": "agent"}}
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_AGENT_BAD", json.dumps(conn))
+    with pytest.raises(ConfigurationError, match="auth_type agent but stores a login or password"):
+        VaultSecrets("vault_agent_bad").read("smtp/x")
