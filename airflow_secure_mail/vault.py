@@ -12,7 +12,6 @@ import base64
 import contextlib
 import contextvars
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_secure_mail._masking import mask
 from airflow_secure_mail.errors import ConfigurationError, VaultSecretError
-from airflow_secure_mail.transport.tls import is_loopback
+from airflow_secure_mail.transport.tls import is_loopback, judge_url
 
 if TYPE_CHECKING:
     import hvac
@@ -34,8 +33,6 @@ DEFAULT_CALL_BUDGET = 60.0
 AGENT_AUTH_TYPE = "agent"
 _LOGIN = "login"
 _RENEW_MARGIN = 60.0
-# Nothing a Vault address legitimately holds, and each lets two URL parsers disagree on the host.
-_AMBIGUOUS = re.compile(r"[\\@\s\x00-\x1f\x7f]")
 
 _cache: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
 _cache_lock = threading.Lock()
@@ -83,29 +80,17 @@ def check_vault_url(url: str, conn_id: str, *, allow_http: bool = False) -> None
 
     Plain HTTP is accepted only to a loopback host (``0.0.0.0`` is not one) unless ``allow_http``.
     """
-    from urllib3.exceptions import LocationParseError
-    from urllib3.util import parse_url
-
-    ambiguous = ConfigurationError(
-        f"Vault connection {conn_id!r} has an ambiguous address (a backslash, '@', whitespace or a control "
-        "character, or a path): give only a host name or IP in host and a number in port."
-    )
-    if _AMBIGUOUS.search(url):
-        raise ambiguous
-    try:
-        parts = parse_url(url)
-    except LocationParseError:
-        parts = None
-    if parts is None or parts.auth is not None or not parts.host or parts.path not in (None, "", "/"):
-        raise ambiguous
-    if parts.query is not None or parts.fragment is not None:
-        raise ambiguous
-    if parts.scheme not in ("http", "https"):
-        raise ConfigurationError(f"Vault connection {conn_id!r} must use http or https, not {parts.scheme!r}.")
-    if parts.scheme != "https" and not is_loopback(parts.host) and not allow_http:
+    what = f"Vault connection {conn_id!r}"
+    if "@" in url:
+        raise ConfigurationError(f"{what} has an ambiguous address ('@' in host): give only a host name or IP.")
+    scheme, host, path = judge_url(url, what)
+    if path not in ("", "/"):
+        raise ConfigurationError(f"{what} has an ambiguous address (a path after the host): give only host and port.")
+    if scheme not in ("http", "https"):
+        raise ConfigurationError(f"{what} must use http or https, not {scheme!r}.")
+    if scheme != "https" and not is_loopback(host) and not allow_http:
         raise ConfigurationError(
-            f"Vault connection {conn_id!r} points at http://{parts.host}: set extra use_tls=true "
-            "(plain HTTP is accepted only on loopback)."
+            f"{what} points at http://{host}: set extra use_tls=true (plain HTTP is accepted only on loopback)."
         )
 
 
