@@ -6,11 +6,12 @@ The operator, the notifier and the email backend all call :func:`asend_mail`; no
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from email import policy as email_policy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.errors import ArchiveError
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.mail.protect import Protection
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 
 @dataclass
@@ -92,6 +94,23 @@ def _split(request: MailRequest, one_per_recipient: bool) -> list[MailRequest]:
     ]
 
 
+def _bounded_by_deadline(
+    fn: Callable[P, Coroutine[Any, Any, MailResult]],
+) -> Callable[P, Coroutine[Any, Any, MailResult]]:
+    """The connection's ``deadline`` bounds every Vault call of the send: keys, Transit, credentials."""
+
+    @functools.wraps(fn)
+    async def bounded(*args: P.args, **kwargs: P.kwargs) -> MailResult:
+        from airflow_secure_mail.vault import deadline
+
+        hook: Any = kwargs["hook"]
+        with deadline(hook.settings.deadline):
+            return await fn(*args, **kwargs)
+
+    return bounded
+
+
+@_bounded_by_deadline
 async def asend_mail(
     request: MailRequest,
     *,

@@ -186,6 +186,24 @@ def test_unanswering_vault_fails_the_connection_test_within_the_deadline(mail_en
     assert time.monotonic() - started < 5 + 10
 
 
+def test_unanswering_transit_is_bounded_by_the_send_deadline(mail_env, faulty, tmp_path):
+    """Vault calls before delivery (the archive's Transit data key) count against the same deadline."""
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.pipeline import send_mail
+
+    key = "deadline-" + secrets.token_hex(3)
+    mail_env.bao.client().secrets.transit.create_key(name=key)
+    faulty.add(Fault("hang", path=f"transit/datakey/plaintext/{key}", times=100))
+    archive = MailArchive(f"file://{tmp_path}/a", transit_key=key, vault_conn_id="vault_faulty")
+    request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="s", text="x")
+    started = time.monotonic()
+    with pytest.raises(SecureMailError, match="within 5s"):
+        send_mail(request, hook=SecureSmtpHook(), archive=archive)
+    assert time.monotonic() - started < 5 + 10
+    assert mail_env.smtp.connections == 0
+
+
 # -- 5. unexpected replies ----------------------------------------------------------------------
 
 
