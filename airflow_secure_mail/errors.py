@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def detached(error: E) -> E:
+    """``error`` without the chain of exceptions it replaced: a server reply or a Vault body kept in
+    ``__context__``/``__cause__`` could echo a secret into a traceback."""
+    error.__cause__ = None
+    error.__context__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 class SecureMailError(Exception):

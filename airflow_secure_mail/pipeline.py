@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from email import policy as email_policy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.errors import ArchiveError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.mail.protect import Protection
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 
 @dataclass
@@ -97,6 +98,23 @@ def _split(request: MailRequest, one_per_recipient: bool) -> list[MailRequest]:
     ]
 
 
+def _bounded_by_deadline(
+    fn: Callable[P, Coroutine[Any, Any, MailResult]],
+) -> Callable[P, Coroutine[Any, Any, MailResult]]:
+    """The connection's ``deadline`` bounds every Vault call of the send: keys, Transit, credentials."""
+
+    @functools.wraps(fn)
+    async def bounded(*args: P.args, **kwargs: P.kwargs) -> MailResult:
+        from airflow_secure_mail.vault import deadline
+
+        hook: Any = kwargs["hook"]
+        with deadline(hook.settings.deadline):
+            return await fn(*args, **kwargs)
+
+    return bounded
+
+
+@_bounded_by_deadline
 async def asend_mail(
     request: MailRequest,
     *,
@@ -125,7 +143,7 @@ async def asend_mail(
     result = MailResult(protection=protection.describe() if protection is not None else None)
     screened = []
     for item in _split(request, one_message_per_recipient):
-        message, envelope = compose(item)
+        message, envelope = compose(item, allow_special_use_domains=mail_policy.allow_special_use_domains)
         data = message.as_bytes(policy=email_policy.SMTP)
         screen(message, envelope, mail_policy, item.attachments, encoded_size=len(data))
         screened.append((message, envelope, data))

@@ -12,7 +12,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_secure_mail._sync import run_sync
-from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError
+from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.hooks.connection_fields import CONN_TYPE
 from airflow_secure_mail.hooks.settings import SmtpSettings
 from airflow_secure_mail.transport.smtp import (
@@ -110,6 +110,7 @@ class SecureSmtpHook(BaseHook):
         )
 
     async def _credentials(self, fresh: bool) -> SmtpCredentials:
+        """Read and check the secret's fields; called before any SMTP connection opens."""
         s = self.settings
         if s.auth == "none":
             return SmtpCredentials(mechanism="none")
@@ -122,25 +123,36 @@ class SecureSmtpHook(BaseHook):
             version=s.vault_version,
             fresh=fresh,
         )
+        where = f"{s.vault_mount}/{s.vault_path.strip('/')}"
         if s.oauth_endpoint:
             from airflow_secure_mail.transport.oauth import OAuthClient, access_token
 
+            present = tuple(f for f in ("client_secret", "refresh_token") if data.get(f) is not None)
+            username, client_id, *grant = _secret_fields(data, where, ("username", "client_id", *present))
+            if not grant:
+                _secret_fields(data, where, ("client_secret",))  # names the missing field
+            given = dict(zip(present, grant, strict=True))
             client = OAuthClient(
                 token_url=s.oauth_endpoint,
-                client_id=str(data.get("client_id") or ""),
-                client_secret=data.get("client_secret"),
-                refresh_token=data.get("refresh_token"),
+                client_id=client_id,
+                client_secret=given.get("client_secret"),
+                refresh_token=given.get("refresh_token"),
                 scope=s.oauth_scope,
             )
             token = await asyncio.to_thread(access_token, client, fresh=fresh)
-            return SmtpCredentials(mechanism=s.auth, username=data.get("username"), secret=token)
+            return SmtpCredentials(mechanism=s.auth, username=username, secret=token)
         secret_field = "password" if s.auth == "password" else "access_token"
-        return SmtpCredentials(mechanism=s.auth, username=data.get("username"), secret=data.get(secret_field))
+        username, secret = _secret_fields(data, where, ("username", secret_field))
+        return SmtpCredentials(mechanism=s.auth, username=username, secret=secret)
 
     async def _open(self) -> SmtpSession:
-        policy = await asyncio.to_thread(self.tls_policy)
-        session = SmtpSession(policy, self._credentials, timeout=self.settings.timeout)
-        await session.open()
+        """A protected, authenticated session; its Vault reads end within extra ``deadline``."""
+        from airflow_secure_mail.vault import deadline as vault_deadline
+
+        with vault_deadline(self.settings.deadline):
+            policy = await asyncio.to_thread(self.tls_policy)
+            session = SmtpSession(policy, self._credentials, timeout=self.settings.timeout)
+            await session.open()
         return session
 
     # -- sending ---------------------------------------------------------------------------------
@@ -228,16 +240,19 @@ class SecureSmtpHook(BaseHook):
                     try:
                         session, results[index] = await self._send_with_retries(session, envelopes[index])
                     except SecureMailError as exc:
-                        results[index] = exc
+                        results[index] = detached(exc)
                         session = None
             finally:
                 if session is not None:
                     await session.close()
 
         workers = max(1, min(concurrency, len(envelopes)))
+        from airflow_secure_mail.vault import deadline as vault_deadline
+
         try:
-            async with asyncio.timeout(s.deadline):
-                await asyncio.gather(*(worker() for _ in range(workers)))
+            with vault_deadline(s.deadline):
+                async with asyncio.timeout(s.deadline):
+                    await asyncio.gather(*(worker() for _ in range(workers)))
         except TimeoutError:
             timeout = DeliveryError(
                 f"sending did not finish within {s.deadline:.0f}s; raise extra deadline or check the server.",
@@ -284,7 +299,10 @@ class SecureSmtpHook(BaseHook):
     async def atest_connection(self) -> tuple[bool, str]:
         """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
         try:
-            session = await self._open()
+            async with asyncio.timeout(self.settings.deadline):
+                session = await self._open()
+        except TimeoutError:
+            return False, f"no answer within {self.settings.deadline:.0f}s (extra deadline)."
         except SecureMailError as exc:
             return False, str(exc)
         info = session.info
@@ -298,6 +316,23 @@ class SecureSmtpHook(BaseHook):
         session = await self._open()
         await session.close()
         return session.info
+
+
+def _secret_fields(data: dict[str, Any], where: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The named fields as non-empty strings, or a VaultSecretError naming the field (never its value)."""
+    from airflow_secure_mail.errors import VaultSecretError
+
+    values: list[str] = []
+    for name in names:
+        value = data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            what = "missing" if value is None else ("empty" if isinstance(value, str) else f"a {type(value).__name__}")
+            raise VaultSecretError(
+                f"Vault secret {where!r} field {name!r} must be a non-empty string but is {what}: fix it in Vault.",
+                path=where,
+            )
+        values.append(value)
+    return tuple(values)
 
 
 def check_outcomes(

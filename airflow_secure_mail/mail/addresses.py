@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 from airflow_secure_mail.errors import PolicyViolation
 
+SPECIAL_USE_SUFFIXES = ("alt", "arpa", "internal", "invalid", "local", "localhost", "onion", "test")
+"""Special-use and private-use names (RFC 6761, 6762, 7686, 9476; ICANN's .internal): no public mailbox lives there."""
+_NEUTRAL_TLD = "example"
+_RFC2231 = re.compile(r"^[A-Za-z0-9_.:-]*'[A-Za-z0-9-]*'(.*)$", re.DOTALL)
+
 # C0 and C1 controls plus the Unicode line separators: str.splitlines() (and so the email package) breaks on them
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAME_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>@,;:\\]*?))\s*<([^<>\s]+)>\s*$')
@@ -38,8 +43,40 @@ def check_no_control(value: str, what: str) -> None:
         )
 
 
-def parse_mailbox(value: str, what: str = "address") -> Mailbox:
-    """``a@b.example`` or ``Name <a@b.example>`` → Mailbox; anything else is a PolicyViolation."""
+def check_decoded(value: str, what: str) -> None:
+    """Refuse control characters in a header or MIME parameter value as a mail reader will decode it.
+
+    RFC 2047 encoded words (``=?utf-8?q?=0D=0A?=``) and RFC 2231 ``charset'lang'%0D%0A`` values turn into
+    CR/LF after our checks of the raw text, and the email package then writes them out as new lines.
+    """
+    from email.header import decode_header
+    from urllib.parse import unquote
+
+    check_no_control(value, what)
+    if "=?" in value:
+        try:
+            words = decode_header(value)
+        except Exception:  # a malformed encoded word: the reader will show it raw, which we already checked
+            words = []
+        text = "".join(w.decode(c or "latin-1", "replace") if isinstance(w, bytes) else w for w, c in words)
+        check_no_control(text, what)
+    rfc2231 = _RFC2231.match(value)
+    if rfc2231 or "%" in value:
+        check_no_control(unquote(rfc2231.group(1) if rfc2231 else value, errors="replace"), what)
+
+
+def special_use_suffix(domain: str) -> str | None:
+    """The special-use name ``domain`` falls under (``local`` for ``mail.corp.local``), or None."""
+    name = domain.strip().rstrip(".").lower()
+    return next((s for s in SPECIAL_USE_SUFFIXES if name == s or name.endswith("." + s)), None)
+
+
+def parse_mailbox(value: str, what: str = "address", *, allow_special_use_domains: bool = False) -> Mailbox:
+    """``a@b.example`` or ``Name <a@b.example>`` → Mailbox; anything else is a PolicyViolation.
+
+    Addresses under special-use names (``.local``, ``.internal``, ``.test`` …) are refused unless
+    ``allow_special_use_domains`` (``MailPolicy(allow_special_use_domains=True)``, for internal relays).
+    """
     from email_validator import EmailNotValidError, validate_email
 
     if not isinstance(value, str):
@@ -57,16 +94,34 @@ def parse_mailbox(value: str, what: str = "address") -> Mailbox:
             rule="address",
             item=value,
         )
+    given_local, _, given_domain = addr.rpartition("@")
+    special = special_use_suffix(given_domain)
+    if special and not allow_special_use_domains:
+        raise PolicyViolation(
+            f"{what} {addr!r} is in the special-use domain .{special}, refused by default: set "
+            "MailPolicy(allow_special_use_domains=True) to mail an internal relay.",
+            rule="special_use_domain",
+            item=addr,
+        )
+    # email-validator refuses special-use names outright; when allowed, validate the rest under a neutral TLD.
+    probe = f"{given_local}@{given_domain.rstrip('.')[: -len(special)]}{_NEUTRAL_TLD}" if special else addr
+    error: PolicyViolation | None = None
     try:
-        result = validate_email(addr, check_deliverability=False, allow_quoted_local=False, allow_domain_literal=False)
+        result = validate_email(probe, check_deliverability=False, allow_quoted_local=False, allow_domain_literal=False)
     except EmailNotValidError as exc:
-        raise PolicyViolation(f"{what} {addr!r} is invalid: {exc}", rule="address", item=addr) from None
+        error = PolicyViolation(f"{what} {addr!r} is invalid: {exc}", rule="address", item=addr)
+    if error is not None:
+        raise error
     local, _, _ = result.normalized.rpartition("@")
     domain = result.ascii_domain.lower()
+    if special:
+        domain = domain[: -len(_NEUTRAL_TLD)] + special
     return Mailbox(addr=f"{local}@{domain}", name=name)
 
 
-def parse_mailboxes(values: str | list[str] | tuple[str, ...] | None, what: str) -> list[Mailbox]:
+def parse_mailboxes(
+    values: str | list[str] | tuple[str, ...] | None, what: str, *, allow_special_use_domains: bool = False
+) -> list[Mailbox]:
     """A comma-free list of mailboxes; a single string may hold several separated by commas or semicolons
     only when every piece is a bare address (names with commas must come as list items)."""
     if values is None:
@@ -75,7 +130,7 @@ def parse_mailboxes(values: str | list[str] | tuple[str, ...] | None, what: str)
         pieces = [p for p in re.split(r"[,;]", values) if p.strip()] if "<" not in values else [values]
     else:
         pieces = list(values)
-    return [parse_mailbox(p, what) for p in pieces]
+    return [parse_mailbox(p, what, allow_special_use_domains=allow_special_use_domains) for p in pieces]
 
 
 def normalize_domain(domain: str) -> str:

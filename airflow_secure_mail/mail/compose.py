@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import re
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -12,7 +13,13 @@ from html.parser import HTMLParser
 from typing import Any
 
 from airflow_secure_mail.errors import PolicyViolation
-from airflow_secure_mail.mail.addresses import Mailbox, check_no_control, parse_mailbox, parse_mailboxes
+from airflow_secure_mail.mail.addresses import (
+    Mailbox,
+    check_decoded,
+    check_no_control,
+    parse_mailbox,
+    parse_mailboxes,
+)
 
 _RESERVED_HEADERS = {
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
@@ -30,7 +37,36 @@ class Attachment:
 
     @property
     def declared_type(self) -> str:
-        return self.content_type or mimetypes.guess_type(self.filename)[0] or "application/octet-stream"
+        """The bare ``type/subtype`` that goes on the wire (parameters stripped, lower case)."""
+        return wire_type(self)[0]
+
+
+_TOKEN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def wire_type(att: Attachment) -> tuple[str, dict[str, str]]:
+    """``type/subtype`` and parameters of the attachment's Content-Type, each checked as a reader decodes it."""
+    declared = att.content_type or mimetypes.guess_type(att.filename)[0] or "application/octet-stream"
+    check_decoded(declared, "attachment content_type")
+    kind, _, rest = declared.partition(";")
+    maintype, slash, subtype = kind.strip().lower().partition("/")
+    if not (slash and _TOKEN.match(maintype) and _TOKEN.match(subtype)):
+        raise PolicyViolation(
+            f"attachment {att.filename!r} has content_type {kind.strip()!r}: give a MIME type such as text/csv.",
+            rule="content_type",
+            item=att.filename,
+        )
+    params: dict[str, str] = {}
+    if rest.strip():
+        from email.headerregistry import HeaderRegistry
+
+        header: Any = HeaderRegistry()("Content-Type", f"{maintype}/{subtype}; {rest.strip()}")
+        for key, value in header.params.items():
+            check_decoded(key, "attachment content_type parameter")
+            check_decoded(str(value), f"attachment content_type parameter {key}")
+            if key.lower() not in ("name", "filename"):
+                params[key.lower()] = str(value)
+    return f"{maintype}/{subtype}", params
 
 
 @dataclass(frozen=True)
@@ -99,12 +135,12 @@ def html_to_text(html: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
-def _addresses(values: Any, what: str) -> list[Mailbox]:
+def _addresses(values: Any, what: str, special: bool) -> list[Mailbox]:
     if values is None:
         return []
     if isinstance(values, str):
-        return parse_mailboxes(values, what)
-    return [m for v in values for m in parse_mailboxes(v, what)]
+        return parse_mailboxes(values, what, allow_special_use_domains=special)
+    return [m for v in values for m in parse_mailboxes(v, what, allow_special_use_domains=special)]
 
 
 def _message_id(request: MailRequest, domain: str, digest: str) -> str:
@@ -132,12 +168,20 @@ def _content_digest(request: MailRequest) -> str:
     return h.hexdigest()
 
 
-def compose(request: MailRequest, *, date: Any = None) -> tuple[EmailMessage, Envelope]:
-    """Build the message with ``policy.SMTP`` (refuses CR/LF in headers) and its envelope; Bcc stays out."""
+def compose(
+    request: MailRequest, *, date: Any = None, allow_special_use_domains: bool = False
+) -> tuple[EmailMessage, Envelope]:
+    """Build the message with ``policy.SMTP`` (refuses CR/LF in headers) and its envelope; Bcc stays out.
+
+    ``allow_special_use_domains`` is ``MailPolicy.allow_special_use_domains`` (``.local``, ``.internal`` …).
+    """
     from datetime import UTC, datetime
 
-    sender = parse_mailbox(request.sender, "sender")
-    to, cc, bcc = _addresses(request.to, "to"), _addresses(request.cc, "cc"), _addresses(request.bcc, "bcc")
+    special = allow_special_use_domains
+    sender = parse_mailbox(request.sender, "sender", allow_special_use_domains=special)
+    to, cc, bcc = (
+        _addresses(v, what, special) for v, what in ((request.to, "to"), (request.cc, "cc"), (request.bcc, "bcc"))
+    )
     if not (to or cc or bcc):
         raise PolicyViolation("no recipients: give at least one of to, cc or bcc.", rule="recipients")
     check_no_control(request.subject, "subject")
@@ -148,7 +192,7 @@ def compose(request: MailRequest, *, date: Any = None) -> tuple[EmailMessage, En
     if cc:
         msg["Cc"] = ", ".join(_fmt(m) for m in cc)
     if request.reply_to:
-        msg["Reply-To"] = _fmt(parse_mailbox(request.reply_to, "reply_to"))
+        msg["Reply-To"] = _fmt(parse_mailbox(request.reply_to, "reply_to", allow_special_use_domains=special))
     msg["Subject"] = request.subject
     msg["Date"] = format_datetime(date or datetime.now(UTC))
     msg["Message-ID"] = _message_id(request, sender.domain, _content_digest(request))
@@ -170,9 +214,10 @@ def compose(request: MailRequest, *, date: Any = None) -> tuple[EmailMessage, En
     if request.html is not None:
         msg.add_alternative(request.html, subtype="html", cte="quoted-printable")
     for att in request.attachments:
-        check_no_control(att.filename, "attachment file name")
-        maintype, _, subtype = att.declared_type.partition("/")
-        msg.add_attachment(att.content, maintype=maintype, subtype=subtype or "octet-stream", filename=att.filename)
+        check_decoded(att.filename, "attachment file name")
+        kind, params = wire_type(att)
+        maintype, _, subtype = kind.partition("/")
+        msg.add_attachment(att.content, maintype=maintype, subtype=subtype, filename=att.filename, params=params)
     envelope = Envelope(
         sender=sender.addr,
         recipients=tuple(dict.fromkeys(m.addr for m in (*to, *cc, *bcc))),

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
-from airflow_secure_mail.mail.addresses import check_no_control, normalize_domain
+from airflow_secure_mail.mail.addresses import check_decoded, check_no_control, normalize_domain
 from airflow_secure_mail.mail.compose import Attachment, Envelope
 from airflow_secure_mail.mail.html_screen import check_html_mode
 from airflow_secure_mail.mail.scan import ClamdScanner
@@ -61,6 +61,8 @@ class MailPolicy:
     allowed_attachment_types: tuple[str, ...] = DEFAULT_ALLOWED_TYPES
     allowed_recipient_domains: tuple[str, ...] | None = None
     max_recipients: int = 100
+    allow_special_use_domains: bool = False
+    """Addresses under .local, .internal, .test and other special-use names (internal relays)."""
     malware_scan: ClamdScanner | None = None
     """Scan every part with clamd before protection (the pipeline's async step); see mail/scan.py."""
     html: str = "refuse_active"
@@ -181,9 +183,7 @@ def screen(
     encoded_size: int | None = None,
 ) -> ScreenReport:
     """Raise PolicyViolation naming the rule and the item on the first breach; nothing is sent."""
-    for name, value in message.items():
-        check_no_control(name, "header name")
-        check_no_control(str(value), f"header {name}")
+    wire_types = _check_emitted_headers(message)
     if len(envelope.recipients) > policy.max_recipients:
         raise PolicyViolation(
             f"{len(envelope.recipients)} recipients exceed max_recipients={policy.max_recipients}: "
@@ -203,7 +203,7 @@ def screen(
                 )
     types: dict[str, str] = {}
     for att in attachments:
-        check_no_control(att.filename, "attachment file name")
+        check_decoded(att.filename, "attachment file name")
         if policy.max_attachment_bytes is not None and len(att.content) > policy.max_attachment_bytes:
             raise PolicyViolation(
                 f"attachment {att.filename!r} is {len(att.content)} bytes, over max_attachment_bytes="
@@ -212,6 +212,20 @@ def screen(
                 item=att.filename,
             )
         kind = sniff(att)
+        wire = wire_types.get(att.filename, att.declared_type)
+        if wire not in policy.allowed_attachment_types:
+            raise PolicyViolation(
+                f"attachment {att.filename!r} would be sent as {wire}, which allowed_attachment_types does not allow.",
+                rule="allowed_attachment_types",
+                item=att.filename,
+            )
+        if att.content_type and not _types_agree(wire, kind):  # without one, the extension rule below judges
+            raise PolicyViolation(
+                f"attachment {att.filename!r} is declared {wire} but its content is {kind}: declare {kind} "
+                "or leave content_type unset.",
+                rule="declared_type_mismatch",
+                item=att.filename,
+            )
         if kind not in policy.allowed_attachment_types:
             raise PolicyViolation(
                 f"attachment {att.filename!r} is {kind} by content, which allowed_attachment_types does not allow.",
@@ -231,6 +245,32 @@ def screen(
         encoded_size = len(message.as_bytes(policy=email_policy.SMTP))
     check_size(encoded_size, policy)
     return ScreenReport(size=encoded_size, attachment_types=types)
+
+
+def _check_emitted_headers(message: EmailMessage) -> dict[str, str]:
+    """Every header and MIME parameter of every part, as a reader decodes it; returns attachment wire types."""
+    from email.utils import collapse_rfc2231_value
+
+    wire_types: dict[str, str] = {}
+    for index, part in enumerate(message.walk()):
+        where = "header" if index == 0 else f"MIME part {index} header"
+        for name, value in part.items():
+            check_no_control(name, f"{where} name")
+            check_decoded(str(value), f"{where} {name}")
+        for header in ("Content-Type", "Content-Disposition"):
+            for key, raw in part.get_params(failobj=[], header=header)[1:]:
+                check_decoded(key, f"{where} {header} parameter")
+                check_decoded(str(collapse_rfc2231_value(raw)), f"{where} {header} parameter {key}")
+        filename = part.get_filename()
+        if filename is not None and part.get_content_disposition() == "attachment":
+            check_decoded(filename, "attachment file name")
+            wire_types[filename] = part.get_content_type()
+    return wire_types
+
+
+def _types_agree(wire: str, sniffed: str) -> bool:
+    """The type on the wire names what the bytes are (any of the plain-text family counts as text)."""
+    return wire == sniffed or (wire in _TEXT_TYPES and sniffed in _TEXT_TYPES)
 
 
 def check_size(encoded_size: int, policy: MailPolicy) -> None:

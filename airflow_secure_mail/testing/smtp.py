@@ -49,6 +49,8 @@ class Script:
     drop_in_data: int = 0
     greeting_failures: int = 0
     refuse_starttls: bool = False
+    auth_replies: list[str] = field(default_factory=list)
+    """Answers to the next AUTH commands, in order: a reply line (``535 5.7.8 ...``) or ``drop``."""
 
 
 class TestCA:
@@ -300,6 +302,18 @@ def _controller_class(catcher: SmtpCatcher) -> Any:
                     self.transport.close()
                 return
             await super()._handle_client()
+
+        async def smtp_AUTH(self, arg: str) -> None:
+            if catcher.script.auth_replies:
+                reply = catcher.script.auth_replies.pop(0)
+                catcher.auth_attempts.append(AuthAttempt("scripted", None, self.transport is not None, False))
+                if reply == "drop":
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+                await self.push(reply)
+                return
+            await super().smtp_AUTH(arg)
 
         async def smtp_STARTTLS(self, arg: str) -> None:
             if catcher.script.refuse_starttls:

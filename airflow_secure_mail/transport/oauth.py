@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from airflow_secure_mail._masking import mask
 from airflow_secure_mail.errors import ConfigurationError, SmtpAuthError
-from airflow_secure_mail.transport.tls import is_loopback
+from airflow_secure_mail.transport.tls import is_loopback, judge_url
 
 _EXPIRY_MARGIN = 60.0
 _tokens: dict[tuple[str, str, str], tuple[float, str]] = {}
@@ -31,11 +31,9 @@ class OAuthClient:
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.token_url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
-            raise ConfigurationError(
-                f"oauth_token_url {parts.scheme}://{parts.hostname} must use https (http only on loopback)."
-            )
+        scheme, host, _ = judge_url(self.token_url, "oauth_token_url")
+        if scheme != "https" and not (scheme == "http" and is_loopback(host)):
+            raise ConfigurationError(f"oauth_token_url {scheme}://{host} must use https (http only on loopback).")
         if not self.client_id:
             raise ConfigurationError("the OAuth Vault secret needs a client_id field.")
 

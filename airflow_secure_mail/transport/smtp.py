@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_secure_mail.errors import DeliveryError, SmtpAuthError, TransportSecurityError
+from airflow_secure_mail.errors import DeliveryError, SmtpAuthError, TransportSecurityError, detached
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ class SmtpSession:
         await self.close()
 
     async def open(self) -> None:
-        """Read credentials first (a sealed Vault opens no SMTP connection), then connect, TLS, AUTH."""
+        """Read credentials first (a sealed Vault opens no SMTP connection), then connect, TLS, AUTH.
+
+        Errors are raised outside ``except`` blocks and detached: what aiosmtplib raised (server replies)
+        never rides along as ``__context__``.
+        """
         import aiosmtplib
 
         creds = await self._credentials(False)
@@ -147,38 +151,51 @@ class SmtpSession:
             local_hostname=self.local_hostname,
         )
         self._smtp = smtp
+        error: Exception | None = None
         try:
-            await smtp.connect()
-            await smtp.ehlo()
-            if policy.security == "starttls":
-                if not smtp.supports_extension("starttls"):
-                    raise TransportSecurityError(
-                        f"{policy.host}:{policy.port} does not offer STARTTLS, and TLS is required: "
-                        "fix the server, or use security='tls' on its implicit-TLS port (465)."
-                    )
-                try:
-                    await smtp.starttls()
-                except aiosmtplib.SMTPResponseException as exc:
-                    raise TransportSecurityError(
-                        f"{policy.host}:{policy.port} refused STARTTLS ({exc.code}); TLS is required, nothing was sent."
-                    ) from None
-                except Exception as exc:
-                    mapped = _map_connect_error(exc, policy)
-                    if isinstance(mapped, TransportSecurityError):
-                        raise mapped from None
-                    raise TransportSecurityError(
+            await self._connect(smtp)
+        except (TransportSecurityError, DeliveryError) as exc:
+            error = exc
+        except Exception as exc:
+            error = _map_connect_error(exc, policy)
+        if error is not None:
+            await self.close()
+            raise detached(error)
+        await self._authenticate(creds)
+
+    async def _connect(self, smtp: aiosmtplib.SMTP) -> None:
+        import aiosmtplib
+
+        policy = self.policy
+        await smtp.connect()
+        await smtp.ehlo()
+        if policy.security == "starttls":
+            if not smtp.supports_extension("starttls"):
+                raise TransportSecurityError(
+                    f"{policy.host}:{policy.port} does not offer STARTTLS, and TLS is required: "
+                    "fix the server, or use security='tls' on its implicit-TLS port (465)."
+                )
+            error: Exception | None = None
+            try:
+                await smtp.starttls()
+            except aiosmtplib.SMTPResponseException as exc:
+                error = TransportSecurityError(
+                    f"{policy.host}:{policy.port} refused STARTTLS ({exc.code}); TLS is required, nothing was sent."
+                )
+            except Exception as exc:
+                mapped = _map_connect_error(exc, policy)
+                error = (
+                    mapped
+                    if isinstance(mapped, TransportSecurityError)
+                    else TransportSecurityError(
                         f"TLS handshake with {policy.host}:{policy.port} failed ({type(exc).__name__}); the "
                         f"server must support {policy.min_tls_version} or newer with a certificate we trust."
-                    ) from None
-                await smtp.ehlo()
-            self._check_tls()
-        except (TransportSecurityError, DeliveryError):
-            await self.close()
-            raise
-        except Exception as exc:
-            await self.close()
-            raise _map_connect_error(exc, policy) from None
-        await self._authenticate(creds)
+                    )
+                )
+            if error is not None:
+                raise detached(error)
+            await smtp.ehlo()
+        self._check_tls()
 
     def _check_tls(self) -> None:
         smtp = self._smtp
@@ -214,28 +231,36 @@ class SmtpSession:
         self.info.size_limit = int(size) if size.strip().isdigit() and int(size) > 0 else None
 
     async def _authenticate(self, creds: SmtpCredentials) -> None:
+        """AUTH; after a 535 the secret is read again past the cache (rotation) and tried once more."""
         self._record_extensions()
         if creds.mechanism == "none":
             return
-        try:
-            await self._auth_once(creds)
-        except SmtpAuthError as first:
-            if first.code != 535:
-                await self.close()
-                raise
+        error = await self._try(self._auth_once(creds))
+        if isinstance(error, SmtpAuthError) and error.code == 535:
             log.info("SMTP AUTH rejected (535); re-reading the credentials from Vault once (rotation)")
-            try:
-                creds = await self._credentials(True)
-                await self._auth_once(creds)
-            except Exception:
-                await self.close()
-                raise
-        except Exception:
+            fresh: list[SmtpCredentials] = []
+            error = await self._try(self._fresh_credentials(fresh))
+            if error is None:
+                creds = fresh[0]
+                error = await self._try(self._auth_once(creds))
+        if error is not None:
             await self.close()
-            raise
+            raise detached(error)
         self.info.authenticated_as = creds.username
 
+    async def _fresh_credentials(self, out: list[SmtpCredentials]) -> None:
+        out.append(await self._credentials(True))
+
+    @staticmethod
+    async def _try(step: Awaitable[None]) -> Exception | None:
+        try:
+            await step
+        except Exception as exc:
+            return exc
+        return None
+
     async def _auth_once(self, creds: SmtpCredentials) -> None:
+        """One AUTH exchange; a dropped connection is a transient DeliveryError (retried on a fresh one)."""
         import aiosmtplib
 
         smtp = self._smtp
@@ -244,43 +269,51 @@ class SmtpSession:
             raise TransportSecurityError("refusing to send AUTH over an unencrypted connection.")
         if not creds.username or not creds.secret:
             raise SmtpAuthError("the Vault secret lacks 'username' and 'password'/'access_token': write both fields.")
-        offered = set(self.info.auth_mechanisms)
+        host = self.policy.host
+        error: Exception | None = None
         try:
-            if creds.mechanism == "password":
-                if "PLAIN" in offered:
-                    await smtp.auth_plain(creds.username, creds.secret)
-                elif "LOGIN" in offered:
-                    await smtp.auth_login(creds.username, creds.secret)
-                else:
-                    raise SmtpAuthError(
-                        f"{self.policy.host} offers no PLAIN or LOGIN over TLS (offers: "
-                        f"{', '.join(sorted(offered)) or 'none'}); set auth to match the server."
-                    )
-            elif creds.mechanism == "xoauth2":
-                if "XOAUTH2" not in offered:
-                    raise SmtpAuthError(f"{self.policy.host} does not offer XOAUTH2; set auth accordingly.")
-                await smtp.auth_xoauth2(creds.username, creds.secret)
-            elif creds.mechanism == "oauthbearer":
-                if "OAUTHBEARER" not in offered:
-                    raise SmtpAuthError(f"{self.policy.host} does not offer OAUTHBEARER; set auth accordingly.")
-                payload = f"n,a={creds.username},\x01auth=Bearer {creds.secret}\x01\x01".encode()
-                response = await smtp.execute_command(b"AUTH", b"OAUTHBEARER", base64.b64encode(payload))
-                if response.code == 334:
-                    response = await smtp.execute_command(b"\x01")
-                if response.code != 235:
-                    raise SmtpAuthError(
-                        f"{self.policy.host} rejected OAUTHBEARER ({response.code}).", code=response.code
-                    )
+            await self._auth_exchange(smtp, creds)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            raise SmtpAuthError(
-                f"{self.policy.host} rejected the credentials ({exc.code}): check the secret in Vault.",
-                code=exc.code,
-            ) from None
+            error = SmtpAuthError(
+                f"{host} rejected the credentials ({exc.code}): check the secret in Vault.", code=exc.code
+            )
         except aiosmtplib.SMTPResponseException as exc:
-            raise SmtpAuthError(
-                f"{self.policy.host} refused AUTH ({exc.code}): check the secret and auth mechanism.",
-                code=exc.code,
-            ) from None
+            error = SmtpAuthError(
+                f"{host} refused AUTH ({exc.code}): check the secret and auth mechanism.", code=exc.code
+            )
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, ConnectionError, OSError) as exc:
+            error = DeliveryError(
+                f"connection to {host} lost during AUTH ({type(exc).__name__}); nothing was sent.", transient=True
+            )
+        if error is not None:
+            raise detached(error)
+
+    async def _auth_exchange(self, smtp: aiosmtplib.SMTP, creds: SmtpCredentials) -> None:
+        assert creds.username and creds.secret
+        offered = set(self.info.auth_mechanisms)
+        if creds.mechanism == "password":
+            if "PLAIN" in offered:
+                await smtp.auth_plain(creds.username, creds.secret)
+            elif "LOGIN" in offered:
+                await smtp.auth_login(creds.username, creds.secret)
+            else:
+                raise SmtpAuthError(
+                    f"{self.policy.host} offers no PLAIN or LOGIN over TLS (offers: "
+                    f"{', '.join(sorted(offered)) or 'none'}); set auth to match the server."
+                )
+        elif creds.mechanism == "xoauth2":
+            if "XOAUTH2" not in offered:
+                raise SmtpAuthError(f"{self.policy.host} does not offer XOAUTH2; set auth accordingly.")
+            await smtp.auth_xoauth2(creds.username, creds.secret)
+        elif creds.mechanism == "oauthbearer":
+            if "OAUTHBEARER" not in offered:
+                raise SmtpAuthError(f"{self.policy.host} does not offer OAUTHBEARER; set auth accordingly.")
+            payload = f"n,a={creds.username},\x01auth=Bearer {creds.secret}\x01\x01".encode()
+            response = await smtp.execute_command(b"AUTH", b"OAUTHBEARER", base64.b64encode(payload))
+            if response.code == 334:
+                response = await smtp.execute_command(b"\x01")
+            if response.code != 235:
+                raise SmtpAuthError(f"{self.policy.host} rejected OAUTHBEARER ({response.code}).", code=response.code)
 
     async def send(
         self, sender: str, recipients: Sequence[str], data: bytes, *, message_id: str | None = None
@@ -299,26 +332,28 @@ class SmtpSession:
                 "shrink it or its attachments.",
                 code=552,
             )
+        error: DeliveryError | None = None
         try:
             errors, reply = await smtp.sendmail(sender, list(recipients), data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = {e.recipient: (e.code, e.message) for e in exc.recipients}
             transient = all(code in TRANSIENT_CODES for code, _ in refused.values())
-            raise DeliveryError(
+            error = DeliveryError(
                 "every recipient was refused: " + _describe(refused), refused=refused, transient=transient
-            ) from None
+            )
         except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(
+            error = DeliveryError(
                 f"{self.policy.host} refused the message ({exc.code} {exc.message[:120]}).",
                 code=exc.code,
                 transient=exc.code in TRANSIENT_CODES,
-            ) from None
+            )
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, ConnectionError) as exc:
             error = DeliveryError(
                 f"connection to {self.policy.host} lost while sending ({type(exc).__name__}).", transient=True
             )
             error.maybe_delivered = True
-            raise error from None
+        if error is not None:
+            raise detached(error)
         refused = {rcpt: (resp.code, resp.message) for rcpt, resp in errors.items()}
         return SendReceipt(
             message_id=message_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,33 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_AMBIGUOUS_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
+def judge_url(url: str, what: str) -> tuple[str, str, str]:
+    """(scheme, host, path) of ``url`` as urllib3 reads it — the parser requests connects with.
+
+    Anything two parsers could read differently is refused before a byte is sent: backslashes, whitespace,
+    control characters, and userinfo (``user@host``). ``what`` names the setting in the error.
+    """
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    ambiguous = ConfigurationError(
+        f"{what} is an ambiguous address (a backslash, '@' before the host, whitespace or a control "
+        "character): give a plain scheme://host:port address."
+    )
+    if _AMBIGUOUS_URL.search(url):
+        raise ambiguous
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        parts = None
+    if parts is None or parts.auth is not None or not parts.host or not parts.scheme:
+        raise ambiguous
+    return parts.scheme.lower(), parts.host, parts.path or ""
 
 
 def default_security(port: int) -> SecurityMode:
