@@ -379,7 +379,7 @@ class VaultSecrets:
                 return dict(hit[1])
         where = f"{mount}/{path}"
         if kv_version == 1 and version is not None:
-            raise ConfigurationError("vault_secret_version needs KV v2; KV v1 has no versions.")
+            raise ConfigurationError("vault_version needs KV v2; KV v1 has no versions.")
 
         def op(client: hvac.Client) -> Any:
             if kv_version == 1:

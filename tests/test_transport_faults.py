@@ -89,15 +89,15 @@ def _request_message():  # type: ignore[no-untyped-def]
     "url",
     ["http://0.0.0.0:8443\\@127.0.0.1/token", "https://user@login.example.com/token", "https://login.example.com /t"],
 )
-def test_ambiguous_oauth_token_url_is_refused(url):
+def test_ambiguous_oauth_endpoint_is_refused(url):
     from airflow_secure_mail.errors import ConfigurationError
     from airflow_secure_mail.transport.oauth import OAuthClient
 
-    with pytest.raises(ConfigurationError, match="oauth_token_url is an ambiguous address"):
+    with pytest.raises(ConfigurationError, match="oauth_endpoint is an ambiguous address"):
         OAuthClient(token_url=url, client_id="airflow", client_secret="x")
 
 
-def test_plain_http_oauth_token_url_to_unspecified_address_is_refused():
+def test_plain_http_oauth_endpoint_to_unspecified_address_is_refused():
     from airflow_secure_mail.errors import ConfigurationError
     from airflow_secure_mail.transport.oauth import OAuthClient
 

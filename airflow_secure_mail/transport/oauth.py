@@ -31,9 +31,9 @@ class OAuthClient:
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        scheme, host, _ = judge_url(self.token_url, "oauth_token_url")
+        scheme, host, _ = judge_url(self.token_url, "oauth_endpoint")
         if scheme != "https" and not (scheme == "http" and is_loopback(host)):
-            raise ConfigurationError(f"oauth_token_url {scheme}://{host} must use https (http only on loopback).")
+            raise ConfigurationError(f"oauth_endpoint {scheme}://{host} must use https (http only on loopback).")
         if not self.client_id:
             raise ConfigurationError("the OAuth Vault secret needs a client_id field.")
 
