@@ -146,3 +146,37 @@ def test_allowed_special_use_domain_still_gets_syntax_checks(mail_env):
     policy = MailPolicy(allow_special_use_domains=True)
     _refused_before_connecting(mail_env, _request(to=("ops@local",)), "address", policy)
     _refused_before_connecting(mail_env, _request(to=("ops@bad_label.local",)), "address", policy)
+
+
+# -- HTML attachments ---------------------------------------------------------------------------
+
+HTML_REPORT = b"<!DOCTYPE html>\n<html><body><h1>Summary</h1><p>42 rows loaded.</p></body></html>\n"
+HTML_ALLOWED = MailPolicy(allowed_attachment_types=(*MailPolicy().allowed_attachment_types, "text/html"))
+
+
+def test_html_attachment_is_off_by_default_and_the_error_says_how_to_allow_it(mail_env):
+    message = _refused_before_connecting(
+        mail_env, _request(Attachment("summary.html", HTML_REPORT)), "allowed_attachment_types"
+    )
+    assert "would be sent as text/html" in message
+    assert "add 'text/html' to allowed_attachment_types" in message
+
+
+def test_allowed_html_attachment_is_delivered_as_html_by_file_name(mail_env):
+    _send(_request(Attachment("summary.html", HTML_REPORT)), HTML_ALLOWED)
+    [received] = mail_env.smtp.messages
+    assert b"Content-Type: text/html" in received.data
+    assert b'filename="summary.html"' in received.data
+
+
+def test_allowed_html_attachment_with_active_content_is_refused_naming_the_file(mail_env):
+    evil = HTML_REPORT.replace(b"<p>", b'<p onclick="steal()">')
+    message = _refused_before_connecting(
+        mail_env, _request(Attachment("summary.html", evil)), "html_event_handler", HTML_ALLOWED
+    )
+    assert message.startswith("attachment 'summary.html':")
+
+
+def test_text_that_is_not_html_cannot_travel_as_an_html_attachment(mail_env):
+    att = Attachment("summary.html", b"name,amount\nalice,10\n")
+    _refused_before_connecting(mail_env, _request(att), "extension_mismatch", HTML_ALLOWED)

@@ -112,6 +112,8 @@ def sniff(att: Attachment) -> str:
         return kind
     if _is_text(data):
         declared = att.declared_type
+        if declared == "text/html" and _HTML_START.match(data[:1024]):
+            return "text/html"
         return declared if declared in _TEXT_TYPES else "text/plain"
     return "application/octet-stream"
 
@@ -215,7 +217,8 @@ def screen(
         wire = wire_types.get(att.filename, att.declared_type)
         if wire not in policy.allowed_attachment_types:
             raise PolicyViolation(
-                f"attachment {att.filename!r} would be sent as {wire}, which allowed_attachment_types does not allow.",
+                f"attachment {att.filename!r} would be sent as {wire}, which allowed_attachment_types does not allow"
+                + (_HTML_HINT if wire == "text/html" else "."),
                 rule="allowed_attachment_types",
                 item=att.filename,
             )
@@ -238,6 +241,8 @@ def screen(
                 rule="extension_mismatch",
                 item=att.filename,
             )
+        if kind == "text/html":
+            _screen_html_attachment(att)
         types[att.filename] = kind
     if encoded_size is None:
         from email import policy as email_policy
@@ -245,6 +250,28 @@ def screen(
         encoded_size = len(message.as_bytes(policy=email_policy.SMTP))
     check_size(encoded_size, policy)
     return ScreenReport(size=encoded_size, attachment_types=types)
+
+
+_HTML_START = re.compile(
+    rb"\A(?:\xef\xbb\xbf)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|table|div|p|h[1-6])[\s>]",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_HINT = (
+    ": HTML attachments are a common phishing vector, so they are off by default; add 'text/html' to "
+    "allowed_attachment_types to send them (their content is then screened like an HTML body)."
+)
+
+
+def _screen_html_attachment(att: Attachment) -> None:
+    """An allowed HTML attachment obeys the HTML body rules; it is never rewritten, so active content refuses."""
+    from airflow_secure_mail.mail.html_screen import screen_html
+
+    try:
+        screen_html(att.content.decode("utf-8"), "refuse_active")
+    except PolicyViolation as exc:
+        raise PolicyViolation(
+            f"attachment {att.filename!r}: {exc}", rule=exc.rule, item=f"{att.filename}: {exc.item}"
+        ) from None
 
 
 def _check_emitted_headers(message: EmailMessage) -> dict[str, str]:
