@@ -194,6 +194,22 @@ def test_one_recipient_of_three_refused(mail_env, api):
     assert set(receipt.refused) == {"bad@example.com"}
 
 
+def test_every_recipient_refused_names_no_address_but_keeps_the_details(mail_env):
+    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.pipeline import send_mail
+
+    mail_env.smtp.script.rcpt_replies = {
+        "a@example.com": "550 5.1.1 no such user",
+        "hidden@example.com": "550 5.1.1 no such user",
+    }
+    request = MailRequest(sender="airflow@example.com", to=("a@example.com",), bcc=("hidden@example.com",), subject="s")
+    with pytest.raises(DeliveryError) as info:
+        send_mail(request, hook=SecureSmtpHook())
+    assert str(info.value) == "every recipient was refused: 2 recipient(s), SMTP code(s) 550"
+    assert set(info.value.refused) == {"a@example.com", "hidden@example.com"}
+    assert mail_env.smtp.messages == []
+
+
 # -- authentication and Vault -------------------------------------------------------------------
 
 

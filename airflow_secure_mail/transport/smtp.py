@@ -379,7 +379,12 @@ class SmtpSession:
 
 
 def _describe(refused: dict[str, tuple[int, str]]) -> str:
-    return "; ".join(f"{rcpt} ({code})" for rcpt, (code, _) in refused.items())
+    """Counts and codes only: the text reaches task logs, and the envelope may hold Bcc recipients.
+
+    Who was refused, with each reply, stays on the error's ``refused`` attribute.
+    """
+    codes = sorted({code for code, _ in refused.values()})
+    return f"{len(refused)} recipient(s), SMTP code(s) {', '.join(map(str, codes))}"
 
 
 def _map_connect_error(exc: BaseException, policy: TLSPolicy) -> Exception:
