@@ -349,3 +349,14 @@ def test_on_error_send_prefers_delivery_over_the_record(mail_env, monkeypatch):
     result = _send(MailArchive("s3://mail-test/archive", conn_id=conn_id, on_error="send"), 6)
     assert len(mail_env.smtp.messages) == 1
     assert result.to_xcom()["archive_keys"] == []
+
+
+def test_write_once_or_same_accepts_a_re_run_and_refuses_different_bytes(tmp_path):
+    from airflow_secure_mail.archive.store import ObjectStore
+
+    store = ObjectStore(f"file://{tmp_path}/out")
+    assert store.write_once_or_same("a.eml", b"same bytes") is True
+    assert store.write_once_or_same("a.eml", b"same bytes") is False
+    with pytest.raises(ArchiveError, match="a.eml already exists; records are never overwritten"):
+        store.write_once_or_same("a.eml", b"other bytes")
+    assert (tmp_path / "out" / "a.eml").read_bytes() == b"same bytes"

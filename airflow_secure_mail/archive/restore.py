@@ -68,23 +68,33 @@ def select(
 
 
 def export(found: list[Restored], destination: str, *, conn_id: str | None = None, fmt: str = "eml") -> list[str]:
-    """Write ``<key>.eml`` files, or one ``restored.mbox``, to ``destination`` (never overwriting)."""
+    """Write ``<key>.eml`` files, or one ``restored.mbox``, to ``destination``.
+
+    Never overwrites: an object already there with the same bytes (a cleared run exporting again) is kept,
+    a different one is an ArchiveError.
+    """
     target = ObjectStore(destination, conn_id)
     if fmt == "eml":
         for item in found:
-            target.write_once(f"{item.record.key}.eml", item.data)
+            target.write_once_or_same(f"{item.record.key}.eml", item.data)
         return [f"{item.record.key}.eml" for item in found]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "restored.mbox")
         box = mailbox.mbox(path, create=True)
         try:
             for item in found:
-                box.add(item.data)
+                entry = mailbox.mboxMessage(item.data)
+                # a fixed From_ line (the commit time, not now) keeps a re-run's mbox byte-identical
+                stamp = datetime.fromisoformat(
+                    str(item.record.metadata.get("committed_at") or "1970-01-01T00:00:00+00:00")
+                )
+                entry.set_from("MAILER-DAEMON", stamp.astimezone(UTC).timetuple())
+                box.add(entry)
             box.flush()
         finally:
             box.close()
         with open(path, "rb") as fh:
-            target.write_once("restored.mbox", fh.read())
+            target.write_once_or_same("restored.mbox", fh.read())
     return ["restored.mbox"]
 
 

@@ -105,6 +105,16 @@ class ObjectStore:
                 ) from None
             raise ArchiveError(f"cannot write archive object {name} ({type(exc).__name__}): {exc}", key=name) from None
 
+    def write_once_or_same(self, name: str, data: bytes) -> bool:
+        """Like :meth:`write_once`, but an existing object with exactly ``data`` is fine (a re-run): False then."""
+        try:
+            self.write_once(name, data)
+            return True
+        except ArchiveError:
+            if self.read(name) == data:
+                return False
+            raise
+
     def read(self, name: str) -> bytes | None:
         path = self._path(name)
         try:
