@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +50,24 @@ def _static_checks(conn: Any) -> list[Check]:
     return checks
 
 
+@contextlib.contextmanager
+def _read_connections_like_airflow_cli() -> Iterator[None]:
+    """Look connections up in the metadata database too, as ``airflow connections test`` does.
+
+    Outside a task the Task SDK only reads environment variables and custom secrets backends; the
+    metadata database joins the search path when the process says it is a server-side one.
+    """
+    previous = os.environ.get("_AIRFLOW_PROCESS_CONTEXT")
+    os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("_AIRFLOW_PROCESS_CONTEXT", None)
+        else:
+            os.environ["_AIRFLOW_PROCESS_CONTEXT"] = previous
+
+
 def doctor(conn_id: str) -> int:
     """Print the checklist; exit 1 if anything failed, 0 otherwise (warnings included)."""
     from airflow.sdk import BaseHook
@@ -57,7 +78,8 @@ def doctor(conn_id: str) -> int:
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception as exc:
-        print(f"FAIL  connection {conn_id}: {type(exc).__name__}")
+        where = "the metadata database, AIRFLOW_CONN_* variables and the secrets backends"
+        print(f"FAIL  connection {conn_id}: {type(exc).__name__} (looked in {where})")
         return 1
     checks = _static_checks(conn)
     if not any(status == "FAIL" for status, _, _ in checks):
@@ -82,11 +104,12 @@ def doctor(conn_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-secure-mail")
     sub = parser.add_subparsers(dest="command", required=True)
-    doc = sub.add_parser("doctor", help="check a secure_smtp connection's security posture")
+    doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
     doc.add_argument("--conn-id", default="secure_smtp_default")
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        return doctor(args.conn_id)
+        with _read_connections_like_airflow_cli():
+            return doctor(args.conn_id)
     return 2  # pragma: no cover
 
 

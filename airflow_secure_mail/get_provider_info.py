@@ -6,8 +6,13 @@ from typing import Any
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Connection type ``secure_smtp``, hooks, operators and notifier; no imports beyond this module."""
+    """Connection type ``securesmtp``, hooks, operators and notifier; imports only stdlib modules of ours.
+
+    The form's fields come from the same table the settings parser reads (``hooks/connection_fields.py``).
+    The raw "Extra Fields JSON" editor stays visible: Airflow 3's form cannot hide it, and we do not try.
+    """
     from airflow_secure_mail import __version__
+    from airflow_secure_mail.hooks.connection_fields import CONN_TYPE, conn_fields, placeholders
 
     return {
         "package-name": "airflow-secure-mail",
@@ -41,59 +46,16 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "hook-class-name": "airflow_secure_mail.hooks.smtp.SecureSmtpHook",
-                "connection-type": "secure_smtp",
+                "connection-type": CONN_TYPE,
                 "hook-name": "Secure SMTP (TLS only, credentials in Vault)",
-                "conn-fields": {
-                    "security": {
-                        "label": "Security",
-                        "schema": {"type": ["string", "null"], "enum": ["tls", "starttls", "none", None]},
-                        "description": "tls = implicit TLS (465); starttls = mandatory STARTTLS (587); "
-                        "none only on loopback.",
-                    },
-                    "min_tls_version": {
-                        "label": "Minimum TLS version",
-                        "schema": {"type": ["string", "null"], "enum": ["TLSv1.2", "TLSv1.3", None]},
-                    },
-                    "ca_cert": {
-                        "label": "CA certificate (PEM, path or vault:<path>#<field>)",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "client_cert": {
-                        "label": "Client certificate (PEM, path or vault:<path>#<field>)",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "client_key": {
-                        "label": "Client key (vault:<path>#<field> recommended)",
-                        "schema": {"type": ["string", "null"], "format": "password"},
-                    },
-                    "auth": {
-                        "label": "Authentication",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "enum": ["password", "xoauth2", "oauthbearer", "none", None],
-                        },
-                    },
-                    "vault_conn_id": {"label": "Vault connection id", "schema": {"type": ["string", "null"]}},
-                    "vault_secret_path": {
-                        "label": "Vault path of the SMTP credentials",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "vault_mount": {"label": "Vault KV mount", "schema": {"type": ["string", "null"]}},
-                    "vault_kv_version": {
-                        "label": "Vault KV version",
-                        "schema": {"type": ["integer", "null"], "enum": [1, 2, None]},
-                    },
-                    "from_email": {"label": "Default sender", "schema": {"type": ["string", "null"]}},
-                    "timeout": {"label": "Timeout (s)", "schema": {"type": ["integer", "null"]}},
-                    "retries": {"label": "Retries", "schema": {"type": ["integer", "null"]}},
-                },
+                "conn-fields": conn_fields(),
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "password", "extra"],
-                    "relabeling": {},
+                    "hidden-fields": ["schema", "login", "password"],
+                    "relabeling": {"host": "SMTP host"},
                     "placeholders": {
                         "host": "smtp.example.com",
                         "port": "465 (implicit TLS) or 587 (STARTTLS)",
-                        "vault_secret_path": "smtp/airflow",
+                        **placeholders(),
                     },
                 },
             }

@@ -112,10 +112,10 @@ def bench_transport(rows: list[tuple[str, str, str, float, float]]) -> None:
         os.environ["AIRFLOW_CONN_VAULT_DEFAULT"] = json.dumps(bao.connection_uri())
         os.environ["AIRFLOW_CONN_SECURE_SMTP_DEFAULT"] = json.dumps(
             {
-                "conn_type": "secure_smtp",
+                "conn_type": "securesmtp",
                 "host": "localhost",
                 "port": smtp.port(starttls=True),
-                "extra": smtp.connection_extra(starttls=True, vault_secret_path="smtp/bench"),
+                "extra": smtp.connection_extra(starttls=True, vault_path="smtp/bench"),
             }
         )
         message, _ = message_20k()

@@ -20,6 +20,8 @@ ARCHIVE = MailArchive(
     transit_key=os.environ.get("SECURE_MAIL_ARCHIVE_KEY", "mail-archive"),
 )
 BOARD = os.environ.get("SECURE_MAIL_BOARD", "board@example.com")
+# The run's date, also for runs triggered without a logical date (CLI, REST, UI: Airflow 3).
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="secure_mail_encrypted_report",
@@ -31,16 +33,16 @@ with DAG(
     SecureEmailOperator(
         task_id="pgp_report",
         to=BOARD,
-        subject="Board pack {{ ds }} (PGP)",
-        text_content="Revenue and headcount figures for {{ ds }} are below.\n\nRevenue: 12.4M EUR\n",
+        subject=f"Board pack {DAY} (PGP)",
+        text_content=f"Revenue and headcount figures for {DAY} are below.\n\nRevenue: 12.4M EUR\n",
         protection=Protection(encrypt="pgp", sign=True, signing_vault_path="mail-signing", protect_headers=True),
         archive=ARCHIVE,
     )
     SecureEmailOperator(
         task_id="smime_report",
         to=BOARD,
-        subject="Board pack {{ ds }} (S/MIME)",
-        text_content="Revenue and headcount figures for {{ ds }} are below.\n\nRevenue: 12.4M EUR\n",
+        subject=f"Board pack {DAY} (S/MIME)",
+        text_content=f"Revenue and headcount figures for {DAY} are below.\n\nRevenue: 12.4M EUR\n",
         protection=Protection(encrypt="smime", sign=True, signing_vault_path="mail-signing"),
         archive=ARCHIVE,
     )

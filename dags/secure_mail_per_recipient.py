@@ -10,6 +10,8 @@ from airflow.sdk import DAG
 from airflow_secure_mail import SecureEmailOperator
 
 RECIPIENTS = os.environ.get("SECURE_MAIL_TEAM", "ana@example.com,bo@example.com,chen@example.com").split(",")
+# The run's date, also for runs triggered without a logical date (CLI, REST, UI: Airflow 3).
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="secure_mail_per_recipient",
@@ -21,7 +23,7 @@ with DAG(
     SecureEmailOperator(
         task_id="personal_reports",
         to=RECIPIENTS,
-        subject="Your pipeline summary for {{ ds }}",
-        text_content="Hello,\n\nyour datasets refreshed on {{ ds }}.\n",
+        subject=f"Your pipeline summary for {DAY}",
+        text_content=f"Hello,\n\nyour datasets refreshed on {DAY}.\n",
         one_message_per_recipient=True,
     )

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 from datetime import datetime
+from typing import Any
 
 from airflow.sdk import DAG, ObjectStoragePath, task
 
@@ -14,6 +15,8 @@ from airflow_secure_mail import MailPolicy, SecureEmailOperator
 REPORT_BASE = os.environ.get("SECURE_MAIL_REPORT_BASE", "file:///tmp/secure-mail-reports")
 STORAGE_CONN = os.environ.get("SECURE_MAIL_REPORT_CONN") or None
 REPORT_TO = os.environ.get("SECURE_MAIL_REPORT_TO", "finance@example.com")
+# The run's date, also for runs triggered without a logical date (CLI, REST, UI: Airflow 3).
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="secure_mail_weekly_report",
@@ -24,13 +27,14 @@ with DAG(
 ) as dag:
 
     @task
-    def build_report(ds: str | None = None) -> str:
+    def build_report(dag_run: Any = None) -> str:
+        day = (dag_run.logical_date or dag_run.run_after).strftime("%Y-%m-%d")
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["region", "orders", "revenue_eur"])
         writer.writerows([["north", 1204, "98211.40"], ["south", 877, "70315.00"], ["west", 1530, "121004.95"]])
         base = ObjectStoragePath(REPORT_BASE, conn_id=STORAGE_CONN) if STORAGE_CONN else ObjectStoragePath(REPORT_BASE)
-        target = base / f"weekly-{ds}.csv"
+        target = base / f"weekly-{day}.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(buffer.getvalue().encode())
         return str(target)
@@ -39,8 +43,8 @@ with DAG(
     SecureEmailOperator(
         task_id="mail_report",
         to=REPORT_TO,
-        subject="Weekly sales report {{ ds }}",
-        html_content="<p>Attached: weekly sales for the week ending <b>{{ ds }}</b>.</p>",
+        subject=f"Weekly sales report {DAY}",
+        html_content=f"<p>Attached: weekly sales for the week ending <b>{DAY}</b>.</p>",
         attachments=["{{ ti.xcom_pull(task_ids='build_report') }}"],
         attachments_conn_id=STORAGE_CONN,
         policy=MailPolicy(allowed_attachment_types=("text/csv",), max_attachment_bytes=5_000_000),

@@ -87,12 +87,10 @@ def setup(bao: Any, smtp: Any, password: str) -> None:
     os.environ["AIRFLOW_CONN_VAULT_DEFAULT"] = json.dumps(bao.connection_uri())
     os.environ["AIRFLOW_CONN_SECURE_SMTP_DEFAULT"] = json.dumps(
         {
-            "conn_type": "secure_smtp",
+            "conn_type": "securesmtp",
             "host": "localhost",
             "port": smtp.port(starttls=True),
-            "extra": smtp.connection_extra(
-                starttls=True, vault_secret_path="smtp/airflow", from_email="airflow@example.com"
-            ),
+            "extra": smtp.connection_extra(starttls=True, vault_path="smtp/airflow", from_email="airflow@example.com"),
         }
     )
     os.environ.update(

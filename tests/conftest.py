@@ -94,13 +94,13 @@ class MailEnv:
     ) -> None:
         base = self.smtp.connection_extra(
             starttls=starttls,
-            vault_secret_path=self.secret_path,
+            vault_path=self.secret_path,
             from_email="airflow@example.com",
             retry_backoff=0.05,
         )
         base.update(extra)
         conn = {
-            "conn_type": "secure_smtp",
+            "conn_type": "securesmtp",
             "host": host,
             "port": port or self.smtp.port(starttls=starttls),
             "extra": base,

@@ -25,7 +25,7 @@ def test_provider_is_registered_with_airflow():
 
     manager = ProvidersManager()
     assert "airflow-secure-mail" in manager.providers
-    hook = manager.hooks["secure_smtp"]
+    hook = manager.hooks["securesmtp"]
     assert hook is not None and hook.hook_class_name == "airflow_secure_mail.hooks.smtp.SecureSmtpHook"
     assert "airflow_secure_mail.notifications.email.SecureEmailNotifier" in manager.notification
 

@@ -116,7 +116,7 @@ def test_plaintext_for_non_loopback_host_is_refused(mail_env):
 def test_password_in_connection_is_refused(mail_env, monkeypatch):
     import json
 
-    conn = {"conn_type": "secure_smtp", "host": "localhost", "port": 465, "login": "u", "password": "p" * 8}
+    conn = {"conn_type": "securesmtp", "host": "localhost", "port": 465, "login": "u", "password": "p" * 8}
     monkeypatch.setenv("AIRFLOW_CONN_LEAKY", json.dumps(conn))
     with pytest.raises(ConfigurationError, match="put the credentials in Vault"):
         SecureSmtpHook("leaky").send(_message())
@@ -244,7 +244,7 @@ def test_sealed_vault_opens_no_smtp_connection(mail_env, monkeypatch):
 def test_missing_vault_path_names_the_path(mail_env):
     from airflow_secure_mail.errors import VaultSecretError
 
-    mail_env.set_smtp_conn(vault_secret_path="smtp/does-not-exist")
+    mail_env.set_smtp_conn(vault_path="smtp/does-not-exist")
     with pytest.raises(VaultSecretError, match="no secret at Vault path 'secret/smtp/does-not-exist'"):
         SecureSmtpHook().send(_message())
     assert mail_env.smtp.connections == 0
@@ -388,7 +388,7 @@ def test_access_token_from_vault(mail_env, mechanism):
     mail_env.bao.client().secrets.kv.v2.create_or_update_secret(
         path="smtp/oauth-static", secret={"username": "airflow", "access_token": "static-token-" + "t" * 12}
     )
-    mail_env.set_smtp_conn(auth=mechanism, vault_secret_path="smtp/oauth-static")
+    mail_env.set_smtp_conn(auth=mechanism, vault_path="smtp/oauth-static")
     SecureSmtpHook().send(_message())
     assert [(a.mechanism, a.ok) for a in mail_env.smtp.auth_attempts] == [(mechanism.upper(), True)]
     assert len(mail_env.smtp.messages) == 1
@@ -411,7 +411,7 @@ def test_oauth_token_endpoint_mode(mail_env, grant):
             else {"refresh_token": endpoint.refresh_token}
         )
         mail_env.bao.client().secrets.kv.v2.create_or_update_secret(path="smtp/oauth-client", secret=secret)
-        mail_env.set_smtp_conn(auth="xoauth2", vault_secret_path="smtp/oauth-client", oauth_token_url=endpoint.url)
+        mail_env.set_smtp_conn(auth="xoauth2", vault_path="smtp/oauth-client", oauth_endpoint=endpoint.url)
         hook = SecureSmtpHook()
         hook.send(_message())
         hook.send(_message())
@@ -461,7 +461,7 @@ def test_doctor_fails_on_password_in_connection(monkeypatch, capsys):
 
     from airflow_secure_mail.cli import main
 
-    conn = {"conn_type": "secure_smtp", "host": "smtp.example.com", "port": 587, "password": "hunter2-" * 2}
+    conn = {"conn_type": "securesmtp", "host": "smtp.example.com", "port": 587, "password": "hunter2-" * 2}
     monkeypatch.setenv("AIRFLOW_CONN_BAD", json.dumps(conn))
     assert main(["doctor", "--conn-id", "bad"]) == 1
     out = capsys.readouterr().out
@@ -497,7 +497,7 @@ def test_canary_secrets_never_leak_at_any_failure_stage(mail_env, server_factory
     attempt()
     mail_env.smtp.script.greeting_failures = 5  # transient exhaustion
     attempt(retries=1)
-    attempt(vault_secret_path="smtp/missing")  # Vault failure
+    attempt(vault_path="smtp/missing")  # Vault failure
     assert len(errors) == 5
     out, err = capfd.readouterr()
     for text in [*errors, caplog.text, out, err]:

@@ -1,11 +1,10 @@
-"""SecureSmtpHook: reads the ``secure_smtp`` connection, fetches credentials from Vault, sends over TLS."""
+"""SecureSmtpHook: reads the ``securesmtp`` connection, fetches credentials from Vault, sends over TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -14,8 +13,9 @@ from airflow.sdk import BaseHook
 
 from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError
+from airflow_secure_mail.hooks.connection_fields import CONN_TYPE
+from airflow_secure_mail.hooks.settings import SmtpSettings
 from airflow_secure_mail.transport.smtp import (
-    AuthMechanism,
     SendReceipt,
     SessionInfo,
     SmtpCredentials,
@@ -24,87 +24,6 @@ from airflow_secure_mail.transport.smtp import (
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    """The ``secure_smtp`` connection, parsed and validated once."""
-
-    host: str
-    port: int
-    security: str | None
-    min_tls_version: str
-    ca_cert: str | None
-    client_cert: str | None
-    client_key: str | None
-    auth: AuthMechanism
-    vault_conn_id: str
-    vault_secret_path: str | None
-    vault_mount: str
-    vault_kv_version: int
-    vault_secret_version: int | None
-    from_email: str | None
-    timeout: float
-    retries: int
-    retry_backoff: float
-    deadline: float
-    policy_defaults: dict[str, Any]
-    oauth_token_url: str | None = None
-    oauth_scope: str | None = None
-
-    @classmethod
-    def from_connection(cls, conn: Any) -> SmtpSettings:
-        if conn.login or conn.password:
-            raise ConfigurationError(
-                f"connection {conn.conn_id!r} stores a login or password: remove them and put the "
-                "credentials in Vault (extra vault_secret_path, fields username and password)."
-            )
-        extra = dict(conn.extra_dejson or {})
-        for key in ("password", "access_token", "client_secret", "refresh_token", "smtp_password"):
-            if key in extra:
-                raise ConfigurationError(
-                    f"connection {conn.conn_id!r} has a secret in extra {key!r}: move it to Vault."
-                )
-        if not conn.host:
-            raise ConfigurationError(f"connection {conn.conn_id!r} has no host: set the SMTP server.")
-        port = int(conn.port or 465)
-        auth = extra.get("auth", "password")
-        if auth not in ("password", "xoauth2", "oauthbearer", "none"):
-            raise ConfigurationError(
-                f"connection {conn.conn_id!r}: auth {auth!r} is unknown; use password, xoauth2, oauthbearer or none."
-            )
-        if extra.get("oauth_token_url") and auth not in ("xoauth2", "oauthbearer"):
-            raise ConfigurationError(
-                f"connection {conn.conn_id!r} sets oauth_token_url: set auth to xoauth2 or oauthbearer too."
-            )
-        if auth != "none" and not extra.get("vault_secret_path"):
-            raise ConfigurationError(
-                f"connection {conn.conn_id!r} needs extra vault_secret_path: where the SMTP credentials live."
-            )
-        version = extra.get("vault_secret_version")
-        return cls(
-            host=conn.host,
-            port=port,
-            security=extra.get("security"),
-            min_tls_version=extra.get("min_tls_version", "TLSv1.2"),
-            ca_cert=extra.get("ca_cert"),
-            client_cert=extra.get("client_cert"),
-            client_key=extra.get("client_key"),
-            auth=auth,
-            vault_conn_id=extra.get("vault_conn_id", "vault_default"),
-            vault_secret_path=extra.get("vault_secret_path"),
-            vault_mount=extra.get("vault_mount", "secret"),
-            vault_kv_version=int(extra.get("vault_kv_version", 2)),
-            vault_secret_version=int(version) if version not in (None, "") else None,
-            from_email=extra.get("from_email"),
-            timeout=float(extra.get("timeout", 30)),
-            retries=int(extra.get("retries", 3)),
-            retry_backoff=float(extra.get("retry_backoff", 1.0)),
-            deadline=float(extra.get("deadline", 300)),
-            policy_defaults=dict(extra.get("policy") or {}),
-            oauth_token_url=extra.get("oauth_token_url"),
-            oauth_scope=extra.get("oauth_scope"),
-        )
 
 
 def envelope_of(message: EmailMessage) -> tuple[str | None, list[str]]:
@@ -139,7 +58,7 @@ class SecureSmtpHook(BaseHook):
 
     conn_name_attr = "conn_id"
     default_conn_name = "secure_smtp_default"
-    conn_type = "secure_smtp"
+    conn_type = CONN_TYPE
     hook_name = "Secure SMTP"
 
     def __init__(self, conn_id: str = default_conn_name, *, vault: Any = None, **kwargs: Any) -> None:
@@ -194,20 +113,20 @@ class SecureSmtpHook(BaseHook):
         s = self.settings
         if s.auth == "none":
             return SmtpCredentials(mechanism="none")
-        assert s.vault_secret_path
+        assert s.vault_path
         data = await asyncio.to_thread(
             self.vault.read,
-            s.vault_secret_path,
+            s.vault_path,
             mount=s.vault_mount,
             kv_version=s.vault_kv_version,
-            version=s.vault_secret_version,
+            version=s.vault_version,
             fresh=fresh,
         )
-        if s.oauth_token_url:
+        if s.oauth_endpoint:
             from airflow_secure_mail.transport.oauth import OAuthClient, access_token
 
             client = OAuthClient(
-                token_url=s.oauth_token_url,
+                token_url=s.oauth_endpoint,
                 client_id=str(data.get("client_id") or ""),
                 client_secret=data.get("client_secret"),
                 refresh_token=data.get("refresh_token"),

@@ -269,7 +269,7 @@ class SmtpCatcher:
         self.stop()
 
     def connection_extra(self, *, starttls: bool = False, **extra: Any) -> dict[str, Any]:
-        """The ``secure_smtp`` connection extras that reach this server with its CA pinned."""
+        """The ``securesmtp`` connection extras that reach this server with its CA pinned."""
         base: dict[str, Any] = {"security": "starttls" if starttls else "tls", "ca_cert": self.ca.pem}
         base.update(extra)
         return base

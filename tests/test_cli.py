@@ -1,0 +1,48 @@
+"""``airflow-secure-mail doctor`` run as a user runs it: a separate process, connections in the metadata database."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _airflow(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "airflow", *args], check=True, capture_output=True, text=True)
+
+
+def test_doctor_finds_connections_stored_in_the_metadata_database(mail_env, airflow_db):
+    suffix = secrets.token_hex(3)
+    smtp_id, vault_id = f"smtp_db_{suffix}", f"vault_db_{suffix}"
+    _airflow("connections", "add", vault_id, "--conn-json", json.dumps(mail_env.bao.connection_uri()))
+    extra = mail_env.smtp.connection_extra(starttls=True, vault_path=mail_env.secret_path, vault_conn_id=vault_id)
+    conn = {"conn_type": "securesmtp", "host": "localhost", "port": mail_env.smtp.port(starttls=True), "extra": extra}
+    _airflow("connections", "add", smtp_id, "--conn-json", json.dumps(conn))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    cli = shutil.which("airflow-secure-mail", path=str(Path(sys.executable).parent))
+    assert cli is not None
+    run = subprocess.run([cli, "doctor", "--conn-id", smtp_id], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"airflow-secure-mail doctor: {smtp_id}" in run.stdout
+    assert "PASS  TLS negotiated" in run.stdout
+    assert "AUTH" in run.stdout and "authenticated" in run.stdout
+    assert f"{vault_id} is plain http on loopback" in run.stdout  # the Vault connection came from the database too
+    assert mail_env.password not in run.stdout + run.stderr
+    assert "shall not contain" not in run.stdout + run.stderr
+    assert mail_env.smtp.messages == []
+
+
+def test_doctor_says_where_it_looked_for_a_missing_connection(airflow_db):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "airflow_secure_mail.cli", "doctor", "--conn-id", "nowhere"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    assert "FAIL  connection nowhere: AirflowNotFoundException (looked in the metadata database" in run.stdout
