@@ -99,10 +99,20 @@ class AirflowRest:
         return list(self.call("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)["task_instances"])
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
-        reply = self.session.get(
-            f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"map_index": map_index, "full_content": "true"},
-            headers={"Accept": "text/plain"},
-            timeout=60,
+        """A task try's log as text (one line per structured event)."""
+        reply = self.get(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            map_index=map_index,
+            full_content="true",
         )
-        return reply.text
+        content = reply.get("content")
+        if isinstance(content, str):
+            return content
+        lines = []
+        for item in content or []:
+            if isinstance(item, dict):
+                detail = item.get("error_detail")
+                lines.append(f"{item.get('level', '')} {item.get('event', '')}" + (f" {detail}" if detail else ""))
+            else:
+                lines.append(str(item))
+        return "\n".join(lines)

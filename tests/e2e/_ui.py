@@ -55,7 +55,7 @@ def add_connection(
     dialog.get_by_role("combobox").fill(hook_name)
     page.keyboard.press("Enter")
     for label, value in standard.items():
-        dialog.get_by_label(label, exact=True).fill(value)
+        dialog.get_by_label(label).fill(value)
     dialog.get_by_role("button", name="Extra Fields", exact=True).click()
     for name, value in extra.items():
         # The form's labels are not tied to their inputs (for= differs from id): address inputs by field name.

@@ -148,10 +148,11 @@ def _connections(d_name: str, meta: dict[str, Any], smtp: Any, vault: VaultSetup
     vault_standard: dict[str, Any] = {"host": "127.0.0.1", "port": vault.server.port}
     if d_name == "local":
         vault_standard["password"] = vault.token
-        vault_extra = {"auth_type": "token"}
+        vault_extra: dict[str, Any] = {"auth_type": "token"}
     else:
         vault_standard.update(login=vault.role_id, password=vault.secret_id)
         vault_extra = {"auth_type": "approle"}
+    vault_extra["use_tls"] = False  # the form's "Use TLS" box is ticked by default; the dev server speaks http
     return {
         "secure_smtp_default": ui_add_body(
             meta[ours],

@@ -24,7 +24,11 @@ MASKED_PATH = pytest.mark.xfail(
     "then sends '***' as the Vault path. Fixed by the rename to `vault_path`.",
     strict=True,
 )
-NULL_EXTRAS = "deploy: a null extra from the UI form is read as the value (`auth None is unknown`)"
+BACKUP_INTERVAL = pytest.mark.xfail(
+    reason="deploy: MailBackupOperator raises 'no usable interval' for a @daily (CronTriggerTimetable) run, whose "
+    "data interval has zero length, and for a manual run without logical date or conf",
+    strict=False,
+)
 
 
 def _message_id(data: bytes) -> str:
@@ -107,7 +111,13 @@ def test_ui_add_connection_and_test_shows_success(deployment: Deployed, smtp: An
 EXPECTED_STATE = {"secure_mail_failure_alert": "failed", "e2e_legacy_email": "failed"}
 
 
-@pytest.mark.parametrize("dag_id", EXAMPLE_DAGS + E2E_DAGS)
+@pytest.mark.parametrize(
+    "dag_id",
+    [
+        pytest.param(d, marks=BACKUP_INTERVAL) if d == "secure_mail_backup_restore" else d
+        for d in EXAMPLE_DAGS + E2E_DAGS
+    ],
+)
 def test_dag_triggered_without_logical_date_finishes_as_expected(finished_runs: Deployed, dag_id: str) -> None:
     run = finished_runs.rest.run(dag_id, finished_runs.runs[dag_id])
     assert run["logical_date"] is None
@@ -129,6 +139,7 @@ def _first_failed_log(d: Deployed, dag_id: str, run_id: str) -> str:
     return ""
 
 
+@BACKUP_INTERVAL
 def test_scheduler_creates_a_scheduled_backup_run_that_succeeds(finished_runs: Deployed) -> None:
     scheduled = [r for r in finished_runs.rest.runs("secure_mail_backup_restore") if r["run_type"] == "scheduled"]
     assert scheduled, "the scheduler created no scheduled backup run"
