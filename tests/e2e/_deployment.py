@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import free_port, wait_until
+from airflow_secure_mail.testing._ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = ROOT / ".tools" / "bin" / "uv"
@@ -162,7 +162,11 @@ class AirflowDeployment:
                     "4",
                     env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
                 )
-        wait_until(self._healthy, timeout=240, what=f"Airflow ({self.executor}) components")
+        deadline = time.monotonic() + 240
+        while not self._healthy():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Airflow ({self.executor}) components not healthy after 240s; see {self.logs}")
+            time.sleep(1)
         return self
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
@@ -177,12 +181,17 @@ class AirflowDeployment:
         )
 
     def _healthy(self) -> bool:
+        """True once every component heartbeats; raises at once if one of them has exited."""
         for name, proc in self._procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow {name} exited ({proc.returncode}); see {self.component_log(name)}")
+                tail = self.component_log(name).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"airflow {name} exited ({proc.returncode}):\n{tail}")
         import requests
 
-        health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+        try:
+            health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+        except (requests.ConnectionError, requests.Timeout, ValueError):
+            return False
         parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
