@@ -102,7 +102,7 @@ class AirflowDeployment:
         }
         if self.executor == "CeleryExecutor":
             env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
-            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.db_url.replace("+psycopg2", "")
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.db_url
             env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = "4"
         env.update(more)
         return env
