@@ -128,6 +128,7 @@ async def asend_mail(
             )
             result.dropped.extend(r for r in copy.dropped if r not in result.dropped)
     if dry_run:
+        log.info("dry run: %d message(s) composed and screened; nothing sent", len(outgoing))
         return result
     if store is not None:
         await asyncio.to_thread(_stage_all, store, outgoing, origin or {}, result.protection)
@@ -140,6 +141,7 @@ async def asend_mail(
             sent.receipt = outcome
     if store is not None:
         await asyncio.to_thread(_commit_all, store, pending, outcomes)
+    _log_outcomes(f"{hook.settings.host}:{hook.settings.port}", outgoing, pending, outcomes)
     from airflow_secure_mail.hooks.smtp import check_outcomes
 
     check_outcomes([p.receipt or o for p, o in zip(pending, outcomes, strict=True)], allow_partial)
@@ -160,7 +162,6 @@ def _stage_all(
         try:
             record = store.lookup(key)
             if record is not None and record.delivered:
-                log.info("archive record %s already %s: not sending it again", key, record.status)
                 item.record = record
                 stored = record.metadata.get("receipt")  # none for status "unknown"
                 item.receipt = SendReceipt.from_dict(stored) if stored else _unknown_receipt(item)
@@ -204,6 +205,46 @@ def _commit_all(store: MailArchive, pending: list[_Outgoing], outcomes: list[Any
         ):
             with attempt:
                 item.record = store.commit(item.record, status, receipt=receipt, error=error)
+
+
+_ALREADY = {"partially_refused": " (some recipients refused)", "unknown": " (probably: the server's reply was lost)"}
+
+
+def _log_outcomes(server: str, outgoing: list[_Outgoing], pending: list[_Outgoing], outcomes: list[Any]) -> None:
+    """One task-log line per copy and one summary: server, TLS, recipient counts, Message-IDs; never an address."""
+    sent, failed = [], []
+    for item in outgoing:
+        if not any(item is p for p in pending):
+            status = item.record.status if item.record is not None else "sent"
+            note = _ALREADY.get(status, "")
+            log.info("already sent by an earlier try%s, not sent again: %s", note, item.message_id)
+    for item, outcome in zip(pending, outcomes, strict=True):
+        if isinstance(outcome, SendReceipt):
+            sent.append(item.message_id)
+            refused = f", {len(outcome.refused)} refused" if outcome.refused else ""
+            log.info(
+                "sent %s to %d recipient(s)%s via %s over %s",
+                outcome.message_id or item.message_id,
+                len(outcome.accepted),
+                refused,
+                server,
+                outcome.tls_version or "no TLS",
+            )
+        else:
+            failed.append(item.message_id)
+            kind = "transient" if getattr(outcome, "transient", False) else "permanent"
+            log.warning("not sent: %s to %d recipient(s) (%s, %s)", item.message_id, len(item.recipients),
+                        type(outcome).__name__, kind)  # fmt: skip
+    already = len(outgoing) - len(pending)
+    if not pending:
+        log.info("nothing sent: all %d message(s) were already sent by an earlier try", already)
+    elif failed:
+        log.warning(
+            "%d of %d message(s) failed (%s); went out in this try: %s; already sent earlier: %d",
+            len(failed), len(outgoing), ", ".join(map(str, failed)), ", ".join(map(str, sent)) or "none", already,
+        )  # fmt: skip
+    else:
+        log.info("%d message(s) sent, %d already sent earlier, via %s", len(sent), already, server)
 
 
 def _unknown_receipt(item: _Outgoing) -> SendReceipt:

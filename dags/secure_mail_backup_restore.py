@@ -1,7 +1,8 @@
-"""Daily backup of the mail archive, then a restore of the same interval as .eml files.
+"""Daily backup of the mail archive, then a restore of what it backed up as .eml files.
 
-Scheduled daily it backs up the previous day (its data interval); a manual run may pass
-``{"start": ..., "end": ...}`` as run conf.
+Scheduled runs need no conf: each backs up everything committed since the newest bundle in the backup
+location (``@daily`` runs have an empty data interval in Airflow 3), so nothing is missed or taken twice.
+A manual run may pass ``{"start": ..., "end": ...}`` (ISO 8601) as run conf to back up one interval.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ ARCHIVE = MailArchive(
 )
 BACKUP = os.environ.get("SECURE_MAIL_BACKUP", "file:///tmp/secure-mail-backup")
 RESTORE_TO = os.environ.get("SECURE_MAIL_RESTORE_TO", "file:///tmp/secure-mail-restored")
-INTERVAL = {
-    "start": "{{ dag_run.conf.get('start') or data_interval_start }}",
-    "end": "{{ dag_run.conf.get('end') or data_interval_end }}",
-}
 
 with DAG(
     dag_id="secure_mail_backup_restore",
@@ -33,7 +30,12 @@ with DAG(
     tags=["example", "secure-mail"],
 ) as dag:
     backup = MailBackupOperator(
-        task_id="backup_archive", archive=ARCHIVE, backup_location=BACKUP, retention_days=365, **INTERVAL
+        task_id="backup_archive",
+        archive=ARCHIVE,
+        backup_location=BACKUP,
+        retention_days=365,
+        start="{{ dag_run.conf.get('start', '') }}",
+        end="{{ dag_run.conf.get('end', '') }}",
     )
     restore = MailRestoreOperator(
         task_id="restore_from_bundle",
@@ -41,6 +43,7 @@ with DAG(
         bundle_location=BACKUP,
         mode="export",
         destination=RESTORE_TO,
-        **INTERVAL,
+        start="{{ ti.xcom_pull(task_ids='backup_archive')['start'] }}",  # what the backup took
+        end="{{ ti.xcom_pull(task_ids='backup_archive')['end'] }}",
     )
     backup >> restore

@@ -69,6 +69,21 @@ def test_ui_form_payload_with_nulls_tests_and_sends(mail_env):
     )  # fmt: skip
 
 
+def test_ui_test_button_path_round_trips_the_form_payload_through_a_uri(mail_env):
+    """POST /api/v2/connections/test exports the body as ``AIRFLOW_CONN_<random>=<get_uri()>`` and tests that."""
+    from airflow.models.connection import Connection
+
+    payload = _form_payload(vault_path=mail_env.secret_path, ca_cert=mail_env.smtp.ca.pem)
+    conn = Connection(
+        conn_id="ui_test", conn_type="securesmtp", host="localhost", port=mail_env.smtp.port(starttls=True),
+        extra=json.dumps(payload),
+    )  # fmt: skip
+    mail_env.monkeypatch.setenv("AIRFLOW_CONN_UI_TEST", conn.get_uri())
+    ok, detail = conn.test_connection()
+    assert ok, detail
+    assert [a.ok for a in mail_env.smtp.auth_attempts] == [True] and mail_env.smtp.messages == []
+
+
 def test_empty_strings_mean_not_set(mail_env):
     extra = {name: "" for name in FIELDS_BY_NAME} | {
         "vault_path": mail_env.secret_path,
@@ -188,3 +203,19 @@ def test_connections_of_the_old_type_still_work(mail_env):
     _set_conn(mail_env, "legacy", extra, conn_type="secure_smtp")
     SecureSmtpHook("legacy").send(_message())
     assert len(mail_env.smtp.messages) == 1
+
+
+def test_provider_info_imports_only_stdlib_and_the_schema():
+    code = (
+        "import sys, json; before = set(sys.modules);"
+        "from airflow_secure_mail.get_provider_info import get_provider_info; get_provider_info();"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    ours = {m for m in loaded if m.startswith("airflow_secure_mail")}
+    assert ours == {
+        "airflow_secure_mail", "airflow_secure_mail.get_provider_info",
+        "airflow_secure_mail.hooks", "airflow_secure_mail.hooks.connection_fields",
+    }  # fmt: skip
+    assert not [m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]

@@ -33,6 +33,8 @@ class BackupSummary:
     bytes: int
     created: bool
     removed: int = 0
+    start: str = ""  # the interval backed up, ISO 8601 (a restore of "what the backup took" reads these)
+    end: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -45,22 +47,64 @@ def bundle_name(start: datetime, end: datetime) -> str:
     return f"bundles/{start:{_STAMP}}_{end:{_STAMP}}"
 
 
-def manifests_overlapping(target: ObjectStore, start: datetime, end: datetime) -> list[str]:
-    """Manifest names whose interval (read from the name) overlaps ``[start, end)``: other bundles stay unread."""
+def _manifest_interval(name: str) -> tuple[datetime, datetime] | None:
+    """The ``[start, end)`` a manifest covers, read from its name (``<start>_<end>.manifest.json``)."""
     from datetime import UTC
 
+    stem = name.removesuffix(".manifest.json")
+    if stem == name:
+        return None
+    try:
+        first, last = (datetime.strptime(p, _STAMP).replace(tzinfo=UTC) for p in stem.split("_"))
+    except ValueError:
+        return None
+    return first, last
+
+
+def manifests_overlapping(target: ObjectStore, start: datetime, end: datetime) -> list[str]:
+    """Manifest names whose interval (read from the name) overlaps ``[start, end)``: other bundles stay unread."""
     out = []
     for name in target.list_names("bundles"):
-        stem = name.removesuffix(".manifest.json")
-        if stem == name:
-            continue
-        try:
-            first, last = (datetime.strptime(p, _STAMP).replace(tzinfo=UTC) for p in stem.split("_"))
-        except ValueError:
-            continue
-        if first < end and start < last:
+        interval = _manifest_interval(name)
+        if interval is not None and interval[0] < end and start < interval[1]:
             out.append(f"bundles/{name}")
     return out
+
+
+def resume_interval(archive: MailArchive, target: ObjectStore, end: datetime) -> tuple[datetime, datetime]:
+    """The interval a backup up to ``end`` covers when none was given: from the end of the last backup.
+
+    The newest bundle (by its manifest's exact interval, verified) gives the start, so consecutive backups
+    meet without gap or overlap. A bundle already reaching ``end`` means a re-run: its own interval is
+    returned, and backing it up again finds it. Without any bundle: from the archive's first day.
+    """
+    names = [n for n in target.list_names("bundles") if (i := _manifest_interval(n)) and i[0] < end]
+    intervals = []
+    for name in names:
+        manifest = target.read_json(f"bundles/{name}")
+        if manifest is not None:
+            first, last = (datetime.fromisoformat(t) for t in manifest["interval"])
+            intervals.append((last, first, name))
+    if intervals:
+        last, first, name = max(intervals)
+        verify_bundle(archive, target, f"bundles/{name}")
+        return (first, last) if last >= end else (last, end)
+    start = _first_day(archive)
+    return (start if start is not None and start < end else end - timedelta(days=1)), end
+
+
+def _first_day(archive: MailArchive) -> datetime | None:
+    """Midnight UTC of the archive's oldest day folder (``messages/YYYY/MM/DD``), None when it is empty."""
+    from datetime import UTC
+
+    path = "messages"
+    for _ in range(3):
+        names = [n for n in archive.list_names(path) if n.isdigit()]
+        if not names:
+            return None
+        path = f"{path}/{names[0]}"
+    _, year, month, day = path.split("/")
+    return datetime(int(year), int(month), int(day), tzinfo=UTC)
 
 
 def _tar(members: list[tuple[str, bytes]]) -> bytes:
@@ -164,6 +208,7 @@ def backup(
         verify_bundle(archive, target, manifest_name)
         log_fn(f"wrote {bundle}: {len(entries)} records, {len(data)} bytes")
         summary = BackupSummary(bundle, manifest_name, len(entries), len(data), created=True)
+    summary.start, summary.end = start.isoformat(), end.isoformat()
     if retention_days is not None:
         summary.removed = _apply_retention(archive, records, retention_days, now, log_fn)
     return summary

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 CONN_TYPE = "securesmtp"
-LEGACY_CONN_TYPES = ("secure_smtp",)  # before 0.2; still read, no longer registered (Airflow warns on '_')
 AUTH_MECHANISMS = ("password", "xoauth2", "oauthbearer", "none")
 OAUTH_MECHANISMS = ("xoauth2", "oauthbearer")
 SECRET_EXTRAS = ("password", "access_token", "client_secret", "refresh_token", "smtp_password")
@@ -34,6 +33,7 @@ class Field:
     multiline: bool = False
 
     def shown_default(self) -> str:
+        """The default as the form shows it."""
         if self.default_text is not None:
             return self.default_text
         if self.default is None:
@@ -87,10 +87,12 @@ class ExtraError(ValueError):
 
 
 def is_unset(value: Any) -> bool:
+    """``null`` or blank: what the UI form stores for a field left empty."""
     return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _coerce(field: Field, value: Any) -> Any:
+    """The value as the field's type; numbers typed as text in the raw JSON editor are accepted."""
     try:
         if field.type == "integer":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.screen import MailPolicy
@@ -166,6 +169,8 @@ class SecureEmailNotifier(BaseNotifier):
         from airflow_secure_mail.pipeline import asend_mail, origin_of
 
         hook, request = self._request(context)
+        count = len(request.to) + len(request.cc) + len(request.bcc)
+        log.info("SecureEmailNotifier: sending %r to %d recipient(s)", request.subject, count)
         await asend_mail(
             request,
             hook=hook,

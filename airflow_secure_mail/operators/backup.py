@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +35,33 @@ def _interval(start: Any, end: Any, context: Any) -> tuple[datetime, datetime]:
     return begin, finish
 
 
-class MailBackupOperator(BaseOperator):
-    """Verify every archived message of the data interval and write one bundle + manifest; idempotent.
+def _backup_interval(
+    start: Any, end: Any, context: Any, resume: Callable[[datetime], tuple[datetime, datetime]]
+) -> tuple[datetime, datetime]:
+    """``start``/``end`` if given, else a non-empty data interval, else from the last backup up to this run.
 
-    With ``retention_days``, archive records older than that are removed once a verified bundle holds them.
+    Cron-triggered runs (``@daily`` in Airflow 3) and runs triggered without a logical date have no
+    interval of their own: they back up everything since the newest bundle, up to the run's time.
+    """
+    begin, finish = _when(start), _when(end)
+    if begin is None or finish is None:
+        given_start, given_end = _when(context.get("data_interval_start")), _when(context.get("data_interval_end"))
+        if begin is None and finish is None and given_start and given_end and given_start < given_end:
+            return given_start, given_end
+        dag_run = context.get("dag_run")
+        finish = finish or given_end or _when(getattr(dag_run, "run_after", None)) or datetime.now(UTC)
+        if begin is None:
+            begin, finish = resume(finish)
+    return _interval(begin, finish, {})
+
+
+class MailBackupOperator(BaseOperator):
+    """Verify every archived message of an interval and write one bundle + manifest; idempotent.
+
+    The interval: ``start``/``end`` when given, else the run's data interval, else (cron-triggered runs,
+    whose interval is empty, and runs without a logical date) everything since the newest bundle in
+    ``backup_location`` up to the run's time. With ``retention_days``, archive records older than that
+    are removed once a verified bundle holds them.
     """
 
     template_fields: Sequence[str] = ("start", "end", "backup_location")
@@ -66,15 +89,19 @@ class MailBackupOperator(BaseOperator):
         self.end = end
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_secure_mail.archive.bundle import backup
+        from airflow_secure_mail.archive.bundle import backup, resume_interval
         from airflow_secure_mail.archive.store import ObjectStore, as_archive
 
         archive = as_archive(self.archive)
         assert archive is not None
-        begin, finish = _interval(self.start, self.end, context)
+        target = ObjectStore(self.backup_location, self.backup_conn_id)
+        begin, finish = _backup_interval(
+            self.start, self.end, context, lambda end: resume_interval(archive, target, end)
+        )
+        self.log.info("backing up records committed in [%s, %s)", begin.isoformat(), finish.isoformat())
         summary = backup(
             archive,
-            ObjectStore(self.backup_location, self.backup_conn_id),
+            target,
             begin,
             finish,
             encrypt=self.encrypt,

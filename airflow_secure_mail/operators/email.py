@@ -22,10 +22,57 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(value)
 
 
+class _PathTemplate:
+    """An attachment path or URI as a template *string*: Airflow renders it and never loads it as a template file.
+
+    ``template_ext`` makes Airflow read any templated string ending in ``.txt``/``.html``/``.j2`` as a
+    template file; a path is data, so attachment strings reach Airflow as this object, which it resolves.
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def resolve(self, context: Any) -> str:
+        if "{{" not in self.template and "{%" not in self.template:
+            return self.template
+        from airflow.sdk.definitions.context import render_template_to_string
+
+        env = context["task"].get_template_env()
+        return render_template_to_string(env.from_string(self.template), context)
+
+    def __str__(self) -> str:
+        return self.template
+
+    def __repr__(self) -> str:
+        return repr(self.template)
+
+
+def _as_path_templates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PathTemplate(value)
+    if isinstance(value, dict):
+        return {k: _as_path_templates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_path_templates(v) for v in value]
+    return value  # an XComArg or an Attachment: Airflow resolves it as usual
+
+
+def _plain(value: Any) -> Any:
+    """Attachment specs with any unrendered template (execute called without rendering) back as strings."""
+    if isinstance(value, _PathTemplate):
+        return value.template
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class SecureEmailOperator(BaseOperator):
     """Send an email over verified TLS with credentials from Vault; XCom is a small dict, never the body.
 
-    ``attachments`` are local paths or object-storage URIs (``s3://``, ``file://``), templated.
+    ``attachments`` are local paths or object-storage URIs (``s3://``, ``file://``), templated as strings:
+    a path ending in ``.txt`` or ``.html`` is attached, never read as a template file.
     """
 
     template_fields: Sequence[str] = (
@@ -44,7 +91,7 @@ class SecureEmailOperator(BaseOperator):
         bcc: str | Sequence[str] | None = None,
         html_content: str | None = None,
         text_content: str | None = None,
-        attachments: Sequence[Any] | None = None,
+        attachments: str | Sequence[Any] | None = None,
         headers: Mapping[str, str] | None = None,
         sender: str | None = None,
         conn_id: str = "secure_smtp_default",
@@ -63,7 +110,9 @@ class SecureEmailOperator(BaseOperator):
         self.subject = subject
         self.html_content = html_content
         self.text_content = text_content
-        self.attachments = list(attachments or [])
+        self.attachments = _as_path_templates(
+            [attachments] if isinstance(attachments, str | dict) else attachments or []
+        )
         self.headers = dict(headers or {})
         self.sender = sender
         self.conn_id = conn_id
@@ -89,7 +138,7 @@ class SecureEmailOperator(BaseOperator):
             subject=self.subject,
             text=self.text_content,
             html=self.html_content,
-            attachments=load_attachments(self.attachments, conn_id=self.attachments_conn_id),
+            attachments=load_attachments(_plain(self.attachments), conn_id=self.attachments_conn_id),
             headers=tuple(self.headers.items()),
             id_seed=identity_seed(context),
         )
@@ -103,11 +152,4 @@ class SecureEmailOperator(BaseOperator):
             allow_partial=self.allow_partial,
             origin=origin_of(context),
         )
-        summary = result.to_xcom()
-        self.log.info(
-            "delivered %d message(s) over %s to %d recipient(s)",
-            len(result.receipts),
-            summary["tls_version"],
-            len(summary["accepted"]),
-        )
-        return summary
+        return result.to_xcom()  # the pipeline logged what was sent, already sent or failed

@@ -1,0 +1,89 @@
+"""What a task log says about a send: server, TLS, counts, Message-IDs, new vs already sent; never an address."""
+
+from __future__ import annotations
+
+import logging
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_secure_mail.archive.store import MailArchive
+from airflow_secure_mail.errors import DeliveryError
+from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+from airflow_secure_mail.mail.compose import MailRequest
+from airflow_secure_mail.pipeline import send_mail
+
+ORIGIN = {"dag_id": "dag", "task_id": "task", "run_id": "run", "map_index": -1, "try_number": 1}
+ADDRESS = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+(?![^<]*>)")  # an address outside a <Message-ID>
+
+
+def _lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("airflow_secure_mail")]
+
+
+def _send(archive: MailArchive, *, split: bool = False, **request):  # type: ignore[no-untyped-def]
+    base = {"sender": "airflow@example.com", "subject": "numbers", "text": "42", "id_seed": "dag|task|run|-1"}
+    request = MailRequest(**(base | request))
+    return send_mail(request, hook=SecureSmtpHook(), archive=archive, origin=ORIGIN, one_message_per_recipient=split)
+
+
+def test_send_and_retry_log_sent_then_already_sent(mail_env, tmp_path, caplog):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    request = {"to": ("ana@example.com", "bo@example.com"), "bcc": ("hidden.auditor@example.com",)}
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        first = _send(archive, **request)
+    [message_id] = [r.message_id for r in first.receipts]
+    server = f"localhost:{mail_env.smtp.port()}"
+    tls = mail_env.smtp.messages[0].tls_version
+    assert f"sent {message_id} to 3 recipient(s) via {server} over {tls}" in _lines(caplog)
+    assert f"1 message(s) sent, 0 already sent earlier, via {server}" in _lines(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        _send(archive, **request)
+    lines = _lines(caplog)
+    assert f"already sent by an earlier try, not sent again: {message_id}" in lines
+    assert "nothing sent: all 1 message(s) were already sent by an earlier try" in lines
+    assert not any(line.startswith(("sent ", "1 message(s) sent")) for line in lines)
+    assert len(mail_env.smtp.messages) == 1
+    assert "hidden.auditor" not in caplog.text and mail_env.password not in caplog.text
+
+
+def test_partial_failure_logs_which_copies_went_out_and_retry_sends_the_rest(mail_env, tmp_path, caplog):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    team = ("ana@example.com", "bo@example.com", "chen@example.com")
+    mail_env.smtp.script.rcpt_replies["bo@example.com"] = "550 5.1.1 mailbox unavailable"
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"), pytest.raises(DeliveryError):
+        _send(archive, split=True, to=team)
+    ids = {m.rcpt_tos[0]: m.data.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode() for m in mail_env.smtp.messages}
+    assert sorted(ids) == ["ana@example.com", "chen@example.com"]
+    [failed] = [line for line in _lines(caplog) if line.startswith("not sent: ")]
+    assert failed.endswith("to 1 recipient(s) (DeliveryError, permanent)")
+    bo_id = failed.removeprefix("not sent: ").split(" to ")[0]
+    assert (
+        f"1 of 3 message(s) failed ({bo_id}); went out in this try: {ids['ana@example.com']}, "
+        f"{ids['chen@example.com']}; already sent earlier: 0" in _lines(caplog)
+    )
+    caplog.clear()
+    mail_env.smtp.script.rcpt_replies.clear()
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        _send(archive, split=True, to=team)
+    lines = _lines(caplog)
+    assert any(line.startswith(f"sent {bo_id} to 1 recipient(s) via ") for line in lines)
+    assert any(line.startswith("1 message(s) sent, 2 already sent earlier") for line in lines)
+    assert [m.rcpt_tos for m in mail_env.smtp.messages][-1] == ["bo@example.com"] and len(mail_env.smtp.messages) == 3
+    assert not [line for line in lines if ADDRESS.search(line)]
+
+
+def test_notifier_logs_when_it_sends(mail_env, caplog):
+    from airflow_secure_mail.notifications.email import SecureEmailNotifier
+
+    ti = SimpleNamespace(dag_id="sales", task_id="load", run_id="r1", map_index=-1, try_number=1, max_tries=0,
+                         state="failed", hostname="w1")  # fmt: skip
+    context = {"ti": ti, "dag": SimpleNamespace(dag_id="sales"), "run_id": "r1", "exception": RuntimeError("boom")}
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        SecureEmailNotifier(to="oncall@example.com", bcc="hidden.auditor@example.com").notify(context)
+    lines = _lines(caplog)
+    assert "SecureEmailNotifier: sending '[Airflow] FAILED sales.load — r1' to 2 recipient(s)" in lines
+    assert any(line.startswith("sent <") and "to 2 recipient(s)" in line for line in lines)
+    assert "hidden.auditor" not in caplog.text
