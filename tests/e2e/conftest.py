@@ -213,6 +213,7 @@ def deployment(
             "SECURE_MAIL_RESTORE_TO": f"file://{work / name / 'restored'}",
             "SECURE_MAIL_REPORT_BASE": f"s3://{bucket}/reports",
             "SECURE_MAIL_REPORT_CONN": "aws_seaweed",
+            "E2E_ATTACHMENTS": str(work / name / "attachments"),
         },
     )
     try:

@@ -16,14 +16,6 @@ from tests.e2e._forms import provider_connection_type, ui_add_body, ui_test_body
 from tests.e2e.conftest import ARTIFACTS, BUSY, E2E_DAGS, EXAMPLE_DAGS, Deployed
 
 OURS = provider_connection_type()
-OLD_TYPE_NAME = OURS["connection-type"] == "secure_smtp"
-OLD_PATH_NAME = vault_path_field() == "vault_secret_path"
-MASKED_PATH = pytest.mark.xfail(
-    OLD_PATH_NAME,
-    reason="deploy: extra `vault_secret_path` reads back as *** (Airflow masks 'secret'); the UI's Test button "
-    "then sends '***' as the Vault path. Fixed by the rename to `vault_path`.",
-    strict=True,
-)
 BACKUP_INTERVAL = pytest.mark.xfail(
     reason="deploy: MailBackupOperator raises 'no usable interval' for a @daily (CronTriggerTimetable) run, whose "
     "data interval has zero length, and for a manual run without logical date or conf",
@@ -56,8 +48,6 @@ def test_connections_created_with_the_ui_payload_read_back_unmasked(deployment: 
     assert stored["conn_type"] == OURS["connection-type"]
     assert None in json.loads(body["extra"]).values(), "the UI payload carries nulls for empty fields"
     extra = json.loads(stored["extra"])
-    if OLD_PATH_NAME:
-        pytest.xfail(MASKED_PATH.kwargs["reason"])
     assert extra[vault_path_field()] == json.loads(body["extra"])[vault_path_field()]
 
 
@@ -68,7 +58,6 @@ def test_rest_connection_test_passes_with_the_ui_payload(deployment: Deployed) -
     assert verdict["status"] is True, verdict["message"]
 
 
-@MASKED_PATH
 def test_rest_connection_test_passes_with_the_list_payload(deployment: Deployed) -> None:
     """The list's Test button resends the connection as read back from the API (masked values included)."""
     stored = deployment.rest.connection("secure_smtp_default")
@@ -76,7 +65,6 @@ def test_rest_connection_test_passes_with_the_list_payload(deployment: Deployed)
     assert verdict["status"] is True, verdict["message"]
 
 
-@MASKED_PATH
 def test_ui_add_connection_and_test_shows_success(deployment: Deployed, smtp: Any, vault: Any) -> None:
     if deployment.name != "local":
         pytest.skip("the UI is driven once, on the LocalExecutor deployment")
@@ -222,6 +210,11 @@ def test_retry_after_partial_refusal_sends_only_what_was_missing(finished_runs: 
     subject = f"Per-recipient notice {run_id}".encode()
     copies = [rcpt for m in smtp.messages if subject in m.data for rcpt in m.rcpt_tos]
     assert sorted(copies) == sorted(["keep1@example.com", BUSY, "keep2@example.com"])
+    first = finished_runs.rest.task_log("e2e_partial_refusal", run_id, "send_each", 1)
+    second = finished_runs.rest.task_log("e2e_partial_refusal", run_id, "send_each", 2)
+    assert "not sent:" in first, first[-2000:]
+    assert second.count("already sent by an earlier try") == 2, second[-2000:]
+    assert "1 message(s) sent, 2 already sent earlier" in second, second[-2000:]
 
 
 def test_failure_alert_arrives_from_a_worker(finished_runs: Deployed, smtp: Any) -> None:
@@ -257,6 +250,19 @@ def test_clearing_a_mapped_task_sends_nothing_again(finished_runs: Deployed, smt
     for ti in tis:
         result = rest.xcom("e2e_mapped_archive", run_id, "send_mapped", ti["map_index"])
         assert result["already_sent"] == 1
+    log = rest.task_log("e2e_mapped_archive", run_id, "send_mapped", 2, map_index=0)
+    assert "nothing sent" in log and "message(s) sent" not in log, log[-2000:]
+
+
+def test_attachments_named_txt_and_html_are_sent_as_files(finished_runs: Deployed, smtp: Any) -> None:
+    from email import message_from_bytes, policy
+
+    run_id = finished_runs.runs["e2e_attachments"]
+    (sent,) = [m for m in smtp.messages if f"Files {run_id}".encode() in m.data]
+    message = message_from_bytes(sent.data, policy=policy.default)
+    files = {part.get_filename(): part.get_content() for part in message.iter_attachments()}
+    assert set(files) == {"report.txt", "summary.html"}
+    assert "{{ not a template }}" in files["report.txt"], "the attachment was rendered as a template"
 
 
 # -- operations -------------------------------------------------------------------------------------------
