@@ -209,7 +209,8 @@ def deployment(
             "SECURE_MAIL_ARCHIVE": f"s3://{bucket}/archive",
             "SECURE_MAIL_ARCHIVE_CONN": "aws_seaweed",
             "SECURE_MAIL_ARCHIVE_KEY": "mail-archive",
-            "SECURE_MAIL_BACKUP": f"s3://{bucket}/backup",
+            # The example DAG has no setting for a backup connection: bundles go to a local folder.
+            "SECURE_MAIL_BACKUP": f"file://{work / name / 'backup'}",
             "SECURE_MAIL_RESTORE_TO": f"file://{work / name / 'restored'}",
             "SECURE_MAIL_REPORT_BASE": f"s3://{bucket}/reports",
             "SECURE_MAIL_REPORT_CONN": "aws_seaweed",

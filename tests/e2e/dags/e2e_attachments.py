@@ -1,4 +1,4 @@
-"""Deployment check: attachments given by a path ending in .txt or .html are data, never template files."""
+"""Deployment check: an attachment given by a path ending in .txt is data, never a template file to load."""
 
 from __future__ import annotations
 
@@ -8,23 +8,21 @@ from pathlib import Path
 
 from airflow.sdk import DAG, task
 
-from airflow_secure_mail import MailPolicy, SecureEmailOperator
+from airflow_secure_mail import SecureEmailOperator
 
 FOLDER = os.environ.get("E2E_ATTACHMENTS", "/tmp/e2e-attachments")
 
 with DAG(dag_id="e2e_attachments", start_date=datetime(2026, 1, 1), schedule=None, catchup=False) as dag:
 
     @task
-    def write_files() -> None:
+    def write_report() -> None:
         Path(FOLDER).mkdir(parents=True, exist_ok=True)
         Path(FOLDER, "report.txt").write_text("rows: 3\n{{ not a template }}\n")
-        Path(FOLDER, "summary.html").write_text("<p>Summary: 3 rows</p>\n")
 
-    write_files() >> SecureEmailOperator(
-        task_id="send_files",
+    write_report() >> SecureEmailOperator(
+        task_id="send_report",
         to="files@example.com",
-        subject="Files {{ run_id }}",
-        text_content="Two files attached.\n",
-        attachments=[f"{FOLDER}/report.txt", f"{FOLDER}/summary.html"],
-        policy=MailPolicy(allowed_attachment_types=("text/plain", "text/html")),
+        subject="Report {{ run_id }}",
+        text_content="The report is attached.\n",
+        attachments=[f"{FOLDER}/report.txt"],
     )
