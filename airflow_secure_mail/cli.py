@@ -23,6 +23,9 @@ def _static_checks(conn: Any) -> list[Check]:
     except Exception as exc:
         return [("FAIL", "connection", str(exc))]
     checks.append(("PASS", "secrets not stored in the connection", "login, password and secret extras empty"))
+    from airflow_secure_mail.hooks.connection_fields import read_extras
+
+    checks += [("WARN", "extra names", note) for note in read_extras(conn.extra_dejson or {})[1]]
     mode = settings.security or ("tls" if settings.port == 465 else "starttls")
     if mode == "none":
         checks.append(("WARN", "TLS mode", "none (loopback only)"))

@@ -144,7 +144,7 @@ async def asend_mail(
     _log_outcomes(f"{hook.settings.host}:{hook.settings.port}", outgoing, pending, outcomes)
     from airflow_secure_mail.hooks.smtp import check_outcomes
 
-    check_outcomes([p.receipt or o for p, o in zip(pending, outcomes, strict=True)], allow_partial)
+    check_outcomes([p.receipt or o for p, o in zip(pending, outcomes, strict=True)], allow_partial, set(request.bcc))
     result.receipts = [o.receipt for o in outgoing if o.receipt is not None]
     result.archive_keys = [o.record.prefix for o in outgoing if o.record is not None]
     result.already_sent = len(outgoing) - len(pending)

@@ -46,3 +46,13 @@ def test_doctor_says_where_it_looked_for_a_missing_connection(airflow_db):
     )
     assert run.returncode == 1
     assert "FAIL  connection nowhere: AirflowNotFoundException (looked in the metadata database" in run.stdout
+
+
+def test_doctor_warns_about_deprecated_extra_names(mail_env, capsys):
+    from airflow_secure_mail.cli import main
+
+    mail_env.set_smtp_conn("old_names", vault_secret_path=mail_env.secret_path)
+    assert main(["doctor", "--conn-id", "old_names"]) == 0
+    out = capsys.readouterr().out
+    assert "WARN  extra names" in out and "extra vault_secret_path is deprecated: rename it to vault_path." in out
+    assert "PASS  TLS negotiated" in out

@@ -87,3 +87,14 @@ def test_notifier_logs_when_it_sends(mail_env, caplog):
     assert "SecureEmailNotifier: sending '[Airflow] FAILED sales.load — r1' to 2 recipient(s)" in lines
     assert any(line.startswith("sent <") and "to 2 recipient(s)" in line for line in lines)
     assert "hidden.auditor" not in caplog.text
+
+
+def test_refused_bcc_recipient_is_not_named_in_the_error(mail_env, tmp_path, caplog):
+    mail_env.smtp.script.rcpt_replies["hidden.auditor@example.com"] = "550 5.1.1 mailbox unavailable"
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"), pytest.raises(DeliveryError) as info:
+        _send(archive, to=("ana@example.com",), bcc=("hidden.auditor@example.com",))
+    assert str(info.value) == "1 of 2 recipients refused: a Bcc recipient (550); the others received it."
+    assert "hidden.auditor@example.com" in info.value.refused  # the caller can still see who, in code
+    assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["ana@example.com"]]
+    assert "hidden.auditor" not in caplog.text

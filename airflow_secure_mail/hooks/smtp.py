@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -300,14 +300,19 @@ class SecureSmtpHook(BaseHook):
         return session.info
 
 
-def check_outcomes(outcomes: list[SendReceipt | SecureMailError], allow_partial: bool) -> list[SendReceipt]:
-    """Raise the first failure (or a partial refusal unless allowed); else the receipts."""
+def check_outcomes(
+    outcomes: list[SendReceipt | SecureMailError], allow_partial: bool, hidden: Collection[str] = ()
+) -> list[SendReceipt]:
+    """Raise the first failure (or a partial refusal unless allowed); else the receipts.
+
+    The message names refused recipients, except those in ``hidden`` (Bcc): it ends up in the task log.
+    """
     receipts: list[SendReceipt] = []
     for result in outcomes:
         if isinstance(result, BaseException):
             raise result
         if result.refused and not allow_partial:
-            refused = ", ".join(f"{r} ({c})" for r, (c, _) in result.refused.items())
+            refused = ", ".join(f"{_shown(r, hidden)} ({c})" for r, (c, _) in result.refused.items())
             raise DeliveryError(
                 f"{len(result.refused)} of {len(result.refused) + len(result.accepted)} recipients "
                 f"refused: {refused}; the others received it.",
@@ -316,6 +321,12 @@ def check_outcomes(outcomes: list[SendReceipt | SecureMailError], allow_partial:
             )
         receipts.append(result)
     return receipts
+
+
+def _shown(address: str, hidden: Collection[str]) -> str:
+    """The address, unless it is one of ``hidden`` (as given, display name or case aside)."""
+    needle = address.lower()
+    return "a Bcc recipient" if any(needle in h.lower() for h in hidden) else address
 
 
 def _with_attempts(receipt: SendReceipt, attempts: int) -> SendReceipt:
