@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := test,s3,dev
 
-.PHONY: all install sysdeps lint test demo bench lock clean
+.PHONY: all install sysdeps lint test e2e demo bench lock clean
 
 all: test
 
@@ -17,13 +17,16 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# gpg/openssl check our PGP and S/MIME output independently; chromium renders the alert mail in a test;
-# clamd (clamav-daemon) is the real malware scanner the scan tests and the demo start with their own config.
+# gpg/openssl check our PGP and S/MIME output independently; chromium renders the alert mail in a test and
+# drives the UI in `make e2e`, which also runs PostgreSQL and Redis; clamd (clamav-daemon) is the real malware
+# scanner the scan tests and the demo start with their own config.
 sysdeps:
 	@command -v gpg >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null \
-	  && { command -v clamd >/dev/null || test -x /usr/sbin/clamd; } || { \
-	  echo "installing gnupg, openssl, chromium and clamav-daemon (Debian packages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnupg openssl chromium clamav-daemon >/dev/null; }
+	  && { command -v clamd >/dev/null || test -x /usr/sbin/clamd; } \
+	  && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing gnupg, openssl, chromium, clamav-daemon, postgresql and redis-server (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    gnupg openssl chromium clamav-daemon postgresql redis-server >/dev/null; }
 
 $(STAMP): $(UV) pyproject.toml constraints/lock.txt
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
@@ -40,6 +43,11 @@ lint: install
 test: install
 	$(BIN)/python -m pytest -p no:cacheprovider tests
 
+# The deployment suite: wheel in a fresh venv, PostgreSQL, Redis, Airflow components, REST API, Chromium.
+e2e: install
+	AIRFLOW_SECURE_MAIL_E2E=1 $(BIN)/python -m pytest -p no:cacheprovider -o addopts="-ra --strict-markers" \
+	  --timeout=1500 tests/e2e
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
@@ -49,7 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 lock: $(UV)
-	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic --extra sequoia --extra bench -o constraints/lock.txt
+	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
