@@ -90,20 +90,12 @@ def test_ui_add_connection_and_test_shows_success(deployment: Deployed, smtp: An
 
 
 # -- DAG runs ---------------------------------------------------------------------------------------------
-HTML_ATTACHMENT = pytest.mark.xfail(
-    reason="mail/screen: an HTML attachment the policy allows (allowed_attachment_types has text/html) is sniffed "
-    "as text/plain without libmagic and refused: \"attachment 'summary.html' holds text/plain but its name says "
-    'otherwise: rename it to match."',
-    raises=AssertionError,
-    strict=False,
-)
-XFAIL_DAGS = {"e2e_html_attachment": HTML_ATTACHMENT}
 EXPECTED_STATE = {"secure_mail_failure_alert": "failed", "e2e_legacy_email": "failed"}
 
 
 @pytest.mark.parametrize(
     "dag_id",
-    [pytest.param(d, marks=XFAIL_DAGS[d]) if d in XFAIL_DAGS else d for d in EXAMPLE_DAGS + E2E_DAGS],
+    EXAMPLE_DAGS + E2E_DAGS,
 )
 def test_dag_triggered_without_logical_date_finishes_as_expected(finished_runs: Deployed, dag_id: str) -> None:
     run = finished_runs.rest.run(dag_id, finished_runs.runs[dag_id])
@@ -279,7 +271,6 @@ def test_attachment_path_ending_in_txt_is_sent_as_a_file(finished_runs: Deployed
     assert "{{ not a template }}" in files["report.txt"], "the attachment was rendered as a template"
 
 
-@HTML_ATTACHMENT
 def test_attachment_path_ending_in_html_is_sent_as_a_file(finished_runs: Deployed, smtp: Any) -> None:
     files = _attachments(smtp, f"Summary {finished_runs.runs['e2e_html_attachment']}")
     assert list(files) == ["summary.html"]
