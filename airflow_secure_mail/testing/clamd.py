@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from airflow_secure_mail.mail.scan import eicar
-from airflow_secure_mail.testing._ports import free_port, port_open, wait_until
+from airflow_secure_mail.testing._ports import free_port, port_open, stop_process, wait_until
 
 EICAR_SIGNATURE = "Eicar-Test-Signature-HDB"
 """clamd reports it with ``.UNOFFICIAL`` appended (the database is not signed by Cisco Talos)."""
@@ -108,14 +108,8 @@ class ClamdServer:
         )
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 

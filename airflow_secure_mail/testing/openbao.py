@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, wait_until
+from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, stop_process, wait_until
 
 
 class OpenBaoDevServer:
@@ -110,13 +110,8 @@ class OpenBaoDevServer:
         return Path(self._dir, "server.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -227,14 +222,8 @@ listener "tcp" {{
         return Path(self._dir, "agent.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 

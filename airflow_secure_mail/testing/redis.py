@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 
-from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, wait_until
+from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, stop_process, wait_until
 
 
 class RedisServer:
@@ -48,13 +48,8 @@ class RedisServer:
         return port_open(self.port)
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = ""

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, wait_until
+from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, stop_process, wait_until
 
 
 class SeaweedFsS3:
@@ -124,13 +124,8 @@ class SeaweedFsS3:
         }
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._proc = None
+        stop_process(self._proc, timeout=5)
+        self._proc = None
         if self._dir and self._owns_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = ""
