@@ -127,12 +127,12 @@ def _lease_expired(
 
 
 async def send_claim(state: DigestState, notifier: Any, claim: Claim) -> str:
-    from airflow_secure_mail.alerts.deliver import adeliver_digest
     from airflow_secure_mail.alerts.render import render_digest
 
     subject, text, html = render_digest(claim.view)
     seed = f"airflow-secure-mail-digest|{state.location}|{claim.gid}|{claim.n}"
-    message_id = await adeliver_digest(notifier, subject, text, html, seed=seed, origin={"digest": claim.gid})
+    result = await notifier.asend(subject, text, html, seed=seed, origin={"digest": claim.gid})  # the one send path
+    message_id = str(result.receipts[0].message_id if result.receipts else "")
     await asyncio.to_thread(
         state.create_json,
         f"claims/{claim.gid}/{claim.n:08d}.sent.json",

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.mail.screen import MailPolicy
+    from airflow_secure_mail.pipeline import MailResult
 
 _TEMPLATES = Path(__file__).with_name("templates")
 _STATUS = {
@@ -139,13 +140,10 @@ class SecureEmailNotifier(BaseNotifier):
             dag = None
         return super().get_template_env(dag=dag)
 
-    def _request(self, context: Mapping[str, Any]) -> Any:
-        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-        from airflow_secure_mail.mail.compose import MailRequest
-        from airflow_secure_mail.operators.email import _as_tuple
+    def _content(self, context: Mapping[str, Any]) -> tuple[str, str | None, str | None, str | None]:
+        """Subject, text, HTML (the default alert fills what was not given) and the retry-stable id seed."""
         from airflow_secure_mail.pipeline import identity_seed
 
-        hook = SecureSmtpHook(conn_id=self.conn_id)
         subject, text, html = self.subject, self.text_content, self.html_content
         if subject is None or (html is None and text is None):
             default_subject, default_text, default_html = render_alert(context)
@@ -156,6 +154,18 @@ class SecureEmailNotifier(BaseNotifier):
         ti = context.get("ti")
         if seed is not None and ti is not None:
             seed = f"{seed}|notify|{getattr(ti, 'try_number', '')}"
+        return subject, text, html, seed
+
+    async def asend(
+        self, subject: str, text: str | None, html: str | None, *, seed: str | None, origin: Mapping[str, Any]
+    ) -> MailResult:
+        """Send through the pipeline to this notifier's recipients with its policy, protection and archive."""
+        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+        from airflow_secure_mail.mail.compose import MailRequest
+        from airflow_secure_mail.operators.email import _as_tuple
+        from airflow_secure_mail.pipeline import asend_mail
+
+        hook = SecureSmtpHook(conn_id=self.conn_id)
         request = MailRequest(
             sender=hook.sender(self.sender),
             to=_as_tuple(self.to),
@@ -166,27 +176,27 @@ class SecureEmailNotifier(BaseNotifier):
             html=html,
             id_seed=seed,
         )
-        return hook, request
+        count = len(request.to) + len(request.cc) + len(request.bcc)
+        log.info("SecureEmailNotifier: sending %r to %d recipient(s)", request.subject, count)
+        return await asend_mail(
+            request,
+            hook=hook,
+            policy=self.policy,
+            protection=self.protection,
+            archive=self.archive,
+            origin=origin,
+        )
 
     async def async_notify(self, context: Any) -> None:
-        from airflow_secure_mail.pipeline import asend_mail, origin_of
+        from airflow_secure_mail.pipeline import origin_of
 
         if self.digest is not None:  # fold into digests (airflow_secure_mail.alerts)
             from airflow_secure_mail.alerts.callback import anotify
 
             await anotify(self.digest, self, context)
             return
-        hook, request = self._request(context)
-        count = len(request.to) + len(request.cc) + len(request.bcc)
-        log.info("SecureEmailNotifier: sending %r to %d recipient(s)", request.subject, count)
-        await asend_mail(
-            request,
-            hook=hook,
-            policy=self.policy,
-            protection=self.protection,
-            archive=self.archive,
-            origin=origin_of(context),
-        )
+        subject, text, html, seed = self._content(context)
+        await self.asend(subject, text, html, seed=seed, origin=origin_of(context))
 
     def notify(self, context: Any) -> None:
         from airflow_secure_mail._sync import run_sync
