@@ -9,6 +9,7 @@ database, bucket and Airflow home; connections are created through the REST API 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -28,8 +29,15 @@ if not E2E:
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", HERE / "artifacts"))
-EXAMPLE_DAGS = sorted(p.stem for p in (ROOT / "dags").glob("*.py"))
-E2E_DAGS = sorted(p.stem for p in (HERE / "dags").glob("*.py"))
+
+
+def _dag_ids(folder: Path) -> list[str]:
+    """Every ``dag_id="..."`` in the folder's DAG files (one file may define several DAGs)."""
+    return sorted({m for p in folder.glob("*.py") for m in re.findall(r'dag_id="([^"]+)"', p.read_text())})
+
+
+EXAMPLE_DAGS = _dag_ids(ROOT / "dags")
+E2E_DAGS = _dag_ids(HERE / "dags")
 BUSY = "busy@example.com"  # refused with a 4xx on the first try of e2e_partial_refusal
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -215,6 +223,9 @@ def deployment(
             "SECURE_MAIL_REPORT_BASE": f"s3://{bucket}/reports",
             "SECURE_MAIL_REPORT_CONN": "aws_seaweed",
             "E2E_ATTACHMENTS": str(work / name / "attachments"),
+            # alert digests: state shared by every worker of this deployment (one machine: file:// will do)
+            "AIRFLOW_SECURE_MAIL_DIGEST_STATE": f"file://{work / name / 'alert-state'}",
+            "SECURE_MAIL_DIGEST_GROUP_WAIT": "20s",
         },
     )
     try:

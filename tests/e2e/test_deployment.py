@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -90,7 +92,11 @@ def test_ui_add_connection_and_test_shows_success(deployment: Deployed, smtp: An
 
 
 # -- DAG runs ---------------------------------------------------------------------------------------------
-EXPECTED_STATE = {"secure_mail_failure_alert": "failed", "e2e_legacy_email": "failed"}
+EXPECTED_STATE = {
+    "secure_mail_failure_alert": "failed",
+    "e2e_legacy_email": "failed",
+    "secure_mail_alert_storm": "failed",
+}
 
 
 @pytest.mark.parametrize(
@@ -229,6 +235,22 @@ def test_failure_alert_arrives_from_a_worker(finished_runs: Deployed, smtp: Any)
             finished_runs.airflow.component_log(f"celery-worker-{n}").read_text(errors="replace") for n in (1, 2)
         )
         assert "secure_mail_failure_alert" in workers, "the failing task did not run on a Celery worker"
+
+
+def test_alert_storm_through_the_scheduler_sends_exactly_one_digest(finished_runs: Deployed, smtp: Any) -> None:
+    """20 mapped tasks fail (each after a retry) on the deployment's workers: one digest, however they race."""
+    rest = finished_runs.rest
+    storm = rest.run("secure_mail_alert_storm", finished_runs.runs["secure_mail_alert_storm"])
+    assert storm["state"] == "failed"
+    ended = datetime.fromisoformat(storm["end_date"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (ended + timedelta(seconds=21) - datetime.now(UTC)).total_seconds()))  # past group_wait
+    flush = rest.trigger("secure_mail_alert_digest_flush")  # what the every-5-minutes flush run does
+    assert rest.wait_for_run("secure_mail_alert_digest_flush", flush)["state"] == "success"
+    subjects = [(m, str(BytesHeaderParser().parsebytes(m.data)["Subject"])) for m in list(smtp.messages)]
+    digests = [m for m, subject in subjects if subject.startswith("[Airflow]") and "secure_mail_alert_storm" in subject]
+    assert len(digests) == 1, f"{len(digests)} digest mails for the storm"
+    assert digests[0].rcpt_tos == ["oncall@example.com"]
+    assert b"load_partition" in digests[0].data
 
 
 def test_legacy_email_backend_delivers_email_on_failure(finished_runs: Deployed, smtp: Any) -> None:
