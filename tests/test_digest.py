@@ -12,6 +12,7 @@ import pytest
 from airflow_secure_mail.alerts.digest import AlertDigest, parse_duration
 from airflow_secure_mail.alerts.events import Event, Kind
 from airflow_secure_mail.errors import ConfigurationError
+from airflow_secure_mail.testing.browser import render
 
 START = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 
@@ -348,7 +349,6 @@ def test_send_resolved_reports_a_recovered_key(mail_env, notifier_for, clock, tm
 @pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="chromium not installed (make sysdeps)")
 def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, notifier_for, clock, tmp_path):
     import shutil
-    import subprocess
     from pathlib import Path
 
     digest = AlertDigest(state=f"file://{tmp_path}/state", clock=clock, group_by=(), group_wait="1m", max_items=6)
@@ -371,28 +371,7 @@ def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, no
     page = tmp_path / "digest.html"
     page.write_text(_parsed(received.data).get_body(("html",)).get_content())
     shot = tmp_path / "digest.png"
-    result = subprocess.run(
-        [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=390,1100",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    dom = result.stdout
+    dom = render(page, shot, width=390, height=1100, profile=tmp_path / "profile")
     assert _subject(received) == "[Airflow] 7 failures in 3 DAGs since 00:00 UTC (billing, crm_export, …)"
     for expected in (
         "DAG run failed: finance_daily",

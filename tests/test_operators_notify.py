@@ -6,11 +6,11 @@ import asyncio
 import email
 import email.policy
 import shutil
-import subprocess
 from types import SimpleNamespace
 
 import pytest
 
+from airflow_secure_mail.testing.browser import render
 from tests.conftest import load_dag
 
 
@@ -195,28 +195,7 @@ def test_alert_html_renders_in_headless_chromium(tmp_path):
     assert "RuntimeError: disk <full> & more" in text  # plain text is not HTML-escaped
     page = tmp_path / "alert.html"
     page.write_text(html)
-    result = subprocess.run(
-        [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={tmp_path / 'alert.png'}",
-            "--window-size=700,600",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    dom = result.stdout
+    dom = render(page, tmp_path / "alert.png", width=700, height=600, profile=tmp_path / "profile")
     for expected in (
         "RETRY",
         "sales.load",
