@@ -248,9 +248,9 @@ def test_alert_storm_through_the_scheduler_sends_exactly_one_digest(finished_run
     flush = rest.trigger("secure_mail_alert_digest_flush")  # what the every-5-minutes flush run does
     assert rest.wait_for_run("secure_mail_alert_digest_flush", flush)["state"] == "success"
     unfolded = BytesHeaderParser(policy=email.policy.default)  # policy.SMTP folds a long Subject onto its own line
-    subjects = [(m, str(unfolded.parsebytes(m.data)["Subject"])) for m in list(smtp.messages)]
+    subjects = [(m, str(unfolded.parsebytes(m.data)["Subject"]).strip()) for m in list(smtp.messages)]
     digests = [m for m, subject in subjects if subject.startswith("[Airflow]") and "secure_mail_alert_storm" in subject]
-    assert len(digests) == 1, f"{len(digests)} digest mails for the storm"
+    assert len(digests) == 1, f"{len(digests)} digest mails for the storm; subjects seen: {[s for _, s in subjects]}"
     assert digests[0].rcpt_tos == ["oncall@example.com"]
     assert b"load_partition" in digests[0].data
 
