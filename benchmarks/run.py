@@ -2,7 +2,8 @@
 
 Each row runs both sides against the same local STARTTLS server (a separate process, so the server does not
 share our GIL) and prints the ratio against the goal from issue 12. Prints a table and writes
-benchmarks/results.md. Run with `make bench` (the stock SMTP provider and envelope come from the lock, the `bench` extra).
+benchmarks/results.md. Run with `make bench` (the stock SMTP provider and envelope come from the lock,
+the `bench` extra).
 Targets live here, never as timed test assertions.
 """
 
