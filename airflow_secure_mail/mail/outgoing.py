@@ -1,0 +1,45 @@
+"""Outgoing: the one value that carries a message from compose/protect to the archive and the socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A recipient left out of a copy, and why (e.g. no encryption key with ``missing_key='drop_recipient'``)."""
+
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One copy exactly as it goes on the wire: envelope sender, envelope recipients, bytes, Message-ID.
+
+    ``hidden`` are the Bcc recipients among ``recipients``: errors and logs never name them.
+    ``resend_of`` is the original Message-ID when this copy is a resend of an archived message.
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes = field(repr=False)
+    message_id: str | None = None
+    dropped: tuple[Dropped, ...] = ()
+    hidden: tuple[str, ...] = ()
+    resend_of: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipients, list):
+            object.__setattr__(self, "recipients", tuple(self.recipients))
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def with_data(self, data: bytes) -> Outgoing:
+        """The same copy carrying other bytes (a staged copy found in the archive)."""
+        return replace(self, data=data)
+
+
+__all__ = ["Dropped", "Outgoing"]
