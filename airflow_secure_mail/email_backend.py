@@ -9,14 +9,6 @@ from typing import Any
 _DEFAULT = "secure_smtp_default"
 
 
-def _listify(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.replace(";", ",").split(",") if p.strip())
-    return tuple(value)
-
-
 def send_email(
     to: str | Iterable[str],
     subject: str,
@@ -33,20 +25,20 @@ def send_email(
     **kwargs: Any,
 ) -> None:
     """Same signature as Airflow's ``send_email_smtp``; compose, screen and deliver via the pipeline."""
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.attachments import load_attachments
+    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.mail.compose import MailRequest, address_list
     from airflow_secure_mail.pipeline import send_mail
-    from airflow_secure_mail.sources import load_attachments
 
-    hook = SecureSmtpHook(conn_id=_DEFAULT if conn_id in (None, "smtp_default") else conn_id)
+    channel = MailChannel.for_conn(_DEFAULT if conn_id in (None, "smtp_default") else conn_id)
     request = MailRequest(
-        sender=hook.sender(from_email),
-        to=_listify(to),
-        cc=_listify(cc),
-        bcc=_listify(bcc),
+        sender=channel.sender(from_email),
+        to=address_list(to),
+        cc=address_list(cc),
+        bcc=address_list(bcc),
         subject=subject,
         html=html_content,
         attachments=load_attachments(files),
         headers=tuple((custom_headers or {}).items()),
     )
-    send_mail(request, hook=hook, dry_run=dryrun)
+    send_mail(request, channel=channel, dry_run=dryrun)

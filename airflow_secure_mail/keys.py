@@ -65,7 +65,6 @@ def resolve_keys(protection: Protection, recipients: Iterable[str], vault: Any) 
             smime_signer = SmimeSigner(certificate=str(cert), private_key=str(key), passphrase=passphrase)
     return KeyMaterial(
         recipients=found,
-        missing=tuple(missing),
         encrypt_to=encrypt_to,
         pgp_signer=pgp_signer,
         smime_signer=smime_signer,

@@ -458,3 +458,15 @@ def _redirect(what: str) -> VaultSecretError:
 
 class _Forbidden(Exception):
     """Internal marker for a 403, so the caller can re-login once."""
+
+
+_SHARED: dict[str, VaultSecrets] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def vault_for(vault_conn_id: str = "vault_default") -> VaultSecrets:
+    """The process's one VaultSecrets per Vault connection, shared by credentials, keys and Transit."""
+    with _SHARED_LOCK:
+        if vault_conn_id not in _SHARED:
+            _SHARED[vault_conn_id] = VaultSecrets(vault_conn_id)
+        return _SHARED[vault_conn_id]

@@ -341,7 +341,7 @@ from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.screen import MailPolicy
 from airflow_secure_mail.pipeline import send_mail
-from airflow_secure_mail.sources import load_attachments
+from airflow_secure_mail.attachments import load_attachments
 
 def send(path):
     request = MailRequest(sender="airflow@example.com", to=("board@example.com",), subject="big", text="see attached",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import logging
 import tarfile
 from collections.abc import Callable, Iterator
@@ -18,7 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive, ObjectStore, _dumps
+from airflow_secure_mail.archive.objects import _dumps
+from airflow_secure_mail.archive.record import RecordMetadata
+from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive, ObjectStore
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,8 @@ def records_in_bundle(
     """Each record of a verified bundle with its plaintext bytes (decrypted and checked)."""
     manifest, members = verify_bundle(archive, target, manifest_name)
     for entry in manifest["records"]:
-        record = ArchiveRecord(entry["key"], entry["prefix"], json.loads(members[f"{entry['prefix']}.json"]))
+        meta = RecordMetadata.from_json(members[f"{entry['prefix']}.json"], where=entry["prefix"])
+        record = ArchiveRecord(entry["key"], entry["prefix"], meta)
         yield record, archive.verify(record, members[f"{entry['prefix']}.eml"])
 
 

@@ -95,3 +95,6 @@ class TransitEnvelope:
         with cls._lock:
             cls._current.clear()
             cls._unwrapped.clear()
+
+
+TransitSealer = TransitEnvelope

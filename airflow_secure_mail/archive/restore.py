@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import mailbox
 import os
 import tempfile
@@ -9,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
-from typing import Any
 
+from airflow_secure_mail.archive.reader import committed_at
 from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive, ObjectStore, as_archive
+from airflow_secure_mail.mail.outgoing import Outgoing
 
 
 @dataclass(frozen=True)
@@ -24,11 +26,11 @@ class RestoreSelection:
     task_id: str | None = None
 
     def matches(self, record: ArchiveRecord) -> bool:
-        meta = record.metadata
-        origin = meta.get("airflow") or {}
-        if self.message_id and meta.get("message_id") != self.message_id:
+        meta = record.meta
+        origin = meta.airflow or {}
+        if self.message_id and meta.message_id != self.message_id:
             return False
-        if self.recipient and self.recipient.lower() not in (r.lower() for r in meta["envelope"]["recipients"]):
+        if self.recipient and self.recipient.lower() not in (r.lower() for r in meta.recipients):
             return False
         if self.dag_id and origin.get("dag_id") != self.dag_id:
             return False
@@ -60,8 +62,7 @@ def select(
         out = []
         for manifest in manifests_overlapping(target, start, end):
             for record, data in records_in_bundle(store, target, manifest):
-                stamp = datetime.fromisoformat(str(record.metadata["committed_at"]))
-                if start <= stamp < end and selection.matches(record):
+                if start <= committed_at(record) < end and selection.matches(record):
                     out.append(Restored(record, data))
         return out
     return [Restored(r, store.verify(r)) for r in store.iter_records(start, end) if selection.matches(r)]
@@ -85,10 +86,7 @@ def export(found: list[Restored], destination: str, *, conn_id: str | None = Non
             for item in found:
                 entry = mailbox.mboxMessage(item.data)
                 # a fixed From_ line (the commit time, not now) keeps a re-run's mbox byte-identical
-                stamp = datetime.fromisoformat(
-                    str(item.record.metadata.get("committed_at") or "1970-01-01T00:00:00+00:00")
-                )
-                entry.set_from("MAILER-DAEMON", stamp.astimezone(UTC).timetuple())
+                entry.set_from("MAILER-DAEMON", committed_at(item.record).astimezone(UTC).timetuple())
                 box.add(entry)
             box.flush()
         finally:
@@ -98,41 +96,48 @@ def export(found: list[Restored], destination: str, *, conn_id: str | None = Non
     return ["restored.mbox"]
 
 
-def resent_headers(resent_from: str, resend_to: Sequence[str]) -> tuple[bytes, str, str, list[str]]:
-    """``Resent-*`` lines (RFC 5322 §3.6.6) as bytes, with validated addresses only."""
+def resent_headers(resent_from: str, resend_to: Sequence[str], *, seed: str | None = None) -> tuple[bytes, str]:
+    """``Resent-*`` lines (RFC 5322 §3.6.6) as bytes, with validated addresses only, and the Resent-Message-ID.
+
+    With ``seed`` (task identity + record key) the Resent-Message-ID is stable, so a retried restore finds
+    its resend already archived and sends nothing twice.
+    """
     from airflow_secure_mail.mail.addresses import parse_mailbox
 
     sender = parse_mailbox(resent_from, "resent_from").addr
     rcpts = [parse_mailbox(r, "resend_to").addr for r in resend_to]
-    message_id = make_msgid(domain=sender.rpartition("@")[2])
+    domain = sender.rpartition("@")[2]
+    if seed is None:
+        message_id = make_msgid(domain=domain)
+    else:
+        message_id = f"<{hashlib.sha256(seed.encode()).hexdigest()[:40]}@{domain}>"
     lines = [
         f"Resent-Date: {format_datetime(datetime.now(UTC))}",
         f"Resent-From: {sender}",
         f"Resent-To: {', '.join(rcpts)}",
         f"Resent-Message-ID: {message_id}",
     ]
-    return ("\r\n".join(lines) + "\r\n").encode("ascii"), message_id, sender, rcpts
+    return ("\r\n".join(lines) + "\r\n").encode("ascii"), message_id
 
 
-def resend(
+def resend_copies(
     found: list[Restored],
     *,
-    conn_id: str = "secure_smtp_default",
-    resent_from: str | None = None,
+    resent_from: str,
     resend_to: str | Sequence[str] | None = None,
-) -> list[str]:
-    """Resend each archived message verbatim, only prefixed with ``Resent-*`` lines."""
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    seed: str | None = None,
+) -> list[Outgoing]:
+    """Each archived message verbatim, prefixed only with ``Resent-*`` lines, as a copy for the pipeline."""
+    from airflow_secure_mail.mail.addresses import parse_mailbox
 
-    hook = SecureSmtpHook(conn_id=conn_id)
-    sender = hook.sender(resent_from)
     override = [resend_to] if isinstance(resend_to, str) else list(resend_to or [])
-    envelopes: list[Any] = []
-    ids = []
+    sender = parse_mailbox(resent_from, "resent_from").addr
+    copies = []
     for item in found:
-        rcpts = override or list(item.record.metadata["envelope"]["recipients"])
-        prefix, message_id, envelope_from, envelope_to = resent_headers(sender, rcpts)
-        envelopes.append((envelope_from, envelope_to, prefix + item.data))
-        ids.append(message_id)
-    hook.send_many(envelopes, concurrency=1)
-    return ids
+        rcpts = override or list(item.record.meta.recipients)
+        prefix, message_id = resent_headers(sender, rcpts, seed=f"{seed}|{item.record.key}" if seed else None)
+        envelope_to = tuple(parse_mailbox(r, "resend_to").addr for r in rcpts)
+        copies.append(
+            Outgoing(sender, envelope_to, prefix + item.data, message_id, resend_of=item.record.meta.message_id)
+        )
+    return copies

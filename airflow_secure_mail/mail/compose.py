@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -20,6 +21,8 @@ from airflow_secure_mail.mail.addresses import (
     parse_mailbox,
     parse_mailboxes,
 )
+from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.mail.wire import with_headers
 
 _RESERVED_HEADERS = {
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
@@ -86,6 +89,19 @@ class MailRequest:
     id_seed: str | None = None
     """Task-instance identity (dag, task, run, map index); with the content it fixes the Message-ID."""
 
+    def __post_init__(self) -> None:
+        for name in ("to", "cc", "bcc"):
+            object.__setattr__(self, name, address_list(getattr(self, name)))
+
+
+def address_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``to``/``cc``/``bcc`` as given by a caller (one string, a list, None) as a tuple; compose parses each item."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -143,40 +159,29 @@ def _addresses(values: Any, what: str, special: bool) -> list[Mailbox]:
     return [m for v in values for m in parse_mailboxes(v, what, allow_special_use_domains=special)]
 
 
-def _message_id(request: MailRequest, domain: str, digest: str) -> str:
-    if request.id_seed is None:
+def _message_id(id_seed: str | None, domain: str, digest: str) -> str:
+    if id_seed is None:
         from email.utils import make_msgid
 
         return make_msgid(domain=domain)
-    seed = hashlib.sha256(f"{request.id_seed}\x00{digest}".encode()).hexdigest()[:40]
+    seed = hashlib.sha256(f"{id_seed}\x00{digest}".encode()).hexdigest()[:40]
     return f"<{seed}@{domain}>"
 
 
 def _content_digest(request: MailRequest) -> str:
     h = hashlib.sha256()
-    for part in (
-        request.subject,
-        request.text or "",
-        request.html or "",
-        *request.to,
-        *request.cc,
-        *request.bcc,
-    ):
+    for part in (request.subject, request.text or "", request.html or "", *request.to, *request.cc, *request.bcc):
         h.update(part.encode("utf-8", "surrogatepass") + b"\x00")
     for att in request.attachments:
         h.update(att.filename.encode() + b"\x00" + hashlib.sha256(att.content).digest())
     return h.hexdigest()
 
 
-def compose(
-    request: MailRequest, *, date: Any = None, allow_special_use_domains: bool = False
-) -> tuple[EmailMessage, Envelope]:
+def compose(request: MailRequest, *, allow_special_use_domains: bool = False) -> tuple[EmailMessage, Envelope]:
     """Build the message with ``policy.SMTP`` (refuses CR/LF in headers) and its envelope; Bcc stays out.
 
     ``allow_special_use_domains`` is ``MailPolicy.allow_special_use_domains`` (``.local``, ``.internal`` …).
     """
-    from datetime import UTC, datetime
-
     special = allow_special_use_domains
     sender = parse_mailbox(request.sender, "sender", allow_special_use_domains=special)
     to, cc, bcc = (
@@ -184,9 +189,26 @@ def compose(
     )
     if not (to or cc or bcc):
         raise PolicyViolation("no recipients: give at least one of to, cc or bcc.", rule="recipients")
+    msg = _headers(request, sender, to, cc, special)
+    msg["Message-ID"] = _message_id(request.id_seed, sender.domain, _content_digest(request))
+    _add_custom_headers(msg, request.headers)
+    _add_body(msg, request)
+    envelope = Envelope(
+        sender=sender.addr,
+        recipients=tuple(dict.fromkeys(m.addr for m in (*to, *cc, *bcc))),
+        bcc=tuple(m.addr for m in bcc),
+    )
+    return msg, envelope
+
+
+def _headers(
+    request: MailRequest, sender: Mailbox, to: list[Mailbox], cc: list[Mailbox], special: bool
+) -> EmailMessage:
+    from datetime import UTC, datetime
+
     check_no_control(request.subject, "subject")
     msg = EmailMessage(policy=email_policy.SMTP)
-    msg["From"] = formataddr((sender.name, sender.addr)) if sender.name else sender.addr
+    msg["From"] = _fmt(sender)
     if to:
         msg["To"] = ", ".join(_fmt(m) for m in to)
     if cc:
@@ -194,9 +216,12 @@ def compose(
     if request.reply_to:
         msg["Reply-To"] = _fmt(parse_mailbox(request.reply_to, "reply_to", allow_special_use_domains=special))
     msg["Subject"] = request.subject
-    msg["Date"] = format_datetime(date or datetime.now(UTC))
-    msg["Message-ID"] = _message_id(request, sender.domain, _content_digest(request))
-    for name, value in request.headers:
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    return msg
+
+
+def _add_custom_headers(msg: EmailMessage, headers: tuple[tuple[str, str], ...]) -> None:
+    for name, value in headers:
         check_no_control(name, "header name")
         check_no_control(str(value), f"header {name}")
         if name.lower() in _RESERVED_HEADERS or not name.isascii() or ":" in name or " " in name:
@@ -206,6 +231,9 @@ def compose(
                 item=name,
             )
         msg[name] = str(value)
+
+
+def _add_body(msg: EmailMessage, request: MailRequest) -> None:
     text = request.text
     if text is None and request.html is not None:
         text = html_to_text(request.html)
@@ -218,12 +246,37 @@ def compose(
         kind, params = wire_type(att)
         maintype, _, subtype = kind.partition("/")
         msg.add_attachment(att.content, maintype=maintype, subtype=subtype, filename=att.filename, params=params)
-    envelope = Envelope(
-        sender=sender.addr,
-        recipients=tuple(dict.fromkeys(m.addr for m in (*to, *cc, *bcc))),
-        bcc=tuple(m.addr for m in bcc),
-    )
-    return msg, envelope
+
+
+def compose_each(
+    request: MailRequest, *, allow_special_use_domains: bool = False
+) -> tuple[EmailMessage, list[Outgoing]]:
+    """One copy per recipient (each alone in ``To``), composed once: copies differ only in ``To`` and Message-ID.
+
+    Returns the first copy's message (what screening judges: every copy has the same content) and all copies.
+    """
+    special = allow_special_use_domains
+    everyone = list(
+        {m.addr: m for v, what in ((request.to, "to"), (request.cc, "cc"), (request.bcc, "bcc"))
+         for m in _addresses(v, what, special)}.values()
+    )  # fmt: skip
+    if not everyone:
+        raise PolicyViolation("no recipients: give at least one of to, cc or bcc.", rule="recipients")
+    first = replace(request, to=(_fmt(everyone[0]),), cc=(), bcc=(), id_seed=_seed_for(request, everyone[0]))
+    message, envelope = compose(first, allow_special_use_domains=special)
+    wire = message.as_bytes(policy=email_policy.SMTP)
+    copies = [Outgoing(envelope.sender, envelope.recipients, wire, message["Message-ID"])]
+    digest = _content_digest(replace(request, to=(), cc=(), bcc=()))
+    domain = envelope.sender.rpartition("@")[2]
+    for rcpt in everyone[1:]:
+        message_id = _message_id(_seed_for(request, rcpt), domain, f"{digest}|{rcpt.addr}")
+        data = with_headers(wire, To=_fmt(rcpt), Message_ID=message_id)
+        copies.append(Outgoing(envelope.sender, (rcpt.addr,), data, message_id))
+    return message, copies
+
+
+def _seed_for(request: MailRequest, rcpt: Mailbox) -> str | None:
+    return f"{request.id_seed}|{rcpt.addr}" if request.id_seed else None
 
 
 def _fmt(m: Mailbox) -> str:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +41,14 @@ class PgpBackend(Protocol):
     def sign_detached(self, data: bytes, signer: PgpSigner) -> tuple[bytes, str]:
         """Armored detached signature and the RFC 3156 micalg (``pgp-sha256``)."""
 
-    def encrypt(self, data: bytes, recipient_keys: Mapping[str, str], signer: PgpSigner | None = None) -> bytes:
+    def encrypt(
+        self,
+        data: bytes,
+        recipient_keys: Mapping[str, str],
+        signer: PgpSigner | None = None,
+        *,
+        extra_keys: Sequence[str] = (),
+    ) -> bytes:
         """Armored OpenPGP message for every key in ``recipient_keys`` (address → armored public key)."""
 
 
@@ -130,14 +137,24 @@ class GnuPGBackend:
             raise SecureMailError("PGP signing failed: check the signing key's passphrase in Vault.")
         return bytes(sig.data), "pgp-" + _HASH_NAMES.get(str(sig.hash_algo), "sha256")
 
-    def encrypt(self, data: bytes, recipient_keys: Mapping[str, str], signer: PgpSigner | None = None) -> bytes:
+    def encrypt(
+        self,
+        data: bytes,
+        recipient_keys: Mapping[str, str],
+        signer: PgpSigner | None = None,
+        *,
+        extra_keys: Sequence[str] = (),
+    ) -> bytes:
+        """Encrypt to each recipient's key (checked: usable, theirs) and to ``extra_keys`` (e.g. an archive key)."""
         home = _gpg_home()
         fingerprints = []
-        for address, armored in recipient_keys.items():
+        labelled = [(address, armored, True) for address, armored in recipient_keys.items()]
+        labelled += [(f"encrypt_to key {i + 1}", armored, False) for i, armored in enumerate(extra_keys)]
+        for address, armored, is_recipient in labelled:
             imported = home.import_key(armored)
             if not imported:
                 raise EncryptionKeyMissing(f"the PGP key for {address} could not be read.", recipient=address)
-            if not address.startswith("encrypt_to:"):
+            if is_recipient:
                 _usable_encryption_key(home.gpg, imported[0], address)
             fingerprints.append(imported[0])
         kwargs: dict[str, Any] = {"always_trust": True, "armor": True}
@@ -196,16 +213,25 @@ class SequoiaBackend:
         [packet] = list(pysequoia.packet.PacketPile.from_bytes(sig))
         return sig, "pgp-" + str(packet.hash_algorithm).rsplit(".", 1)[-1].lower().replace("_", "-")
 
-    def encrypt(self, data: bytes, recipient_keys: Mapping[str, str], signer: PgpSigner | None = None) -> bytes:
+    def encrypt(
+        self,
+        data: bytes,
+        recipient_keys: Mapping[str, str],
+        signer: PgpSigner | None = None,
+        *,
+        extra_keys: Sequence[str] = (),
+    ) -> bytes:
         import pysequoia
 
         certs = []
-        for address, armored in recipient_keys.items():
+        labelled = [(address, armored, True) for address, armored in recipient_keys.items()]
+        labelled += [(f"encrypt_to key {i + 1}", armored, False) for i, armored in enumerate(extra_keys)]
+        for address, armored, is_recipient in labelled:
             try:
                 cert, can_encrypt = _sequoia_cert(armored)
             except Exception:
                 raise EncryptionKeyMissing(f"the PGP key for {address} could not be read.", recipient=address) from None
-            if not address.startswith("encrypt_to:"):
+            if is_recipient:
                 self._check(cert, can_encrypt, address)
             certs.append(cert)
         try:

@@ -8,18 +8,16 @@ placed verbatim in the output, so no re-folding can break a signature.
 from __future__ import annotations
 
 import base64
-import copy
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from email import policy as email_policy
-from email.message import EmailMessage
 from typing import Literal
 
 from airflow_secure_mail.errors import ConfigurationError, EncryptionKeyMissing, SecureMailError
-from airflow_secure_mail.mail.compose import Envelope
+from airflow_secure_mail.mail.outgoing import Dropped, Outgoing
 from airflow_secure_mail.mail.pgp import PgpSigner, default_backend
 from airflow_secure_mail.mail.smime import SmimeSigner
+from airflow_secure_mail.mail.wire import field_name, join, split_fields
 
 _OUTER_DROP = ("content-", "mime-version")
 _PROTECTED = ("from", "to", "cc", "reply-to", "subject", "date", "message-id")
@@ -77,19 +75,9 @@ class KeyMaterial:
     """Keys for one send: recipient address → armored PGP key or PEM certificate; who had none."""
 
     recipients: Mapping[str, str] = field(default_factory=dict, repr=False)
-    missing: tuple[str, ...] = ()
     encrypt_to: tuple[str, ...] = field(default=(), repr=False)
     pgp_signer: PgpSigner | None = None
     smime_signer: SmimeSigner | None = None
-
-
-@dataclass(frozen=True)
-class Protected:
-    """One outgoing message: the exact bytes and who receives them."""
-
-    data: bytes
-    envelope: Envelope
-    dropped: tuple[str, ...] = ()
 
 
 def _boundary(*parts: bytes) -> str:
@@ -99,49 +87,31 @@ def _boundary(*parts: bytes) -> str:
             return candidate
 
 
-def _split_headers(data: bytes) -> tuple[list[bytes], bytes]:
-    """Header fields (each with its folded continuation lines) and the body."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    fields: list[bytes] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += b"\r\n" + line
-        else:
-            fields.append(line)
-    return fields, body
+def inner_entity(wire: bytes, *, protect_headers: bool) -> bytes:
+    """The MIME entity to sign/encrypt: content header fields and body of the serialized message, as bytes.
 
-
-def _name(field_bytes: bytes) -> str:
-    return field_bytes.split(b":", 1)[0].strip().decode("ascii").lower()
-
-
-def inner_entity(message: EmailMessage, *, protect_headers: bool, wire: bytes | None = None) -> bytes:
-    """The MIME entity to sign/encrypt: content headers and body, 7-bit, CRLF, serialized exactly once.
-
-    ``wire`` is the message already serialized with ``policy.SMTP``; its content header fields and body
-    are cut out as bytes (a deep copy of the MIME tree costs more than the signature itself).
+    With ``protect_headers`` (draft-ietf-lamps-header-protection) the visible header fields ride inside too,
+    marked ``protected-headers="v1"`` on the Content-Type.
     """
-    if protect_headers:
-        inner = copy.deepcopy(message)
-        for key in set(inner.keys()):
-            lowered = key.lower()
-            if not lowered.startswith("content-") and lowered not in _PROTECTED:
-                del inner[key]
-        inner.set_param("protected-headers", "v1")
-        data = inner.as_bytes(policy=email_policy.SMTP)
-    else:
-        fields, body = _split_headers(wire if wire is not None else message.as_bytes(policy=email_policy.SMTP))
-        data = b"\r\n".join(f for f in fields if _name(f).startswith("content-")) + b"\r\n\r\n" + body
+    fields, body = split_fields(wire)
+    kept = []
+    for f in fields:
+        name = field_name(f)
+        if name == "content-type" and protect_headers:
+            f += b';\r\n protected-headers="v1"'
+        if name.startswith("content-") or (protect_headers and name in _PROTECTED):
+            kept.append(f)
+    data = join(kept, body)
     if not data.isascii():
         raise SecureMailError("the message body is not 7-bit after encoding; cannot sign it safely.")
     return data
 
 
 def _outer_headers(wire: bytes, *, protect_headers: bool) -> bytes:
-    fields, _ = _split_headers(wire)
+    fields, _ = split_fields(wire)
     out = []
     for f in fields:
-        name = _name(f)
+        name = field_name(f)
         if name.startswith(_OUTER_DROP):
             continue
         if protect_headers and name == "subject":
@@ -226,20 +196,14 @@ def _smime_enveloped(der: bytes) -> bytes:
     ) + _b64(der)
 
 
-def _encryption_keys(keys: KeyMaterial, recipients: tuple[str, ...]) -> dict[str, str]:
-    """The group's keys plus the ``encrypt_to`` extras (labelled so no identity check applies to them)."""
-    chosen = {r: keys.recipients[r] for r in recipients}
-    chosen.update({f"encrypt_to:{i}": k for i, k in enumerate(keys.encrypt_to)})
-    return chosen
-
-
 def _entity(protection: Protection, inner: bytes, keys: KeyMaterial, recipients: tuple[str, ...]) -> bytes:
     """The protected body entity (headers + body) for one group of recipients."""
     if protection.scheme == "pgp":
         backend = default_backend(protection.pgp_backend)
         if protection.encrypt:
             signer = keys.pgp_signer if protection.sign else None
-            return _pgp_encrypted(backend.encrypt(inner, _encryption_keys(keys, recipients), signer))
+            chosen = {r: keys.recipients[r] for r in recipients}
+            return _pgp_encrypted(backend.encrypt(inner, chosen, signer, extra_keys=keys.encrypt_to))
         assert keys.pgp_signer is not None
         signature, micalg = backend.sign_detached(inner, keys.pgp_signer)
         return _pgp_signed(inner, signature, micalg)
@@ -250,54 +214,63 @@ def _entity(protection: Protection, inner: bytes, keys: KeyMaterial, recipients:
         assert keys.smime_signer is not None
         entity = _smime_signed(inner, smime.sign_detached(inner, keys.smime_signer))
     if protection.encrypt:
-        entity = _smime_enveloped(smime.encrypt(entity, _encryption_keys(keys, recipients)))
+        chosen = {r: keys.recipients[r] for r in recipients}
+        entity = _smime_enveloped(smime.encrypt(entity, chosen, extra_certs=keys.encrypt_to))
     return entity
 
 
-def protect(
-    message: EmailMessage, envelope: Envelope, protection: Protection, keys: KeyMaterial, *, wire: bytes | None = None
-) -> list[Protected]:
-    """Protected copies of ``message``; Bcc recipients each get their own when encrypting.
-
-    ``wire``: ``message`` already serialized with ``policy.SMTP`` (the pipeline has it), saving a second pass.
+def protect(item: Outgoing, protection: Protection, keys: KeyMaterial) -> list[Outgoing]:
+    """Protected copies of a plain ``item``; Bcc (``hidden``) recipients each get their own when encrypting.
 
     A recipient without a key fails the whole send (``EncryptionKeyMissing``) unless
     ``missing_key='drop_recipient'``, which drops and reports them; never a plaintext copy.
     """
-    if wire is None:
-        wire = message.as_bytes(policy=email_policy.SMTP)
-    if not protection.active:
-        return [Protected(wire, envelope)]
+    _check_signer(protection, keys)
+    recipients, dropped = item.recipients, item.dropped
+    if protection.encrypt:
+        recipients, missing = _keep_recipients_with_keys(protection, keys, item.recipients)
+        dropped += missing
+    inner = inner_entity(item.data, protect_headers=protection.protect_headers)
+    outer = _outer_headers(item.data, protect_headers=protection.protect_headers)
+    if protection.encrypt:
+        visible = tuple(r for r in recipients if r not in item.hidden)
+        groups = ([visible] if visible else []) + [(r,) for r in recipients if r in item.hidden]
+    else:
+        groups = [recipients]
+    return [
+        replace(
+            item,
+            recipients=group,
+            data=outer + _entity(protection, inner, keys, group),
+            dropped=dropped,
+            hidden=tuple(r for r in group if r in item.hidden),
+        )
+        for group in groups
+    ]
+
+
+def _check_signer(protection: Protection, keys: KeyMaterial) -> None:
     if protection.sign and protection.scheme == "pgp" and keys.pgp_signer is None:
         raise ConfigurationError("signing requested but no PGP signing key was found.")
     if protection.sign and protection.scheme == "smime" and keys.smime_signer is None:
         raise ConfigurationError("signing requested but no S/MIME signing certificate/key was found.")
-    dropped: tuple[str, ...] = ()
-    if protection.encrypt:
-        missing = tuple(r for r in envelope.recipients if r not in keys.recipients)
-        if missing and protection.missing_key == "fail":
-            raise EncryptionKeyMissing(
-                f"no {protection.encrypt} key for {missing[0]}"
-                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + f": store it at {protection.keys_vault_path}/<address> or drop the recipient; nothing was sent.",
-                recipient=missing[0],
-            )
-        dropped = missing
-        kept = tuple(r for r in envelope.recipients if r not in missing)
-        if not kept:
-            raise EncryptionKeyMissing(
-                f"no recipient has a {protection.encrypt} key; nothing was sent.", recipient=missing[0]
-            )
-        envelope = replace(envelope, recipients=kept, bcc=tuple(r for r in envelope.bcc if r in kept))
-    inner = inner_entity(message, protect_headers=protection.protect_headers, wire=wire)
-    outer = _outer_headers(wire, protect_headers=protection.protect_headers)
-    if protection.encrypt:
-        visible = tuple(r for r in envelope.recipients if r not in envelope.bcc)
-        groups = ([visible] if visible else []) + [(b,) for b in envelope.bcc]
-    else:
-        groups = [envelope.recipients]
-    out = []
-    for group in groups:
-        entity = _entity(protection, inner, keys, group)
-        out.append(Protected(outer + entity, replace(envelope, recipients=group, bcc=()), dropped))
-    return out
+
+
+def _keep_recipients_with_keys(
+    protection: Protection, keys: KeyMaterial, recipients: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[Dropped, ...]]:
+    """The recipients that have a key, and the dropped others; EncryptionKeyMissing when dropping is not allowed."""
+    missing = tuple(r for r in recipients if r not in keys.recipients)
+    if missing and protection.missing_key == "fail":
+        raise EncryptionKeyMissing(
+            f"no {protection.encrypt} key for {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f": store it at {protection.keys_vault_path}/<address> or drop the recipient; nothing was sent.",
+            recipient=missing[0],
+        )
+    kept = tuple(r for r in recipients if r not in missing)
+    if not kept:
+        raise EncryptionKeyMissing(
+            f"no recipient has a {protection.encrypt} key; nothing was sent.", recipient=missing[0]
+        )
+    return kept, tuple(Dropped(r, f"no {protection.encrypt} key") for r in missing)

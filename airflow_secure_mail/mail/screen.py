@@ -176,6 +176,27 @@ def _extension_agrees(filename: str, sniffed: str) -> bool:
     return (sniffed, guessed) in aliases or (guessed in _TEXT_TYPES and sniffed in _TEXT_TYPES)
 
 
+def screen_recipients(recipients: tuple[str, ...], policy: MailPolicy) -> None:
+    """The exact envelope recipients against ``max_recipients`` and ``allowed_recipient_domains``."""
+    if len(recipients) > policy.max_recipients:
+        raise PolicyViolation(
+            f"{len(recipients)} recipients exceed max_recipients={policy.max_recipients}: "
+            "split the mail or raise the limit.",
+            rule="max_recipients",
+        )
+    if policy.allowed_recipient_domains is not None:
+        allowed = set(policy.allowed_recipient_domains)
+        for rcpt in recipients:
+            check_no_control(rcpt, "recipient")
+            domain = normalize_domain(rcpt.rpartition("@")[2])
+            if domain not in allowed:
+                raise PolicyViolation(
+                    f"recipient {rcpt} is outside allowed_recipient_domains; add {domain} or remove it.",
+                    rule="allowed_recipient_domains",
+                    item=rcpt,
+                )
+
+
 def screen(
     message: EmailMessage,
     envelope: Envelope,
@@ -186,23 +207,7 @@ def screen(
 ) -> ScreenReport:
     """Raise PolicyViolation naming the rule and the item on the first breach; nothing is sent."""
     wire_types = _check_emitted_headers(message)
-    if len(envelope.recipients) > policy.max_recipients:
-        raise PolicyViolation(
-            f"{len(envelope.recipients)} recipients exceed max_recipients={policy.max_recipients}: "
-            "split the mail or raise the limit.",
-            rule="max_recipients",
-        )
-    if policy.allowed_recipient_domains is not None:
-        allowed = set(policy.allowed_recipient_domains)
-        for rcpt in envelope.recipients:
-            check_no_control(rcpt, "recipient")
-            domain = normalize_domain(rcpt.rpartition("@")[2])
-            if domain not in allowed:
-                raise PolicyViolation(
-                    f"recipient {rcpt} is outside allowed_recipient_domains; add {domain} or remove it.",
-                    rule="allowed_recipient_domains",
-                    item=rcpt,
-                )
+    screen_recipients(envelope.recipients, policy)
     types: dict[str, str] = {}
     for att in attachments:
         check_decoded(att.filename, "attachment file name")

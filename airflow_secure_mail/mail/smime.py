@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airflow_secure_mail.errors import ConfigurationError, EncryptionKeyMissing
@@ -57,15 +57,17 @@ def _recipient_cert(address: str, pem: str, *, check_identity: bool = True) -> o
     return cert
 
 
-def encrypt(data: bytes, recipient_certs: Mapping[str, str]) -> bytes:
-    """DER CMS EnvelopedData (AES-256-CBC) for every certificate."""
+def encrypt(data: bytes, recipient_certs: Mapping[str, str], *, extra_certs: Sequence[str] = ()) -> bytes:
+    """DER CMS EnvelopedData (AES-256-CBC) for every recipient's certificate and every ``extra_certs`` one."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.ciphers import algorithms
     from cryptography.hazmat.primitives.serialization import pkcs7
 
     builder = pkcs7.PKCS7EnvelopeBuilder().set_data(data).set_content_encryption_algorithm(algorithms.AES256)
-    for address, pem in recipient_certs.items():
-        cert = _recipient_cert(address, pem, check_identity=not address.startswith("encrypt_to:"))
+    labelled = [(address, pem, True) for address, pem in recipient_certs.items()]
+    labelled += [(f"encrypt_to certificate {i + 1}", pem, False) for i, pem in enumerate(extra_certs)]
+    for address, pem, is_recipient in labelled:
+        cert = _recipient_cert(address, pem, check_identity=is_recipient)
         builder = builder.add_recipient(cert)  # type: ignore[arg-type]
     return builder.encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
 

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.mail.screen import MailPolicy
-    from airflow_secure_mail.pipeline import MailResult
+    from airflow_secure_mail.outcome import MailResult
 
 _TEMPLATES = Path(__file__).with_name("templates")
 _STATUS = {
@@ -160,17 +160,16 @@ class SecureEmailNotifier(BaseNotifier):
         self, subject: str, text: str | None, html: str | None, *, seed: str | None, origin: Mapping[str, Any]
     ) -> MailResult:
         """Send through the pipeline to this notifier's recipients with its policy, protection and archive."""
-        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-        from airflow_secure_mail.mail.compose import MailRequest
-        from airflow_secure_mail.operators.email import _as_tuple
+        from airflow_secure_mail.channel import MailChannel
+        from airflow_secure_mail.mail.compose import MailRequest, address_list
         from airflow_secure_mail.pipeline import asend_mail
 
-        hook = SecureSmtpHook(conn_id=self.conn_id)
+        channel = MailChannel.for_conn(self.conn_id)
         request = MailRequest(
-            sender=hook.sender(self.sender),
-            to=_as_tuple(self.to),
-            cc=_as_tuple(self.cc),
-            bcc=_as_tuple(self.bcc),
+            sender=channel.sender(self.sender),
+            to=address_list(self.to),
+            cc=address_list(self.cc),
+            bcc=address_list(self.bcc),
             subject=subject,
             text=text,
             html=html,
@@ -180,7 +179,7 @@ class SecureEmailNotifier(BaseNotifier):
         log.info("SecureEmailNotifier: sending %r to %d recipient(s)", request.subject, count)
         return await asend_mail(
             request,
-            hook=hook,
+            channel=channel,
             policy=self.policy,
             protection=self.protection,
             archive=self.archive,

@@ -171,7 +171,7 @@ class MailRestoreOperator(BaseOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_secure_mail.archive.restore import RestoreSelection, export, resend, select
+        from airflow_secure_mail.archive.restore import RestoreSelection, export, select
 
         selection = RestoreSelection(
             start=_when(self.start) or _when(context.get("data_interval_start")),
@@ -189,5 +189,18 @@ class MailRestoreOperator(BaseOperator):
             assert self.destination
             written = export(found, self.destination, conn_id=self.destination_conn_id, fmt=self.export_format)
             return {"restored": len(found), "written": written}
-        resent = resend(found, conn_id=self.conn_id, resent_from=self.resent_from, resend_to=self.resend_to)
-        return {"restored": len(found), "resent_message_ids": resent}
+        return {"restored": len(found), "resent_message_ids": self._resend(found, context)}
+
+    def _resend(self, found: list[Any], context: Context) -> list[str | None]:
+        """Through the pipeline like any send: screened, archived as a resend, recorded; a retry sends nothing twice."""
+        from airflow_secure_mail._sync import run_sync
+        from airflow_secure_mail.archive.restore import resend_copies
+        from airflow_secure_mail.channel import MailChannel
+        from airflow_secure_mail.pipeline import asend_outgoing, identity_seed, origin_of
+
+        channel = MailChannel.for_conn(self.conn_id)
+        copies = resend_copies(
+            found, resent_from=channel.sender(self.resent_from), resend_to=self.resend_to, seed=identity_seed(context)
+        )
+        run_sync(asend_outgoing(copies, channel=channel, archive=self.archive, origin=origin_of(context)))
+        return [c.message_id for c in copies]

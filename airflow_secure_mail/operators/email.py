@@ -14,14 +14,6 @@ if TYPE_CHECKING:
     from airflow_secure_mail.mail.screen import MailPolicy
 
 
-def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
 class _PathTemplate:
     """An attachment path or URI as a template *string*: Airflow renders it and never loads it as a template file.
 
@@ -124,17 +116,17 @@ class SecureEmailOperator(BaseOperator):
         self.attachments_conn_id = attachments_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-        from airflow_secure_mail.mail.compose import MailRequest
+        from airflow_secure_mail.attachments import load_attachments
+        from airflow_secure_mail.channel import MailChannel
+        from airflow_secure_mail.mail.compose import MailRequest, address_list
         from airflow_secure_mail.pipeline import identity_seed, origin_of, send_mail
-        from airflow_secure_mail.sources import load_attachments
 
-        hook = SecureSmtpHook(conn_id=self.conn_id)
+        channel = MailChannel.for_conn(self.conn_id)
         request = MailRequest(
-            sender=hook.sender(self.sender),
-            to=_as_tuple(self.to),
-            cc=_as_tuple(self.cc),
-            bcc=_as_tuple(self.bcc),
+            sender=channel.sender(self.sender),
+            to=address_list(self.to),
+            cc=address_list(self.cc),
+            bcc=address_list(self.bcc),
             subject=self.subject,
             text=self.text_content,
             html=self.html_content,
@@ -144,7 +136,7 @@ class SecureEmailOperator(BaseOperator):
         )
         result = send_mail(
             request,
-            hook=hook,
+            channel=channel,
             policy=self.policy,
             protection=self.protection,
             archive=self.archive,

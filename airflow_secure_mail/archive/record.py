@@ -1,0 +1,136 @@
+"""The archive's record of one message: its status (an enum) and its metadata (a typed value, one (de)serialiser)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+from airflow_secure_mail.errors import ArchiveIntegrityError
+
+SCHEMA_VERSION = 1
+
+
+class ArchiveStatus(StrEnum):
+    """Where a message stands; ``delivered`` states end the story: a retry must not send again."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    PARTIALLY_REFUSED = "partially_refused"
+    UNKNOWN = "unknown"
+    """The connection dropped after DATA began: the server may have it, so it is never sent again."""
+    FAILED = "failed"
+
+    @property
+    def delivered(self) -> bool:
+        return self in (ArchiveStatus.SENT, ArchiveStatus.PARTIALLY_REFUSED, ArchiveStatus.UNKNOWN)
+
+
+DELIVERED = frozenset(s for s in ArchiveStatus if s.delivered)
+"""Committed states after which a retry must not send again."""
+
+
+@dataclass(frozen=True)
+class RecordMetadata:
+    """The JSON beside each archived message (``<key>.pending.json``, ``<key>.json``, ``<key>.failed-N.json``).
+
+    Holds no secret and no body: hashes, sizes, the envelope, the receipt, where it came from.
+    """
+
+    key: str
+    sender: str
+    recipients: tuple[str, ...]
+    size: int
+    stored_size: int
+    sha256: str
+    staged_at: str
+    message_id: str | None = None
+    content_sha256: str | None = None
+    encryption: Mapping[str, Any] | None = None
+    protection: str = "none"
+    malware_scan: Mapping[str, Any] | None = None
+    airflow: Mapping[str, Any] = field(default_factory=dict)
+    resend_of: str | None = None
+    status: ArchiveStatus = ArchiveStatus.PENDING
+    receipt: Mapping[str, Any] | None = None
+    error: str | None = None
+    tls: Mapping[str, Any] | None = None
+    committed_at: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def committed(
+        self, status: ArchiveStatus, at: str, receipt: Mapping[str, Any] | None, error: str | None
+    ) -> RecordMetadata:
+        """This record after delivery (or a failed attempt)."""
+        tls = {"version": receipt.get("tls_version"), "cipher": receipt.get("cipher")} if receipt else None
+        return replace(self, status=status, receipt=receipt or None, error=error, committed_at=at, tls=tls)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["envelope"] = {"sender": data.pop("sender"), "recipients": list(data.pop("recipients"))}
+        data["status"] = self.status.value
+        if self.resend_of is None:
+            del data["resend_of"]
+        return data
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1, default=str).encode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "record") -> RecordMetadata:
+        try:
+            envelope = data["envelope"]
+            known = {f.name for f in fields(cls)} - {"sender", "recipients", "status"}
+            values = {k: v for k, v in data.items() if k in known}
+            return cls(
+                sender=str(envelope["sender"]),
+                recipients=tuple(envelope["recipients"]),
+                status=ArchiveStatus(data.get("status", "pending")),
+                **values,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ArchiveIntegrityError(f"archive metadata {where} is not a valid record.", key=where) from None
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, where: str = "record") -> RecordMetadata:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ArchiveIntegrityError(f"archive metadata {where} is not valid JSON.", key=where) from None
+        if not isinstance(data, dict):
+            raise ArchiveIntegrityError(f"archive metadata {where} is not a valid record.", key=where)
+        return cls.from_dict(data, where=where)
+
+
+@dataclass(frozen=True)
+class ArchiveRecord:
+    """One message's place in the archive (``prefix``) and its metadata."""
+
+    key: str
+    prefix: str
+    meta: RecordMetadata
+
+    @property
+    def status(self) -> ArchiveStatus:
+        return self.meta.status
+
+    @property
+    def delivered(self) -> bool:
+        return self.meta.status.delivered
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata as the JSON dict (deprecated: read :attr:`meta`)."""
+        return self.meta.to_dict()
+
+
+def record_key(message_id: str | None, sender: str, recipients: list[str] | tuple[str, ...]) -> str:
+    """The archive key of one outgoing copy: stable across retries of the same task instance."""
+    ident = "\x00".join([message_id or "", sender.lower(), *sorted(r.lower() for r in recipients)])
+    return hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+__all__ = ["DELIVERED", "SCHEMA_VERSION", "ArchiveRecord", "ArchiveStatus", "RecordMetadata", "record_key"]

@@ -1,0 +1,63 @@
+"""MailChannel: what a send needs from one connection id, built once and passed down explicitly.
+
+The operator, the notifier, the email backend, ``SecureSmtpHook.send`` and restore's resend all build one
+instead of assembling a hook, a sender and a policy each in their own way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_secure_mail.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+
+@dataclass(frozen=True)
+class MailChannel:
+    """The hook that delivers, its Vault access, the connection's default policy and sender, the send deadline."""
+
+    conn_id: str
+    hook: SecureSmtpHook
+    default_policy: MailPolicy
+    from_email: str | None
+    deadline: float
+    server: str
+
+    @classmethod
+    def for_conn(cls, conn_id: str = "secure_smtp_default") -> MailChannel:
+        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+
+        return cls.of(SecureSmtpHook(conn_id=conn_id))
+
+    @classmethod
+    def of(cls, hook: SecureSmtpHook) -> MailChannel:
+        from airflow_secure_mail.mail.screen import MailPolicy
+
+        s = hook.settings
+        policy = MailPolicy.from_dict(s.policy_defaults) if s.policy_defaults else MailPolicy()
+        return cls(hook.conn_id, hook, policy, s.from_email, s.deadline, f"{s.host}:{s.port}")
+
+    @property
+    def vault(self) -> Any:
+        """The one Vault access object of this process for the connection's Vault (credentials, keys)."""
+        return self.hook.vault
+
+    def sender(self, explicit: str | None = None) -> str:
+        """The envelope sender: ``explicit`` if given, else the connection's ``from_email``."""
+        sender = explicit or self.from_email
+        if not sender:
+            raise ConfigurationError(
+                f"no sender: pass sender= (or From) or set extra from_email on connection {self.conn_id!r}."
+            )
+        return sender
+
+    def policy(self, explicit: MailPolicy | None) -> MailPolicy:
+        """``explicit`` if given, else the connection's ``policy`` extra, else the defaults."""
+        return explicit if explicit is not None else self.default_policy
+
+
+__all__ = ["MailChannel"]

@@ -1,0 +1,95 @@
+"""Messages built outside :func:`~airflow_secure_mail.mail.compose.compose` (``SecureSmtpHook.send``, restore's
+resend): their envelope, their wire bytes, and the parsed view that screening judges."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from email import policy as email_policy
+from email.message import EmailMessage
+
+from airflow_secure_mail.errors import ConfigurationError
+from airflow_secure_mail.mail.addresses import parse_mailbox
+from airflow_secure_mail.mail.compose import Attachment
+from airflow_secure_mail.mail.outgoing import Outgoing
+
+
+def envelope_of(message: EmailMessage) -> tuple[str | None, list[str], list[str]]:
+    """Envelope sender, recipients (To, Cc, Bcc) and the Bcc ones, as addr-specs from the headers."""
+    found: dict[str, list[str]] = {}
+    for name in ("To", "Cc", "Bcc"):
+        found[name] = [
+            a.addr_spec for h in message.get_all(name) or () for a in getattr(h, "addresses", ()) if a.addr_spec
+        ]
+    sender_header = message.get("From")
+    addrs = getattr(sender_header, "addresses", ()) if sender_header is not None else ()
+    everyone = list(dict.fromkeys([*found["To"], *found["Cc"], *found["Bcc"]]))
+    return (addrs[0].addr_spec if addrs else None), everyone, found["Bcc"]
+
+
+def outgoing_from(
+    message: EmailMessage | bytes,
+    *,
+    sender: str | None,
+    recipients: Sequence[str] | None,
+    default_sender: str | None,
+    resend_of: str | None = None,
+) -> Outgoing:
+    """The copy to send: envelope from the arguments, else the headers; Bcc never reaches the wire bytes."""
+    message_id: str | None = None
+    hidden: list[str] = []
+    if isinstance(message, EmailMessage):
+        header_sender, header_rcpts, hidden = envelope_of(message)
+        sender = sender or header_sender
+        recipients = list(recipients) if recipients is not None else header_rcpts
+        message_id = message.get("Message-ID")
+        if "Bcc" in message:
+            message = copy.copy(message)
+            del message["Bcc"]
+        data = message.as_bytes(policy=email_policy.SMTP)
+    else:
+        data = message
+        message_id = parsed(data).get("Message-ID")
+    sender = sender or default_sender
+    if not sender:
+        raise ConfigurationError("no sender: pass sender= (or From) or set extra from_email on the connection.")
+    if not recipients:
+        raise ConfigurationError("no recipients: pass recipients= or set To/Cc/Bcc.")
+    rcpts = tuple(dict.fromkeys(parse_mailbox(r, "recipient").addr for r in recipients))
+    return Outgoing(
+        parse_mailbox(sender, "sender").addr,
+        rcpts,
+        data,
+        str(message_id) if message_id else None,
+        hidden=tuple(r for r in rcpts if r in hidden),
+        resend_of=resend_of,
+    )
+
+
+def parsed(data: bytes) -> EmailMessage:
+    """A read-only parse of wire bytes for screening; never re-serialized (CVE-2024-6923)."""
+    from email.parser import BytesParser
+
+    message = BytesParser(policy=email_policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def attachments_of(message: EmailMessage) -> tuple[Attachment, ...]:
+    """The attachments of a parsed message, as screening takes them (content judged, declared type kept)."""
+    out = []
+    for part in message.iter_attachments():
+        assert isinstance(part, EmailMessage)
+        payload = part.get_payload(decode=True)
+        out.append(
+            Attachment(
+                filename=part.get_filename() or "attachment",
+                content=payload if isinstance(payload, bytes) else b"",
+                content_type=part.get_content_type(),
+            )
+        )
+    return tuple(out)
+
+
+PROTECTED_TYPES = frozenset({"multipart/encrypted", "multipart/signed", "application/pkcs7-mime"})
+"""Top-level types of a protected message: its parts are protection structures, not attachments to judge."""

@@ -1,0 +1,91 @@
+"""What a send reports: the small XCom result, the one rule that turns outcomes into success or an error,
+and the task-log lines (Message-IDs, counts, TLS; never an address)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_secure_mail.errors import DeliveryError, SecureMailError
+from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.transport.smtp import SendReceipt
+
+log = logging.getLogger(__name__)
+Outcome = SendReceipt | SecureMailError
+
+
+@dataclass
+class MailResult:
+    """What happened to every message of one request; ``to_xcom`` is small and never holds a body."""
+
+    receipts: list[SendReceipt] = field(default_factory=list)
+    archive_keys: list[str] = field(default_factory=list)
+    protection: str | None = None
+    dropped: list[str] = field(default_factory=list)
+    already_sent: int = 0
+    malware_scan: str | None = None
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "message_ids": [r.message_id for r in self.receipts],
+            "accepted": sorted({a for r in self.receipts for a in r.accepted}),
+            "refused": {k: v[0] for r in self.receipts for k, v in r.refused.items()},
+            "tls_version": self.receipts[0].tls_version if self.receipts else None,
+            "archive_keys": list(self.archive_keys),
+            "protection": self.protection,
+            "dropped_for_missing_key": list(self.dropped),
+            "already_sent": self.already_sent,
+            "malware_scan": self.malware_scan,
+        }
+
+
+def raise_for_outcomes(items: Sequence[Outgoing], outcomes: Sequence[Outcome], allow_partial: bool) -> None:
+    """Raise the first failure, or a partial refusal unless allowed; Bcc recipients are never named."""
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.refused and not allow_partial:
+            shown = ", ".join(
+                f"{'a Bcc recipient' if r in item.hidden else r} ({code})" for r, (code, _) in outcome.refused.items()
+            )
+            raise DeliveryError(
+                f"{len(outcome.refused)} of {len(outcome.refused) + len(outcome.accepted)} recipients "
+                f"refused: {shown}; the others received it.",
+                refused=outcome.refused,
+                receipt=outcome,
+            )
+
+
+_ALREADY = {"partially_refused": " (some recipients refused)", "unknown": " (probably: the server's reply was lost)"}
+
+
+def log_already_sent(item: Outgoing, status: str) -> None:
+    note = _ALREADY.get(status, "")
+    log.info("already sent by an earlier try%s, not sent again: %s", note, item.message_id)
+
+
+def log_outcomes(server: str, sent: Sequence[tuple[Outgoing, Outcome]], already: int) -> None:
+    """One task-log line per copy sent now and one summary: server, TLS, recipient counts, Message-IDs."""
+    ok, failed = [], []
+    for item, outcome in sent:
+        if isinstance(outcome, SendReceipt):
+            ok.append(item.message_id)
+            refused = f", {len(outcome.refused)} refused" if outcome.refused else ""
+            log.info("sent %s to %d recipient(s)%s via %s over %s", outcome.message_id or item.message_id,
+                     len(outcome.accepted), refused, server, outcome.tls_version or "no TLS")  # fmt: skip
+        else:
+            failed.append(item.message_id)
+            kind = "transient" if isinstance(outcome, DeliveryError) and outcome.transient else "permanent"
+            log.warning("not sent: %s to %d recipient(s) (%s, %s)", item.message_id, len(item.recipients),
+                        type(outcome).__name__, kind)  # fmt: skip
+    total = len(sent) + already
+    if not sent:
+        log.info("nothing sent: all %d message(s) were already sent by an earlier try", already)
+    elif failed:
+        went = ", ".join(map(str, ok)) or "none"
+        log.warning("%d of %d message(s) failed (%s); went out in this try: %s; already sent earlier: %d",
+                    len(failed), total, ", ".join(map(str, failed)), went, already)  # fmt: skip
+    else:
+        log.info("%d message(s) sent, %d already sent earlier, via %s", len(ok), already, server)

@@ -1,0 +1,107 @@
+"""Before anything is sent: compose → screen → scan → protect, for a request or for messages built elsewhere.
+
+Every copy is screened before the first connection opens; the pure steps live in ``mail/``, this module
+adds the two that need the network (the malware scanner, keys from Vault) and runs them off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from email import policy as email_policy
+from typing import TYPE_CHECKING, Any
+
+from airflow_secure_mail.mail.compose import Envelope, MailRequest, compose, compose_each
+from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen, screen_recipients
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.mail.protect import Protection
+    from airflow_secure_mail.mail.scan import ScanReport
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The copies ready to archive and deliver, with what the record should say about them."""
+
+    items: tuple[Outgoing, ...]
+    protection: str | None = None
+    scan: ScanReport | None = None
+
+    @property
+    def scan_metadata(self) -> dict[str, Any] | None:
+        return self.scan.to_metadata() if self.scan is not None else None
+
+
+async def prepare_request(
+    request: MailRequest,
+    policy: MailPolicy,
+    protection: Protection | None,
+    vault: Any,
+    *,
+    one_message_per_recipient: bool = False,
+) -> Prepared:
+    """Compose and screen every copy, scan the parts, then protect: nothing here opens an SMTP connection."""
+    from airflow_secure_mail.mail.html_screen import screen_html
+    from airflow_secure_mail.mail.scan import scan_request
+
+    if request.html is not None:
+        request = replace(request, html=screen_html(request.html, policy.html))
+    special = policy.allow_special_use_domains
+    if one_message_per_recipient:
+        message, plain = compose_each(request, allow_special_use_domains=special)
+    else:
+        message, envelope = compose(request, allow_special_use_domains=special)
+        data = message.as_bytes(policy=email_policy.SMTP)
+        plain = [Outgoing(envelope.sender, envelope.recipients, data, message["Message-ID"], hidden=envelope.bcc)]
+    first = plain[0]
+    screen(message, Envelope(first.sender, first.recipients, first.hidden), policy, request.attachments,
+           encoded_size=first.size)  # fmt: skip
+    for other in plain[1:]:  # the same content: only the envelope differs
+        screen_recipients(other.recipients, policy)
+        check_size(other.size, policy)
+    scan = await scan_request(request, policy.malware_scan)
+    items = await protect_all(plain, protection, vault, policy)
+    return Prepared(tuple(items), protection.describe() if protection is not None else None, scan)
+
+
+async def prepare_outgoing(items: Sequence[Outgoing], policy: MailPolicy) -> Prepared:
+    """Messages built elsewhere (``SecureSmtpHook.send``, a resend): screened as the bytes that will be sent."""
+    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed
+    from airflow_secure_mail.mail.html_screen import screen_html
+    from airflow_secure_mail.mail.scan import scan_request
+
+    scans = []
+    for item in items:
+        message = parsed(item.data)
+        protected = message.get_content_type() in PROTECTED_TYPES
+        attachments = () if protected else attachments_of(message)
+        screen(message, Envelope(item.sender, item.recipients, item.hidden), policy, attachments,
+               encoded_size=item.size)  # fmt: skip
+        for part in () if protected else message.walk():
+            if part.get_content_type() == "text/html" and part.get_content_disposition() != "attachment":
+                screen_html(str(part.get_content()), "refuse_active")  # bytes from outside are never rewritten
+        if attachments and policy.malware_scan is not None:
+            request = MailRequest(sender=item.sender, to=item.recipients, attachments=attachments)
+            scans.append(await scan_request(request, policy.malware_scan))
+    return Prepared(tuple(items), None, scans[0] if scans else None)  # any finding raised: all are clean
+
+
+async def protect_all(
+    plain: Sequence[Outgoing], protection: Protection | None, vault: Any, policy: MailPolicy
+) -> list[Outgoing]:
+    """Keys from Vault (I/O) then the pure protect step, both off the event loop; every result size-checked."""
+    if protection is None or not protection.active:
+        return list(plain)
+    from airflow_secure_mail.keys import resolve_keys
+    from airflow_secure_mail.mail.protect import protect
+
+    out: list[Outgoing] = []
+    for item in plain:
+        keys = await asyncio.to_thread(resolve_keys, protection, item.recipients, vault)
+        for copy in await asyncio.to_thread(protect, item, protection, keys):
+            check_size(copy.size, policy)
+            out.append(copy)
+    return out
