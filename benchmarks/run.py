@@ -70,6 +70,7 @@ class Server:
 
 _SERVER = """
 import json, sys
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.testing.smtp import SmtpCatcher
 catcher = SmtpCatcher(users={"airflow": sys.argv[1]}, data_size_limit=200_000_000).start()
 print(json.dumps({"port": catcher.port(starttls=True), "ca": catcher.ca.pem}), flush=True)
@@ -149,7 +150,7 @@ def _stdlib_message(rcpt: str) -> bytes:
 
 def bench_throughput(server: Server, rows: list[Row]) -> None:
     """One request to 300 recipients, one message each, default screening, file:// archive."""
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.compose import Attachment, MailRequest
     from airflow_secure_mail.pipeline import send_mail
 
@@ -164,7 +165,9 @@ def bench_throughput(server: Server, rows: list[Row]) -> None:
                 id_seed=secrets.token_hex(8),
             )
             start = time.perf_counter()
-            send_mail(request, hook=SecureSmtpHook(), one_message_per_recipient=True, archive=f"file://{tmp}/a")
+            send_mail(
+                request, channel=MailChannel.for_conn(), one_message_per_recipient=True, archive=f"file://{tmp}/a"
+            )
             return len(RECIPIENTS) / (time.perf_counter() - start)
 
     def stock() -> float:
@@ -232,6 +235,7 @@ def bench_pgp(rows: list[Row]) -> None:
     from envelope import Envelope
 
     from airflow_secure_mail.mail.compose import Attachment, MailRequest, compose
+    from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.mail.pgp import PgpSigner, default_backend
     from airflow_secure_mail.mail.protect import KeyMaterial, Protection, protect
     from airflow_secure_mail.testing.keys import make_pgp_identity
@@ -245,7 +249,8 @@ def bench_pgp(rows: list[Row]) -> None:
     )
     protection = Protection(encrypt="pgp", sign=True, signing_key="inline")
     wire = message.as_bytes(policy=email_policy.SMTP)  # the pipeline has these bytes from screening
-    ours = median_ms(lambda: protect(message, envelope, protection, keys, wire=wire), repeat=20)
+    plain = Outgoing(envelope.sender, envelope.recipients, wire, message["Message-ID"])
+    ours = median_ms(lambda: protect(plain, protection, keys), repeat=20)
 
     home = tempfile.mkdtemp(prefix="bench-envelope-")
     os.chmod(home, 0o700)
@@ -287,7 +292,7 @@ def bench_pgp(rows: list[Row]) -> None:
         )
     )
     gnupg = Protection(encrypt="pgp", sign=True, signing_key="inline", pgp_backend="gnupg")
-    ours_gpg = median_ms(lambda: protect(message, envelope, gnupg, keys, wire=wire), repeat=10)
+    ours_gpg = median_ms(lambda: protect(plain, gnupg, keys), repeat=10)
     rows.append(
         Row(
             "same, gnupg backend (gpg binary) (ms)",
@@ -308,6 +313,7 @@ def bench_smime(rows: list[Row]) -> None:
     from cryptography.hazmat.primitives.asymmetric import padding
 
     from airflow_secure_mail.mail.compose import Attachment, MailRequest, compose
+    from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.mail.protect import KeyMaterial, Protection, protect
     from airflow_secure_mail.mail.smime import SmimeSigner
     from airflow_secure_mail.testing.keys import SmimeCA
@@ -319,7 +325,8 @@ def bench_smime(rows: list[Row]) -> None:
     keys = KeyMaterial(smime_signer=SmimeSigner(ident.certificate, ident.private_key))
     protection = Protection(sign=True, scheme="smime", signing_key="inline")
     wire = message.as_bytes(policy=email_policy.SMTP)  # the pipeline has these bytes from screening
-    ours = median_ms(lambda: protect(message, envelope, protection, keys, wire=wire), repeat=50)
+    plain = Outgoing(envelope.sender, envelope.recipients, wire, message["Message-ID"])
+    ours = median_ms(lambda: protect(plain, protection, keys), repeat=50)
     key = serialization.load_pem_private_key(ident.private_key.encode(), None)
     data = message.as_bytes()
     bare = median_ms(lambda: key.sign(data, padding.PKCS1v15(), hashes.SHA256()), repeat=50)  # type: ignore[union-attr,call-arg]
@@ -336,7 +343,7 @@ def bench_smime(rows: list[Row]) -> None:
 
 
 _MEMORY = """
-import json, os, resource, secrets, sys
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.screen import MailPolicy
@@ -346,7 +353,7 @@ from airflow_secure_mail.attachments import load_attachments
 def send(path):
     request = MailRequest(sender="airflow@example.com", to=("board@example.com",), subject="big", text="see attached",
                           attachments=load_attachments([path]), id_seed=secrets.token_hex(8))
-    send_mail(request, hook=SecureSmtpHook(), policy=MailPolicy(max_message_bytes=100_000_000))
+    send_mail(request, channel=MailChannel.for_conn(), policy=MailPolicy(max_message_bytes=100_000_000))
 
 send(sys.argv[1])  # warm: imports, Vault login, TLS
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -115,8 +115,8 @@ def connection_test() -> None:
 
 def malware_scan(smtp: Any) -> None:
     """A real clamd (private config, EICAR hash signature written here) refuses an infected zip before SMTP."""
+    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.errors import MalwareFound
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.compose import Attachment, MailRequest
     from airflow_secure_mail.mail.scan import ClamdScanner, eicar
     from airflow_secure_mail.mail.screen import MailPolicy
@@ -137,14 +137,16 @@ def malware_scan(smtp: Any) -> None:
         connections = smtp.connections
         try:
             send_mail(
-                request(Attachment("logs.zip", zip_of("debug.txt", eicar()))), hook=SecureSmtpHook(), policy=policy
+                request(Attachment("logs.zip", zip_of("debug.txt", eicar()))),
+                channel=MailChannel.for_conn(),
+                policy=policy,
             )
             check(False, "infected attachment refused")
         except MalwareFound as exc:
             check(exc.item == "logs.zip", f"refused logs.zip: {exc.signature} ({exc.rule})")
         check(smtp.connections == connections, "no SMTP connection was opened for it")
         result = send_mail(
-            request(Attachment("sales.csv", b"region,total\nnorth,12\n")), hook=SecureSmtpHook(), policy=policy
+            request(Attachment("sales.csv", b"region,total\nnorth,12\n")), channel=MailChannel.for_conn(), policy=policy
         )
         check(result.to_xcom()["malware_scan"] == "clean", "a clean report is sent, verdict 'clean'")
 

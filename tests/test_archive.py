@@ -1,4 +1,4 @@
-"""Issue 6: archive, backup and restore against the local file system, SeaweedFS and OpenBao Transit."""
+"""The archive (store, records), backup and restore against the local file system, SeaweedFS and OpenBao Transit."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from airflow_secure_mail.archive.bundle import backup, verify_bundle
-from airflow_secure_mail.archive.crypto import TransitEnvelope
-from airflow_secure_mail.archive.restore import RestoreSelection, export, resend, select
-from airflow_secure_mail.archive.store import MailArchive, ObjectStore, record_key
+from airflow_secure_mail.archive.crypto import TransitSealer
+from airflow_secure_mail.archive.restore import RestoreSelection, export, resend_copies, select
+from airflow_secure_mail.archive.store import MailArchive, ObjectStore
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError
-from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.compose import MailRequest
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.pipeline import asend_outgoing, send_mail
 
 BODY = "Confidential payroll summary: total 1,234,567 EUR\n"
 
@@ -26,7 +27,7 @@ BODY = "Confidential payroll summary: total 1,234,567 EUR\n"
 def transit_key(bao):
     name = "mail-archive-" + secrets.token_hex(3)
     bao.client().secrets.transit.create_key(name=name)
-    TransitEnvelope.forget_keys()
+    TransitSealer.forget_keys()
     return name
 
 
@@ -42,6 +43,16 @@ def _request(n: int = 0, **kw) -> MailRequest:
     return MailRequest(**base)
 
 
+def resend(found, *, resent_from, resend_to=None, archive=None, seed=None, policy=None):
+    """What MailRestoreOperator(mode='resend') runs: the copies through the pipeline like any send."""
+    from airflow_secure_mail._sync import run_sync
+
+    copies = resend_copies(found, resent_from=resent_from, resend_to=resend_to, seed=seed)
+    channel = MailChannel.for_conn()
+    run_sync(asend_outgoing(copies, channel=channel, archive=archive, policy=policy))
+    return [c.message_id for c in copies]
+
+
 def _window():
     now = datetime.now(UTC)
     return now - timedelta(hours=1), now + timedelta(hours=1)
@@ -50,7 +61,7 @@ def _window():
 def _send(archive, n=0, **kw):
     return send_mail(
         _request(n),
-        hook=SecureSmtpHook(),
+        channel=MailChannel.for_conn(),
         archive=archive,
         origin={"dag_id": "dag", "task_id": "task", "run_id": "run", "map_index": -1, "try_number": 1},
         **kw,
@@ -93,7 +104,7 @@ def test_records_stay_readable_after_transit_key_rotation(mail_env, tmp_path, tr
     archive = MailArchive(f"file://{tmp_path}/a", transit_key=transit_key)
     _send(archive, 1)
     mail_env.bao.client().secrets.transit.rotate_key(name=transit_key)
-    TransitEnvelope.forget_keys()
+    TransitSealer.forget_keys()
     _send(archive, 2)
     versions = {r.record.metadata["encryption"]["key_version"] for r in select(archive, RestoreSelection(*_window()))}
     assert versions == {"v1", "v2"}
@@ -225,14 +236,10 @@ def test_thousand_encrypted_records_cost_a_handful_of_vault_calls(bao, tmp_path,
     before = len(bao.audit_requests())
     archive = MailArchive(f"file://{tmp_path}/bulk", transit_key=transit_key)
     for n in range(1000):
-        key = record_key(f"<{n}@example.com>", "airflow@example.com", ["x@example.com"])
-        archive.stage(
-            key,
-            b"Subject: bulk\r\n\r\nbody %d\r\n" % n,
-            message_id=f"<{n}@example.com>",
-            sender="airflow@example.com",
-            recipients=["x@example.com"],
+        item = Outgoing(
+            "airflow@example.com", ("x@example.com",), b"Subject: bulk\r\n\r\nbody %d\r\n" % n, f"<{n}@example.com>"
         )
+        archive.stage(item)
     calls = bao.audit_requests()[before:]
     transit_calls = [r for r in calls if r["request"]["path"].startswith("transit/")]
     assert 1 <= len(transit_calls) <= 5, [r["request"]["path"] for r in calls]
@@ -318,13 +325,44 @@ def test_resend_refuses_injected_addresses(mail_env, tmp_path):
 
     archive = MailArchive(f"file://{tmp_path}/a")
     _send(archive, 1)
-    with pytest.raises(PolicyViolation):
+    with pytest.raises(PolicyViolation, match="resend_to"):
         resend(
             select(archive, RestoreSelection(*_window())),
             resent_from="a@example.com",
             resend_to=["x@example.com\r\nBcc: evil@example.com"],
         )
     assert len(mail_env.smtp.messages) == 1
+
+
+def test_resend_is_archived_as_a_resend_and_a_retry_sends_nothing_twice(mail_env, tmp_path):
+    from airflow_secure_mail.archive.record import ArchiveStatus
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    _send(archive, 1)
+    [original] = select(archive, RestoreSelection(*_window()))
+    for _ in range(2):  # the restore task and its retry: same seed
+        [resent_id] = resend([original], resent_from="archive@example.com", resend_to=["auditor@example.com"],
+                             archive=archive, seed="restore_dag|resend|run1|-1")  # fmt: skip
+    assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["r1@example.com"], ["auditor@example.com"]]
+    records = {r.record.meta.message_id: r.record for r in select(archive, RestoreSelection(*_window()))}
+    record = records[resent_id]
+    assert record.status is ArchiveStatus.SENT
+    assert record.meta.resend_of == original.record.meta.message_id
+    assert archive.read_message(record) == mail_env.smtp.messages[1].data
+
+
+def test_resend_is_screened_like_any_send(mail_env, tmp_path):
+    from airflow_secure_mail.errors import PolicyViolation
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    _send(archive, 1)
+    found = select(archive, RestoreSelection(*_window()))
+    policy = MailPolicy(allowed_recipient_domains=("example.com",))
+    with pytest.raises(PolicyViolation, match="outside allowed_recipient_domains") as info:
+        resend(found, resent_from="archive@example.com", resend_to=["someone@elsewhere.org"], policy=policy)
+    assert info.value.rule == "allowed_recipient_domains"
+    assert len(mail_env.smtp.messages) == 1  # only the original
 
 
 def test_backup_and_restore_dag(mail_env, airflow_db, tmp_path, monkeypatch):

@@ -96,3 +96,49 @@ def test_secrets_never_in_logs_or_xcom(mail_env, airflow_db, caplog, capfd):
     assert "send_hello" in captured  # the task's log really was captured
     assert mail_env.password not in captured
     assert mail_env.bao.root_token not in captured
+
+
+def test_hook_send_is_screened_before_any_connection(mail_env):
+    from airflow_secure_mail.errors import PolicyViolation
+
+    message = _message()
+    message.add_attachment(b"MZ\x90\x00" + b"\x00" * 200, maintype="application", subtype="pdf", filename="r.pdf")
+    before = mail_env.smtp.connections
+    with pytest.raises(PolicyViolation, match="'r.pdf' is declared application/pdf but its content is") as info:
+        SecureSmtpHook().send(message)
+    assert info.value.rule == "declared_type_mismatch"
+    assert mail_env.smtp.connections == before and mail_env.smtp.messages == []
+
+
+def test_hook_send_archives_the_exact_bytes_and_keeps_bcc_off_the_wire(mail_env, tmp_path):
+    from airflow_secure_mail.archive.record import ArchiveStatus
+    from airflow_secure_mail.archive.store import MailArchive
+
+    message = _message()
+    message["Bcc"] = "hidden@example.com"
+    archive = MailArchive(f"file://{tmp_path}/a")
+    receipt = SecureSmtpHook().send(message, archive=archive)
+    [received] = mail_env.smtp.messages
+    assert sorted(received.rcpt_tos) == ["hidden@example.com", "ops@example.com"]
+    assert b"hidden@example.com" not in received.data
+    [index] = list(tmp_path.glob("a/index/*/*.json"))
+    record = archive.lookup(index.stem)
+    assert record is not None and record.status is ArchiveStatus.SENT
+    assert archive.read_message(record) == received.data
+    assert "Message-ID" not in message  # the caller's message is left alone; the copy sent got one
+    assert receipt.message_id == record.meta.message_id
+    assert f"Message-ID: {receipt.message_id}\r\n".encode() in received.data
+
+
+def test_send_many_takes_outgoing_values_and_still_the_deprecated_tuples(mail_env):
+    from email import policy
+
+    from airflow_secure_mail.mail.outgoing import Outgoing
+
+    data = _message().as_bytes(policy=policy.SMTP)
+    hook = SecureSmtpHook()
+    receipts = hook.send_many([Outgoing("airflow@example.com", ("a@example.com",), data)])
+    with pytest.warns(DeprecationWarning, match="pass Outgoing"):
+        receipts += hook.send_many([("airflow@example.com", ["b@example.com"], data)])
+    assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["a@example.com"], ["b@example.com"]]
+    assert [r.accepted for r in receipts] == [("a@example.com",), ("b@example.com",)]

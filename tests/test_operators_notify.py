@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.testing.browser import render
 from tests.conftest import load_dag
 
@@ -120,7 +121,6 @@ def test_operator_templates_render_from_context(mail_env, airflow_db):
 
 
 def test_retry_of_same_task_instance_keeps_message_id(mail_env):
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.compose import MailRequest
     from airflow_secure_mail.pipeline import identity_seed, send_mail
 
@@ -128,8 +128,8 @@ def test_retry_of_same_task_instance_keeps_message_id(mail_env):
     request = MailRequest(
         sender="airflow@example.com", to=("a@example.com",), subject="s", text="b", id_seed=identity_seed({"ti": ti})
     )
-    first = send_mail(request, hook=SecureSmtpHook()).receipts[0].message_id
-    second = send_mail(request, hook=SecureSmtpHook()).receipts[0].message_id
+    first = send_mail(request, channel=MailChannel.for_conn()).receipts[0].message_id
+    second = send_mail(request, channel=MailChannel.for_conn()).receipts[0].message_id
     assert first == second and first is not None
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import EncryptionKeyMissing
-from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.compose import Attachment, MailRequest
 from airflow_secure_mail.mail.protect import Protection
 from airflow_secure_mail.pipeline import send_mail
@@ -82,7 +82,7 @@ def _send(protection: Protection, **kw):
         "attachments": (Attachment("q4.csv", CSV),),
     }
     base.update(kw)
-    return send_mail(MailRequest(**base), hook=SecureSmtpHook(), protection=protection)
+    return send_mail(MailRequest(**base), channel=MailChannel.for_conn(), protection=protection)
 
 
 class GpgHome:

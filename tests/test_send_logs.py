@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_secure_mail.archive.store import MailArchive
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import DeliveryError
-from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.pipeline import send_mail
 
@@ -25,7 +25,9 @@ def _lines(caplog) -> list[str]:
 def _send(archive: MailArchive, *, split: bool = False, **request):  # type: ignore[no-untyped-def]
     base = {"sender": "airflow@example.com", "subject": "numbers", "text": "42", "id_seed": "dag|task|run|-1"}
     request = MailRequest(**(base | request))
-    return send_mail(request, hook=SecureSmtpHook(), archive=archive, origin=ORIGIN, one_message_per_recipient=split)
+    return send_mail(
+        request, channel=MailChannel.for_conn(), archive=archive, origin=ORIGIN, one_message_per_recipient=split
+    )
 
 
 def test_send_and_retry_log_sent_then_already_sent(mail_env, tmp_path, caplog):
@@ -98,3 +100,29 @@ def test_refused_bcc_recipient_is_not_named_in_the_error(mail_env, tmp_path, cap
     assert "hidden.auditor@example.com" in info.value.refused  # the caller can still see who, in code
     assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["ana@example.com"]]
     assert "hidden.auditor" not in caplog.text
+
+
+def test_one_message_per_recipient_differs_only_in_to_and_message_id(mail_env, tmp_path):
+    from email import message_from_bytes
+
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    people = {"to": ("Ana <ana@example.com>", "bo@example.com"), "cc": ("cy@example.com",), "bcc": ("dee@example.com",)}
+    first = _send(archive, split=True, **people)
+    received = {m.rcpt_tos[0]: m.data for m in mail_env.smtp.messages}
+    assert sorted(received) == ["ana@example.com", "bo@example.com", "cy@example.com", "dee@example.com"]
+    assert all(len(m.rcpt_tos) == 1 for m in mail_env.smtp.messages)
+    bodies, ids = set(), set()
+    for rcpt, data in received.items():
+        head, _, body = data.partition(b"\r\n\r\n")
+        parsed = message_from_bytes(data)
+        assert parsed["To"].endswith(rcpt) or parsed["To"].endswith(f"<{rcpt}>")
+        assert parsed["Cc"] is None and b"Bcc" not in head
+        bodies.add(body)
+        ids.add(parsed["Message-ID"])
+        others = {h.split(b":")[0] for h in head.split(b"\r\n") if b":" in h} - {b"To", b"Message-ID"}
+        assert others == {b"From", b"Subject", b"Date", b"MIME-Version", b"Content-Type", b"Content-Transfer-Encoding"}
+    assert len(bodies) == 1 and len(ids) == 4
+    assert b"To: Ana <ana@example.com>\r\n" in received["ana@example.com"]
+    again = _send(archive, split=True, **people)  # a retry of the task: same Message-IDs, nothing sent twice
+    assert again.already_sent == 4 and len(mail_env.smtp.messages) == 4
+    assert sorted(r.message_id for r in again.receipts) == sorted(r.message_id for r in first.receipts)

@@ -42,10 +42,8 @@ def outgoing_from(
         header_sender, header_rcpts, hidden = envelope_of(message)
         sender = sender or header_sender
         recipients = list(recipients) if recipients is not None else header_rcpts
+        message = _for_the_wire(message, sender)
         message_id = message.get("Message-ID")
-        if "Bcc" in message:
-            message = copy.copy(message)
-            del message["Bcc"]
         data = message.as_bytes(policy=email_policy.SMTP)
     else:
         data = message
@@ -64,6 +62,19 @@ def outgoing_from(
         hidden=tuple(r for r in rcpts if r in hidden),
         resend_of=resend_of,
     )
+
+
+def _for_the_wire(message: EmailMessage, sender: str | None) -> EmailMessage:
+    """A copy without Bcc and with a Message-ID (the archive key and the receipts need one); the caller's is kept."""
+    if "Bcc" not in message and "Message-ID" in message:
+        return message
+    message = copy.copy(message)
+    del message["Bcc"]
+    if "Message-ID" not in message:
+        from email.utils import make_msgid
+
+        message["Message-ID"] = make_msgid(domain=(sender or "").rpartition("@")[2] or None)
+    return message
 
 
 def parsed(data: bytes) -> EmailMessage:
