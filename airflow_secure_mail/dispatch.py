@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Outcome = SendReceipt | SecureMailError
+_PARALLEL = 8
+"""Copies staged (and outcomes committed) at once: parallel fsyncs share the file system's journal commits."""
 
 
 @dataclass
@@ -64,15 +66,17 @@ async def dispatch(
     committer = _GroupCommit(store)
 
     async def staged() -> AsyncIterator[Outgoing]:
-        for d in deliveries:
-            error = await asyncio.to_thread(_stage, store, d, info)
-            if error is not None:  # stop staging; what is out commits, the rest reports the error
-                for rest in deliveries[deliveries.index(d) :]:
+        for start in range(0, len(deliveries), _PARALLEL):
+            chunk = deliveries[start : start + _PARALLEL]
+            error = await asyncio.to_thread(_stage_group, store, chunk, info)
+            if error is not None:  # stop: what is out commits, the rest reports the error (and stays pending)
+                for rest in deliveries[start:]:
                     rest.outcome = rest.outcome or error
                 return
-            if not d.already_sent:
-                sending.append(d)
-                yield d.item
+            for d in chunk:
+                if not d.already_sent:
+                    sending.append(d)
+                    yield d.item
 
     async def on_outcome(index: int, item: Outgoing, outcome: Outcome) -> None:
         sending[index].outcome = outcome
@@ -85,28 +89,41 @@ async def dispatch(
     return deliveries
 
 
-def _stage(store: MailArchive, d: Delivery, info: RecordInfo) -> ArchiveError | None:
-    """Find or write the copy's record before it is sent; an archive error is returned, not raised."""
+def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) -> ArchiveError | None:
+    """Find or write each copy's record before it is sent; an archive error is returned, not raised."""
+    try:
+        new = [d for d in group if not _found(store, d)]
+        staged = store.stage_many(
+            [d.item for d in new], origin=info.origin, protection=info.protection, malware_scan=info.malware_scan
+        )
+    except ArchiveError as exc:
+        staged = [exc] * len(group)
+        new = group
+    for d, result in zip(new, staged, strict=True):
+        if not isinstance(result, ArchiveError):
+            d.record = result
+        elif store.on_error != "send":
+            return result
+        else:
+            log.warning("archive unavailable; sending %s without a record (on_error='send')", d.item.message_id)
+    return None
+
+
+def _found(store: MailArchive, d: Delivery) -> bool:
+    """True when an earlier try staged this copy: delivered (nothing to send) or pending (send the staged bytes)."""
     from airflow_secure_mail.archive.record import record_key
 
-    key = record_key(d.item.message_id, d.item.sender, d.item.recipients)
-    try:
-        record = store.lookup(key)
-        if record is not None and record.delivered:
-            d.record, d.already_sent = record, True
-            stored = record.meta.receipt  # none for status "unknown"
-            d.outcome = SendReceipt.from_dict(dict(stored)) if stored else _unknown_receipt(d.item)
-            return None
-        if record is not None:
-            d.item = d.item.with_data(store.read_message(record))  # complete the staged send with the staged bytes
-        else:
-            record = store.stage(d.item, origin=info.origin, protection=info.protection, malware_scan=info.malware_scan)
-        d.record = record
-    except ArchiveError as exc:
-        if store.on_error != "send":
-            return exc
-        log.warning("archive unavailable; sending %s without a record (on_error='send')", key)
-    return None
+    record = store.lookup(record_key(d.item.message_id, d.item.sender, d.item.recipients))
+    if record is None:
+        return False
+    d.record = record
+    if record.delivered:
+        d.already_sent = True
+        stored = record.meta.receipt  # none for status "unknown"
+        d.outcome = SendReceipt.from_dict(dict(stored)) if stored else _unknown_receipt(d.item)
+    else:
+        d.item = d.item.with_data(store.read_message(record))  # complete the staged send with the staged bytes
+    return True
 
 
 class _GroupCommit:
@@ -141,28 +158,42 @@ class _GroupCommit:
 
 
 def _commit_group(store: MailArchive, group: list[Delivery]) -> None:
+    """Write the outcome of every delivery in the group at once; a flaky store is retried a few times."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-    from airflow_secure_mail.archive.record import ArchiveStatus
+    records = [_committed(d) for d in group]
+    for attempt in Retrying(
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        retry=retry_if_exception_type(ArchiveError),
+        reraise=True,
+    ):
+        with attempt:
+            pending = [(d, r) for d, r in zip(group, records, strict=True) if d.record is not r]
+            for (d, record), error in zip(pending, store.commit_many([r for _, r in pending]), strict=True):
+                if error is None:
+                    d.record = record
+            if any(d.record is not r for d, r in zip(group, records, strict=True)):
+                raise ArchiveError("could not commit every archive record; see the task log.")
+
+
+def _committed(d: Delivery) -> ArchiveRecord:
+    """The delivery's record as committed: its outcome, the receipt or the error."""
+    from datetime import UTC, datetime
+
+    from airflow_secure_mail.archive.record import ArchiveRecord, ArchiveStatus
     from airflow_secure_mail.errors import DeliveryError
 
-    for d in group:
-        assert d.record is not None and d.outcome is not None
-        if isinstance(d.outcome, SendReceipt):
-            status = ArchiveStatus.PARTIALLY_REFUSED if d.outcome.refused else ArchiveStatus.SENT
-            receipt, error = d.outcome.to_dict(), None
-        else:
-            lost = isinstance(d.outcome, DeliveryError) and d.outcome.maybe_delivered
-            status = ArchiveStatus.UNKNOWN if lost else ArchiveStatus.FAILED
-            receipt, error = None, str(d.outcome)
-        for attempt in Retrying(
-            stop=stop_after_attempt(3),
-            wait=wait_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type(ArchiveError),
-            reraise=True,
-        ):
-            with attempt:
-                d.record = store.commit(d.record, status, receipt=receipt, error=error)
+    assert d.record is not None and d.outcome is not None
+    if isinstance(d.outcome, SendReceipt):
+        status = ArchiveStatus.PARTIALLY_REFUSED if d.outcome.refused else ArchiveStatus.SENT
+        receipt, error = d.outcome.to_dict(), None
+    else:
+        lost = isinstance(d.outcome, DeliveryError) and d.outcome.maybe_delivered
+        status = ArchiveStatus.UNKNOWN if lost else ArchiveStatus.FAILED
+        receipt, error = None, str(d.outcome)
+    meta = d.record.meta.committed(status, datetime.now(UTC).isoformat(), receipt, error)
+    return ArchiveRecord(d.record.key, d.record.prefix, meta)
 
 
 def _unknown_receipt(item: Outgoing) -> SendReceipt:

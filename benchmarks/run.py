@@ -70,7 +70,6 @@ class Server:
 
 _SERVER = """
 import json, sys
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.testing.smtp import SmtpCatcher
 catcher = SmtpCatcher(users={"airflow": sys.argv[1]}, data_size_limit=200_000_000).start()
 print(json.dumps({"port": catcher.port(starttls=True), "ca": catcher.ca.pem}), flush=True)
@@ -343,8 +342,8 @@ def bench_smime(rows: list[Row]) -> None:
 
 
 _MEMORY = """
+import json, os, resource, secrets, sys
 from airflow_secure_mail.channel import MailChannel
-from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.screen import MailPolicy
 from airflow_secure_mail.pipeline import send_mail

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from airflow_secure_mail.archive.record import (
     RecordMetadata,
     record_key,
 )
-from airflow_secure_mail.errors import ArchiveIntegrityError, ConfigurationError
+from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, ConfigurationError
 
 if TYPE_CHECKING:
     from airflow_secure_mail.archive.crypto import TransitSealer
@@ -84,7 +84,7 @@ class MailArchive(ArchiveReader):
     # -- write-ahead -------------------------------------------------------------------------------
     def lookup(self, key: str) -> ArchiveRecord | None:
         """The record for ``key``: committed if ``<key>.json`` exists, else pending; None if never staged."""
-        index = self.read_json(f"index/{key[:2]}/{key}.json")
+        index = self.read_json(_index_name(key))
         if index is None:
             return None
         prefix = str(index["prefix"])
@@ -93,41 +93,38 @@ class MailArchive(ArchiveReader):
             raise ArchiveIntegrityError(f"archive index points at {prefix} but no record is there.", key=key)
         return ArchiveRecord(key, prefix, RecordMetadata.from_json(raw, where=prefix))
 
-    def stage(
+    def stage(self, item: Outgoing, **info: Any) -> ArchiveRecord:
+        """Write the bytes about to be sent and a ``pending`` record, before anything is sent."""
+        result = self.stage_many([item], **info)[0]
+        if isinstance(result, ArchiveError):
+            raise result
+        return result
+
+    def stage_many(
         self,
-        item: Outgoing,
+        items: Sequence[Outgoing],
         *,
         origin: Mapping[str, Any] | None = None,
         protection: str | None = None,
         malware_scan: Mapping[str, Any] | None = None,
-    ) -> ArchiveRecord:
-        """Write the bytes about to be sent and a ``pending`` record, before anything is sent."""
-        key = record_key(item.message_id, item.sender, item.recipients)
-        now = datetime.now(UTC)
-        prefix = f"messages/{now:%Y/%m/%d}/{key}"
-        stored, encryption = item.data, None
-        if self.sealer is not None:
-            stored, encryption = self.sealer.seal(item.data, aad=key.encode())
-        meta = RecordMetadata(
-            key=key,
-            sender=item.sender,
-            recipients=item.recipients,
-            size=item.size,
-            stored_size=len(stored),
-            sha256=hashlib.sha256(stored).hexdigest(),
-            content_sha256=None if encryption else hashlib.sha256(item.data).hexdigest(),
-            staged_at=now.isoformat(),
-            message_id=item.message_id,
-            encryption=encryption,
-            protection=protection or "none",
-            malware_scan=dict(malware_scan) if malware_scan else None,
-            airflow=dict(origin or {}),
-            resend_of=item.resend_of,
-        )
-        self.write_once(f"{prefix}.eml", stored)
-        self.write_once(f"{prefix}.pending.json", meta.to_json())
-        self.write_once(f"index/{key[:2]}/{key}.json", json.dumps({"prefix": prefix}).encode())
-        return ArchiveRecord(key, prefix, meta)
+    ) -> list[ArchiveRecord | ArchiveError]:
+        """:meth:`stage` for a group of copies, written and fsynced together; one outcome per copy.
+
+        The index entry (what a retry looks up) is written only after the message and its record are durable.
+        """
+        records, objects = [], []
+        for item in items:
+            record, stored = _pending(self.sealer, item, origin or {}, protection, malware_scan)
+            records.append(record)
+            objects += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.pending.json", record.meta.to_json())]
+        written = self.write_once_many(objects)
+        results: list[ArchiveRecord | ArchiveError] = [
+            written[2 * i] or written[2 * i + 1] or record for i, record in enumerate(records)
+        ]
+        ready = [r for r in results if isinstance(r, ArchiveRecord)]
+        index = self.write_once_many([(_index_name(r.key), json.dumps({"prefix": r.prefix}).encode()) for r in ready])
+        failed = {id(r): e for r, e in zip(ready, index, strict=True) if e is not None}
+        return [failed.get(id(r), r) for r in results]
 
     def commit(
         self,
@@ -142,13 +139,23 @@ class MailArchive(ArchiveReader):
         A failed record stays staged: the next try of the task finds it pending and sends the staged bytes.
         """
         meta = record.meta.committed(ArchiveStatus(status), datetime.now(UTC).isoformat(), receipt, error)
-        if meta.status.delivered:
-            self.write_once(f"{record.prefix}.json", meta.to_json())
-        else:
-            directory, _, name = record.prefix.rpartition("/")
-            attempt = 1 + sum(1 for n in self.list_names(directory) if n.startswith(f"{name}.failed-"))
-            self.write_once(f"{record.prefix}.failed-{attempt}.json", meta.to_json())
-        return ArchiveRecord(record.key, record.prefix, meta)
+        committed = ArchiveRecord(record.key, record.prefix, meta)
+        failure = self.commit_many([committed])[0]
+        if failure is not None:
+            raise failure
+        return committed
+
+    def commit_many(self, records: Sequence[ArchiveRecord]) -> list[ArchiveError | None]:
+        """Write committed records (their ``meta`` already says the outcome) together; one outcome each."""
+        names = []
+        for record in records:
+            if record.meta.status.delivered:
+                names.append(f"{record.prefix}.json")
+            else:
+                directory, _, name = record.prefix.rpartition("/")
+                attempt = 1 + sum(1 for n in self.list_names(directory) if n.startswith(f"{name}.failed-"))
+                names.append(f"{record.prefix}.failed-{attempt}.json")
+        return self.write_once_many([(n, r.meta.to_json()) for n, r in zip(names, records, strict=True)])
 
     def remove(self, record: ArchiveRecord) -> None:
         """Delete one record (retention, after a verified bundle holds it)."""
@@ -156,7 +163,43 @@ class MailArchive(ArchiveReader):
         for item in self.list_names(directory):
             if item.startswith(name + "."):
                 self.delete(f"{directory}/{item}")
-        self.delete(f"index/{record.key[:2]}/{record.key}.json")
+        self.delete(_index_name(record.key))
+
+
+def _pending(
+    sealer: TransitSealer | None,
+    item: Outgoing,
+    origin: Mapping[str, Any],
+    protection: str | None,
+    scan: Mapping[str, Any] | None,
+) -> tuple[ArchiveRecord, bytes]:
+    """The pending record of one copy and the bytes to store (sealed when the archive is encrypted)."""
+    key = record_key(item.message_id, item.sender, item.recipients)
+    now = datetime.now(UTC)
+    stored, encryption = item.data, None
+    if sealer is not None:
+        stored, encryption = sealer.seal(item.data, aad=key.encode())
+    meta = RecordMetadata(
+        key=key,
+        sender=item.sender,
+        recipients=item.recipients,
+        size=item.size,
+        stored_size=len(stored),
+        sha256=hashlib.sha256(stored).hexdigest(),
+        content_sha256=None if encryption else hashlib.sha256(item.data).hexdigest(),
+        staged_at=now.isoformat(),
+        message_id=item.message_id,
+        encryption=encryption,
+        protection=protection or "none",
+        malware_scan=dict(scan) if scan else None,
+        airflow=dict(origin),
+        resend_of=item.resend_of,
+    )
+    return ArchiveRecord(key, f"messages/{now:%Y/%m/%d}/{key}", meta), stored
+
+
+def _index_name(key: str) -> str:
+    return f"index/{key[:2]}/{key}.json"
 
 
 def as_archive(value: Any) -> MailArchive | None:

@@ -61,36 +61,14 @@ class SecureSmtpHook(BaseHook):
 
     def tls_policy(self) -> TLSPolicy:
         """The connection's TLSPolicy, with ``vault:`` certificate references resolved."""
-        s = self.settings
+        from airflow_secure_mail.hooks.session import tls_policy_for
 
-        def resolve(value: str | None) -> str | None:
-            if value and value.startswith("vault:"):
-                return str(self.vault.read_field(value, mount=s.vault_mount))
-            return value
-
-        return TLSPolicy(
-            host=s.host,
-            port=s.port,
-            security=s.security,  # type: ignore[arg-type]
-            min_tls_version=s.min_tls_version,
-            ca_cert=resolve(s.ca_cert),
-            client_cert=resolve(s.client_cert),
-            client_key=resolve(s.client_key),
-        )
+        return tls_policy_for(self.settings, self.vault)
 
     async def _open(self) -> SmtpSession:
-        """A protected, authenticated session; its Vault reads end within extra ``deadline``."""
-        from airflow_secure_mail.hooks.credentials import read_credentials
-        from airflow_secure_mail.vault import deadline as vault_deadline
+        from airflow_secure_mail.hooks.session import open_session
 
-        async def credentials(fresh: bool) -> Any:
-            return await read_credentials(self.settings, self.vault, fresh)
-
-        with vault_deadline(self.settings.deadline):
-            policy = await asyncio.to_thread(self.tls_policy)
-            session = SmtpSession(policy, credentials, timeout=self.settings.timeout)
-            await session.open()
-        return session
+        return await open_session(self.settings, self.vault)
 
     # -- the one job -----------------------------------------------------------------------------
     async def adeliver(
@@ -153,18 +131,7 @@ class SecureSmtpHook(BaseHook):
         return run_sync(self.asend_many(messages, **kwargs))
 
     def _outgoing(self, message: Any, sender: str | None, recipients: Sequence[str] | None) -> Outgoing:
-        from airflow_secure_mail.mail.external import outgoing_from
-
-        if isinstance(message, Outgoing):
-            return message
-        if isinstance(message, tuple):
-            warnings.warn(
-                "send_many((sender, recipients, bytes)) is deprecated: pass Outgoing(sender, recipients, data).",
-                DeprecationWarning,
-                stacklevel=4,
-            )
-            sender, recipients, message = message
-        return outgoing_from(message, sender=sender, recipients=recipients, default_sender=self.settings.from_email)
+        return _as_outgoing(message, sender, recipients, self.settings.from_email)
 
     async def _run(
         self, items: list[Outgoing], concurrency: int, allow_partial: bool, policy: Any, archive: Any
@@ -203,3 +170,20 @@ class SecureSmtpHook(BaseHook):
         session = await self._open()
         await session.close()
         return session.info
+
+
+def _as_outgoing(
+    message: Any, sender: str | None, recipients: Sequence[str] | None, from_email: str | None
+) -> Outgoing:
+    from airflow_secure_mail.mail.external import outgoing_from
+
+    if isinstance(message, Outgoing):
+        return message
+    if isinstance(message, tuple):
+        warnings.warn(
+            "send_many((sender, recipients, bytes)) is deprecated: pass Outgoing(sender, recipients, data).",
+            DeprecationWarning,
+            stacklevel=5,
+        )
+        sender, recipients, message = message
+    return outgoing_from(message, sender=sender, recipients=recipients, default_sender=from_email)

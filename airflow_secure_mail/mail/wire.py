@@ -33,13 +33,24 @@ def join(fields: list[bytes], body: bytes) -> bytes:
 def with_headers(data: bytes, **values: str) -> bytes:
     """``data`` with the named header fields (``To``, ``Message_ID`` …) replaced, each folded by ``policy.SMTP``.
 
-    Values pass through ``EmailMessage``, which refuses CR/LF; callers give validated addresses.
+    Values pass through ``EmailMessage``, which refuses CR/LF, unless they are short plain ASCII (the common
+    case of a per-recipient copy), which is written as is; callers give validated addresses.
     """
-    fresh = EmailMessage(policy=email_policy.SMTP)
-    for name, value in values.items():
-        fresh[name.replace("_", "-")] = value
-    new_fields, _ = split_fields(fresh.as_bytes())
-    replacements = {field_name(f): f for f in new_fields if f}
+    replacements = {}
+    slow = {}
+    for key, value in values.items():
+        name = key.replace("_", "-")
+        line = f"{name}: {value}"
+        if len(line) <= 78 and line.isascii() and line.isprintable():
+            replacements[name.lower()] = line.encode("ascii")
+        else:
+            slow[name] = value
+    if slow:
+        fresh = EmailMessage(policy=email_policy.SMTP)
+        for name, value in slow.items():
+            fresh[name] = value
+        new_fields, _ = split_fields(fresh.as_bytes())
+        replacements.update({field_name(f): f for f in new_fields if f})
     fields, body = split_fields(data)
     out = [replacements.pop(field_name(f), f) for f in fields]
     out.extend(replacements.values())
