@@ -28,14 +28,20 @@ def test_a_clean_reply_is_clean_with_the_scanner_version():
 
 
 def test_a_finding_refuses_naming_part_and_signature_even_with_on_error_allow():
-    with ScriptedClamd([b"stream: Win.Test.Bad FOUND"]) as fake, pytest.raises(MalwareFound) as info:
+    with (
+        ScriptedClamd([b"stream: Win.Test.Bad FOUND"]) as fake,
+        pytest.raises(MalwareFound, match="clamd found Win.Test.Bad") as info,
+    ):
         _scan(ClamdScanner(fake.address, on_error="allow"), ("invoice.pdf", b"%PDF"))
     assert str(info.value) == "malware in 'invoice.pdf': clamd found Win.Test.Bad; nothing was sent."
     assert (info.value.rule, info.value.item, info.value.signature) == ("malware", "invoice.pdf", "Win.Test.Bad")
 
 
 def test_clamd_reporting_an_encrypted_archive_is_refused_as_such():
-    with ScriptedClamd([b"stream: Heuristics.Encrypted.Zip FOUND"]) as fake, pytest.raises(PolicyViolation) as info:
+    with (
+        ScriptedClamd([b"stream: Heuristics.Encrypted.Zip FOUND"]) as fake,
+        pytest.raises(PolicyViolation, match="is encrypted") as info,
+    ):
         _scan(ClamdScanner(fake.address), ("a.zip", b"PK\x05\x06" + b"\x00" * 18))
     assert str(info.value) == (
         "attachment 'a.zip' is encrypted (Heuristics.Encrypted.Zip) and cannot be scanned: send it unencrypted."
