@@ -236,7 +236,7 @@ def test_encoded_file_name_decoding_to_crlf_is_refused(filename):
     ids=["rfc2047-param", "rfc2231-param", "rfc2231-other-param", "raw-crlf"],
 )
 def test_content_type_parameter_decoding_to_crlf_is_refused(content_type):
-    with pytest.raises(PolicyViolation, match=f"attachment content_type {CONTROL}") as info:
+    with pytest.raises(PolicyViolation, match=rf"attachment content_type( parameter \S+)? {CONTROL}") as info:
         _screen(_request(Attachment("report.csv", CSV, content_type=content_type)))
     assert info.value.rule == "header_injection"
 
@@ -246,7 +246,7 @@ def test_emitted_part_headers_are_screened_even_if_compose_let_them_through():
     message, envelope = compose(_request(Attachment("report.csv", CSV)))
     [part] = list(message.iter_attachments())
     part.set_param("name", "=?utf-8?q?r=0D=0ABcc:_attacker@evil.example?=")
-    with pytest.raises(PolicyViolation, match=f"MIME part 2 header Content-Type {CONTROL}") as info:
+    with pytest.raises(PolicyViolation, match=f"attachment content_type parameter name {CONTROL}") as info:
         screen(message, envelope, MailPolicy(), (Attachment("report.csv", CSV),))
     assert info.value.rule == "header_injection"
 

@@ -290,24 +290,35 @@ def _screen_html_attachment(att: Attachment) -> None:
 
 
 def _check_emitted_headers(message: EmailMessage) -> dict[str, str]:
-    """Every header and MIME parameter of every part, as a reader decodes it; returns attachment wire types."""
-    from email.utils import collapse_rfc2231_value
+    """Every header and MIME parameter of every part, as a reader decodes it; returns attachment wire types.
 
+    This is the one decoded check (RFC 2047 words, RFC 2231 values): compose only refuses control characters
+    in the raw values it hands the email package. An attachment's file name and parameters come first, so
+    the error names them as the caller wrote them (``attachment file name``, ``content_type``).
+    """
     wire_types: dict[str, str] = {}
     for index, part in enumerate(message.walk()):
-        where = "header" if index == 0 else f"MIME part {index} header"
+        attachment = part.get_content_disposition() == "attachment"
+        where = "attachment header" if attachment else "header" if index == 0 else f"MIME part {index} header"
+        filename = part.get_filename()
+        if attachment and filename is not None:
+            check_decoded(filename, "attachment file name")
+            wire_types[filename] = part.get_content_type()
+        for header, label in (("Content-Type", "content_type"), ("Content-Disposition", "content_disposition")):
+            _check_params(part, f"attachment {label}" if attachment else f"{where} {header}", header)
         for name, value in part.items():
             check_no_control(name, f"{where} name")
             check_decoded(str(value), f"{where} {name}")
-        for header in ("Content-Type", "Content-Disposition"):
-            for key, raw in part.get_params(failobj=[], header=header)[1:]:
-                check_decoded(key, f"{where} {header} parameter")
-                check_decoded(str(collapse_rfc2231_value(raw)), f"{where} {header} parameter {key}")
-        filename = part.get_filename()
-        if filename is not None and part.get_content_disposition() == "attachment":
-            check_decoded(filename, "attachment file name")
-            wire_types[filename] = part.get_content_type()
     return wire_types
+
+
+def _check_params(part: EmailMessage, what: str, header: str) -> None:
+    """The parameters of one header of one part, names and values, RFC 2231 values collapsed as a reader does."""
+    from email.utils import collapse_rfc2231_value
+
+    for key, raw in part.get_params(failobj=[], header=header)[1:]:
+        check_decoded(key, f"{what} parameter")
+        check_decoded(str(collapse_rfc2231_value(raw)), f"{what} parameter {key}")
 
 
 def _types_agree(wire: str, sniffed: str) -> bool:
