@@ -62,6 +62,18 @@ def test_extension_must_agree_with_content():
     assert info.value.rule == "extension_mismatch"
 
 
+def test_text_family_extensions_accept_any_text_content():
+    data, _ = _screen(_request(Attachment("data.json", CSV), Attachment("data.tsv", CSV), Attachment("d.txt", CSV)))
+    assert data.count(b"Content-Disposition: attachment") == 3
+
+
+@pytest.mark.parametrize("filename", ["report.bin", "report", "report.exe"])
+def test_a_name_without_a_matching_extension_is_refused(filename):
+    with pytest.raises(PolicyViolation, match=f"'{filename}' holds text/plain but its name says otherwise") as info:
+        _screen(_request(Attachment(filename, CSV, content_type="text/plain")))
+    assert info.value.rule == "extension_mismatch"
+
+
 def test_macro_enabled_office_file_is_refused():
     workbook = _office(("[Content_Types].xml", b"<Types/>"), ("xl/workbook.xml", b"<w/>"), ("xl/vbaProject.bin", b"m"))
     with pytest.raises(PolicyViolation, match="is application/vnd.ms-office.macroenabled by content") as info:

@@ -157,20 +157,12 @@ def _zip_kind(data: bytes) -> str:
 
 
 def _extension_agrees(filename: str, sniffed: str) -> bool:
+    """The type the file name's extension implies is what the bytes are (an unknown extension never agrees)."""
     guessed = mimetypes.guess_type(filename)[0]
-    if guessed is None:
-        return False
-    if guessed == sniffed:
-        return True
-    aliases = {
-        ("text/plain", "text/csv"),
-        ("text/plain", "application/json"),
-        ("text/plain", "text/tab-separated-values"),
-    }
-    return (sniffed, guessed) in aliases or (guessed in _TEXT_TYPES and sniffed in _TEXT_TYPES)
+    return guessed is not None and _types_agree(guessed, sniffed)
 
 
-class Recipients(Protocol):
+class HasRecipients(Protocol):
     """What screen needs of an envelope: the exact addresses the message goes to (compose's ``Envelope``)."""
 
     @property
@@ -179,7 +171,7 @@ class Recipients(Protocol):
 
 def screen(
     message: EmailMessage,
-    envelope: Recipients,
+    envelope: HasRecipients,
     policy: MailPolicy,
     attachments: tuple[Attachment, ...] = (),
     *,
