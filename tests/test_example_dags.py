@@ -34,12 +34,12 @@ def test_weekly_report_dag_runs_without_logical_date(mail_env, airflow_db, monke
 
 
 def test_encrypted_report_dag_runs_without_logical_date(mail_env, airflow_db, monkeypatch, tmp_path):
-    from airflow_secure_mail.archive.crypto import TransitEnvelope
+    from airflow_secure_mail.archive.crypto import TransitSealer
     from airflow_secure_mail.testing.keys import seed_vault_keys
 
     seed_vault_keys(mail_env.bao.client(), "board@example.com", "airflow@example.com")
     mail_env.bao.client().secrets.transit.create_key(name="mail-archive-nold")
-    TransitEnvelope.forget_keys()
+    TransitSealer.forget_keys()
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "mail-archive-nold")
     run = _run_without_logical_date("secure_mail_encrypted_report.py", "secure_mail_encrypted_report")

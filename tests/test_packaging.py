@@ -40,13 +40,13 @@ def test_airflow_providers_list_shows_it(airflow_db):
 
 def test_encrypted_report_dag_sends_only_ciphertext(mail_env, airflow_db, monkeypatch, tmp_path):
     """The example DAG end to end (keys generated here, stored in Vault as the README describes)."""
-    from airflow_secure_mail.archive.crypto import TransitEnvelope
+    from airflow_secure_mail.archive.crypto import TransitSealer
     from airflow_secure_mail.testing.keys import seed_vault_keys
     from tests.conftest import load_dag
 
     seed_vault_keys(mail_env.bao.client(), "board@example.com", "airflow@example.com")
     mail_env.bao.client().secrets.transit.create_key(name="mail-archive-dag")
-    TransitEnvelope.forget_keys()
+    TransitSealer.forget_keys()
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "mail-archive-dag")
     run = load_dag("secure_mail_encrypted_report.py", "secure_mail_encrypted_report").test()

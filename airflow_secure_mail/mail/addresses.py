@@ -58,11 +58,20 @@ def check_decoded(value: str, what: str) -> None:
             words = decode_header(value)
         except Exception:  # a malformed encoded word: the reader will show it raw, which we already checked
             words = []
-        text = "".join(w.decode(c or "latin-1", "replace") if isinstance(w, bytes) else w for w, c in words)
-        check_no_control(text, what)
+        check_no_control("".join(_decoded_word(w, c) for w, c in words), what)
     rfc2231 = _RFC2231.match(value)
     if rfc2231 or "%" in value:
         check_no_control(unquote(rfc2231.group(1) if rfc2231 else value, errors="replace"), what)
+
+
+def _decoded_word(word: bytes | str, charset: str | None) -> str:
+    """One ``decode_header`` piece as text; an unknown charset reads as latin-1, so every control byte stays one."""
+    if isinstance(word, str):
+        return word
+    try:
+        return word.decode(charset or "latin-1", "replace")
+    except LookupError:
+        return word.decode("latin-1")
 
 
 def special_use_suffix(domain: str) -> str | None:
@@ -77,25 +86,18 @@ def parse_mailbox(value: str, what: str = "address", *, allow_special_use_domain
     Addresses under special-use names (``.local``, ``.internal``, ``.test`` …) are refused unless
     ``allow_special_use_domains`` (``MailPolicy(allow_special_use_domains=True)``, for internal relays).
     """
-    from email_validator import EmailNotValidError, validate_email
-
     if not isinstance(value, str):
         raise PolicyViolation(f"{what} must be a string, got {type(value).__name__}.", rule="address", item=what)
-    check_no_control(value, what)
-    name = ""
-    addr = value.strip()
-    match = _NAME_ADDR.match(value)
-    if match:
-        name = (match.group(1) if match.group(1) is not None else match.group(2) or "").strip()
-        addr = match.group(3)
-    elif any(c in addr for c in '<>",;()\\ '):
+    name, addr = _split_mailbox(value, what)
+    local, _, domain = addr.rpartition("@")
+    if "=?" in local:
         raise PolicyViolation(
-            f"{what} {value!r} is not a single address: use 'user@domain' or 'Name <user@domain>'.",
+            f"{what} {addr!r} holds an RFC 2047 encoded word ('=?'), which some mail programs decode into "
+            "another address: write the address plainly.",
             rule="address",
-            item=value,
+            item=addr,
         )
-    given_local, _, given_domain = addr.rpartition("@")
-    special = special_use_suffix(given_domain)
+    special = special_use_suffix(domain)
     if special and not allow_special_use_domains:
         raise PolicyViolation(
             f"{what} {addr!r} is in the special-use domain .{special}, refused by default: set "
@@ -103,20 +105,45 @@ def parse_mailbox(value: str, what: str = "address", *, allow_special_use_domain
             rule="special_use_domain",
             item=addr,
         )
-    # email-validator refuses special-use names outright; when allowed, validate the rest under a neutral TLD.
-    probe = f"{given_local}@{given_domain.rstrip('.')[: -len(special)]}{_NEUTRAL_TLD}" if special else addr
-    error: PolicyViolation | None = None
+    return Mailbox(addr=_validated(addr, special, what), name=name)
+
+
+def _split_mailbox(value: str, what: str) -> tuple[str, str]:
+    """The display name (checked as a reader decodes it) and the addr-spec of one mailbox."""
+    check_no_control(value, what)
+    match = _NAME_ADDR.match(value)
+    if match is None:
+        addr = value.strip()
+        if any(c in addr for c in '<>",;()\\ '):
+            raise PolicyViolation(
+                f"{what} {value!r} is not a single address: use 'user@domain' or 'Name <user@domain>'.",
+                rule="address",
+                item=value,
+            )
+        return "", addr
+    name = (match.group(1) if match.group(1) is not None else match.group(2) or "").strip()
+    check_decoded(name, f"{what} display name")
+    return name, match.group(3)
+
+
+def _validated(addr: str, special: str | None, what: str) -> str:
+    """The normalized addr-spec (email-validator, no DNS); a special-use domain is validated under a neutral TLD.
+
+    email-validator refuses special-use names outright, so the checked name swaps the suffix for ``example``.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    local, _, domain = addr.rpartition("@")
+    probe = f"{local}@{domain.rstrip('.')[: -len(special)]}{_NEUTRAL_TLD}" if special else addr
     try:
         result = validate_email(probe, check_deliverability=False, allow_quoted_local=False, allow_domain_literal=False)
     except EmailNotValidError as exc:
-        error = PolicyViolation(f"{what} {addr!r} is invalid: {exc}", rule="address", item=addr)
-    if error is not None:
-        raise error
-    local, _, _ = result.normalized.rpartition("@")
-    domain = result.ascii_domain.lower()
+        raise PolicyViolation(f"{what} {addr!r} is invalid: {exc}", rule="address", item=addr) from None
+    normalized_local = result.normalized.rpartition("@")[0]
+    normalized_domain = result.ascii_domain.lower()
     if special:
-        domain = domain[: -len(_NEUTRAL_TLD)] + special
-    return Mailbox(addr=f"{local}@{domain}", name=name)
+        normalized_domain = normalized_domain[: -len(_NEUTRAL_TLD)] + special
+    return f"{normalized_local}@{normalized_domain}"
 
 
 def parse_mailboxes(

@@ -16,7 +16,6 @@ from typing import Any
 from airflow_secure_mail.errors import PolicyViolation
 from airflow_secure_mail.mail.addresses import (
     Mailbox,
-    check_decoded,
     check_no_control,
     parse_mailbox,
     parse_mailboxes,
@@ -50,7 +49,7 @@ _TOKEN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 def wire_type(att: Attachment) -> tuple[str, dict[str, str]]:
     """``type/subtype`` and parameters of the attachment's Content-Type, each checked as a reader decodes it."""
     declared = att.content_type or mimetypes.guess_type(att.filename)[0] or "application/octet-stream"
-    check_decoded(declared, "attachment content_type")
+    check_no_control(declared, "attachment content_type")
     kind, _, rest = declared.partition(";")
     maintype, slash, subtype = kind.strip().lower().partition("/")
     if not (slash and _TOKEN.match(maintype) and _TOKEN.match(subtype)):
@@ -65,8 +64,8 @@ def wire_type(att: Attachment) -> tuple[str, dict[str, str]]:
 
         header: Any = HeaderRegistry()("Content-Type", f"{maintype}/{subtype}; {rest.strip()}")
         for key, value in header.params.items():
-            check_decoded(key, "attachment content_type parameter")
-            check_decoded(str(value), f"attachment content_type parameter {key}")
+            check_no_control(key, "attachment content_type parameter")
+            check_no_control(str(value), f"attachment content_type parameter {key}")
             if key.lower() not in ("name", "filename"):
                 params[key.lower()] = str(value)
     return f"{maintype}/{subtype}", params
@@ -242,7 +241,7 @@ def _add_body(msg: EmailMessage, request: MailRequest) -> None:
     if request.html is not None:
         msg.add_alternative(request.html, subtype="html", cte="quoted-printable")
     for att in request.attachments:
-        check_decoded(att.filename, "attachment file name")
+        check_no_control(att.filename, "attachment file name")
         kind, params = wire_type(att)
         maintype, _, subtype = kind.partition("/")
         msg.add_attachment(att.content, maintype=maintype, subtype=subtype, filename=att.filename, params=params)

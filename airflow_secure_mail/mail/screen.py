@@ -7,13 +7,13 @@ import logging
 import mimetypes
 import re
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
 from airflow_secure_mail.mail.addresses import check_decoded, check_no_control, normalize_domain
-from airflow_secure_mail.mail.compose import Attachment, Envelope
+from airflow_secure_mail.mail.compose import Attachment
 from airflow_secure_mail.mail.html_screen import check_html_mode
 from airflow_secure_mail.mail.scan import ClamdScanner
 
@@ -96,12 +96,6 @@ class MailPolicy:
         return cls(**values)
 
 
-@dataclass(frozen=True)
-class ScreenReport:
-    size: int
-    attachment_types: dict[str, str] = field(default_factory=dict)
-
-
 def sniff(att: Attachment) -> str:
     """The attachment's type judged by its bytes (libmagic when installed, else ``filetype``)."""
     data = att.content
@@ -163,98 +157,106 @@ def _zip_kind(data: bytes) -> str:
 
 
 def _extension_agrees(filename: str, sniffed: str) -> bool:
+    """The type the file name's extension implies is what the bytes are (an unknown extension never agrees)."""
     guessed = mimetypes.guess_type(filename)[0]
-    if guessed is None:
-        return False
-    if guessed == sniffed:
-        return True
-    aliases = {
-        ("text/plain", "text/csv"),
-        ("text/plain", "application/json"),
-        ("text/plain", "text/tab-separated-values"),
-    }
-    return (sniffed, guessed) in aliases or (guessed in _TEXT_TYPES and sniffed in _TEXT_TYPES)
+    return guessed is not None and _types_agree(guessed, sniffed)
+
+
+class HasRecipients(Protocol):
+    """What screen needs of an envelope: the exact addresses the message goes to (compose's ``Envelope``)."""
+
+    @property
+    def recipients(self) -> tuple[str, ...]: ...
+
+
+def screen(
+    message: EmailMessage,
+    envelope: HasRecipients,
+    policy: MailPolicy,
+    attachments: tuple[Attachment, ...] = (),
+    *,
+    encoded_size: int | None = None,
+) -> None:
+    """Raise PolicyViolation naming the rule and the item on the first breach; nothing is sent.
+
+    Headers are judged as emitted (every part, decoded as a reader decodes them); recipients are the
+    envelope's, already validated by compose; attachments are judged by their bytes.
+    """
+    wire_types = _check_emitted_headers(message)
+    screen_recipients(envelope.recipients, policy)
+    for att in attachments:
+        _check_attachment(att, wire_types.get(att.filename, att.declared_type), policy)
+    if encoded_size is None:
+        from email import policy as email_policy
+
+        encoded_size = len(message.as_bytes(policy=email_policy.SMTP))
+    check_size(encoded_size, policy)
 
 
 def screen_recipients(recipients: tuple[str, ...], policy: MailPolicy) -> None:
-    """The exact envelope recipients against ``max_recipients`` and ``allowed_recipient_domains``."""
+    """``max_recipients`` and ``allowed_recipient_domains`` against the exact envelope recipients."""
     if len(recipients) > policy.max_recipients:
         raise PolicyViolation(
             f"{len(recipients)} recipients exceed max_recipients={policy.max_recipients}: "
             "split the mail or raise the limit.",
             rule="max_recipients",
         )
-    if policy.allowed_recipient_domains is not None:
-        allowed = set(policy.allowed_recipient_domains)
-        for rcpt in recipients:
-            check_no_control(rcpt, "recipient")
-            domain = normalize_domain(rcpt.rpartition("@")[2])
-            if domain not in allowed:
-                raise PolicyViolation(
-                    f"recipient {rcpt} is outside allowed_recipient_domains; add {domain} or remove it.",
-                    rule="allowed_recipient_domains",
-                    item=rcpt,
-                )
+    if policy.allowed_recipient_domains is None:
+        return
+    allowed = set(policy.allowed_recipient_domains)
+    for rcpt in recipients:
+        domain = normalize_domain(rcpt.rpartition("@")[2])
+        if domain not in allowed:
+            raise PolicyViolation(
+                f"recipient {rcpt} is outside allowed_recipient_domains; add {domain} or remove it.",
+                rule="allowed_recipient_domains",
+                item=rcpt,
+            )
 
 
-def screen(
-    message: EmailMessage,
-    envelope: Envelope,
-    policy: MailPolicy,
-    attachments: tuple[Attachment, ...] = (),
-    *,
-    encoded_size: int | None = None,
-) -> ScreenReport:
-    """Raise PolicyViolation naming the rule and the item on the first breach; nothing is sent."""
-    wire_types = _check_emitted_headers(message)
-    screen_recipients(envelope.recipients, policy)
-    types: dict[str, str] = {}
-    for att in attachments:
-        check_decoded(att.filename, "attachment file name")
-        if policy.max_attachment_bytes is not None and len(att.content) > policy.max_attachment_bytes:
-            raise PolicyViolation(
-                f"attachment {att.filename!r} is {len(att.content)} bytes, over max_attachment_bytes="
-                f"{policy.max_attachment_bytes}.",
-                rule="max_attachment_bytes",
-                item=att.filename,
-            )
-        kind = sniff(att)
-        wire = wire_types.get(att.filename, att.declared_type)
-        if wire not in policy.allowed_attachment_types:
-            raise PolicyViolation(
-                f"attachment {att.filename!r} would be sent as {wire}, which allowed_attachment_types does not allow"
-                + (_HTML_HINT if wire == "text/html" else "."),
-                rule="allowed_attachment_types",
-                item=att.filename,
-            )
-        if att.content_type and not _types_agree(wire, kind):  # without one, the extension rule below judges
-            raise PolicyViolation(
-                f"attachment {att.filename!r} is declared {wire} but its content is {kind}: declare {kind} "
-                "or leave content_type unset.",
-                rule="declared_type_mismatch",
-                item=att.filename,
-            )
-        if kind not in policy.allowed_attachment_types:
-            raise PolicyViolation(
-                f"attachment {att.filename!r} is {kind} by content, which allowed_attachment_types does not allow.",
-                rule="allowed_attachment_types",
-                item=att.filename,
-            )
-        if not _extension_agrees(att.filename, kind):
-            raise PolicyViolation(
-                f"attachment {att.filename!r} holds {kind} but its name says otherwise: rename it to match.",
-                rule="extension_mismatch",
-                item=att.filename,
-            )
-        if kind == "text/html":
-            _screen_html_attachment(att)
-        types[att.filename] = kind
-    if encoded_size is None:
-        from email import policy as email_policy
+def _check_attachment(att: Attachment, wire: str, policy: MailPolicy) -> None:
+    """Size, then the type on the wire and the type by content: both allowed, agreeing, and named truthfully."""
+    if policy.max_attachment_bytes is not None and len(att.content) > policy.max_attachment_bytes:
+        raise PolicyViolation(
+            f"attachment {att.filename!r} is {len(att.content)} bytes, over max_attachment_bytes="
+            f"{policy.max_attachment_bytes}.",
+            rule="max_attachment_bytes",
+            item=att.filename,
+        )
+    if wire not in policy.allowed_attachment_types:
+        raise PolicyViolation(
+            f"attachment {att.filename!r} would be sent as {wire}, which allowed_attachment_types does not allow"
+            + (_HTML_HINT if wire == "text/html" else "."),
+            rule="allowed_attachment_types",
+            item=att.filename,
+        )
+    kind = sniff(att)
+    _check_content_type(att, wire, kind, policy)
+    if kind == "text/html":
+        _screen_html_attachment(att)
 
-        encoded_size = len(message.as_bytes(policy=email_policy.SMTP))
-    check_size(encoded_size, policy)
-    return ScreenReport(size=encoded_size, attachment_types=types)
+
+def _check_content_type(att: Attachment, wire: str, kind: str, policy: MailPolicy) -> None:
+    """The sniffed ``kind`` agrees with a declared type, is allowed, and matches the file name's extension."""
+    if att.content_type and not _types_agree(wire, kind):  # without one, the extension rule below judges
+        raise PolicyViolation(
+            f"attachment {att.filename!r} is declared {wire} but its content is {kind}: declare {kind} "
+            "or leave content_type unset.",
+            rule="declared_type_mismatch",
+            item=att.filename,
+        )
+    if kind not in policy.allowed_attachment_types:
+        raise PolicyViolation(
+            f"attachment {att.filename!r} is {kind} by content, which allowed_attachment_types does not allow.",
+            rule="allowed_attachment_types",
+            item=att.filename,
+        )
+    if not _extension_agrees(att.filename, kind):
+        raise PolicyViolation(
+            f"attachment {att.filename!r} holds {kind} but its name says otherwise: rename it to match.",
+            rule="extension_mismatch",
+            item=att.filename,
+        )
 
 
 _HTML_START = re.compile(
@@ -280,24 +282,35 @@ def _screen_html_attachment(att: Attachment) -> None:
 
 
 def _check_emitted_headers(message: EmailMessage) -> dict[str, str]:
-    """Every header and MIME parameter of every part, as a reader decodes it; returns attachment wire types."""
-    from email.utils import collapse_rfc2231_value
+    """Every header and MIME parameter of every part, as a reader decodes it; returns attachment wire types.
 
+    This is the one decoded check (RFC 2047 words, RFC 2231 values): compose only refuses control characters
+    in the raw values it hands the email package. An attachment's file name and parameters come first, so
+    the error names them as the caller wrote them (``attachment file name``, ``content_type``).
+    """
     wire_types: dict[str, str] = {}
     for index, part in enumerate(message.walk()):
-        where = "header" if index == 0 else f"MIME part {index} header"
+        attachment = part.get_content_disposition() == "attachment"
+        where = "attachment header" if attachment else "header" if index == 0 else f"MIME part {index} header"
+        filename = part.get_filename()
+        if attachment and filename is not None:
+            check_decoded(filename, "attachment file name")
+            wire_types[filename] = part.get_content_type()
+        for header, label in (("Content-Type", "content_type"), ("Content-Disposition", "content_disposition")):
+            _check_params(part, f"attachment {label}" if attachment else f"{where} {header}", header)
         for name, value in part.items():
             check_no_control(name, f"{where} name")
             check_decoded(str(value), f"{where} {name}")
-        for header in ("Content-Type", "Content-Disposition"):
-            for key, raw in part.get_params(failobj=[], header=header)[1:]:
-                check_decoded(key, f"{where} {header} parameter")
-                check_decoded(str(collapse_rfc2231_value(raw)), f"{where} {header} parameter {key}")
-        filename = part.get_filename()
-        if filename is not None and part.get_content_disposition() == "attachment":
-            check_decoded(filename, "attachment file name")
-            wire_types[filename] = part.get_content_type()
     return wire_types
+
+
+def _check_params(part: EmailMessage, what: str, header: str) -> None:
+    """The parameters of one header of one part, names and values, RFC 2231 values collapsed as a reader does."""
+    from email.utils import collapse_rfc2231_value
+
+    for key, raw in part.get_params(failobj=[], header=header)[1:]:
+        check_decoded(key, f"{what} parameter")
+        check_decoded(str(collapse_rfc2231_value(raw)), f"{what} parameter {key}")
 
 
 def _types_agree(wire: str, sniffed: str) -> bool:
