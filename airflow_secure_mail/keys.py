@@ -79,8 +79,8 @@ def _signers(protection: Protection, vault: VaultSecrets) -> tuple[PgpSigner | N
     passphrase = protection.signing_passphrase or next(
         (signing[f] for f in _PASSPHRASE_FIELDS[scheme] if signing.get(f)), None
     )
-    mask(key, "signing_key")
-    mask(passphrase, "signing_passphrase")
+    mask(protection.signing_key, "signing_key")  # values read from Vault were masked when read
+    mask(protection.signing_passphrase, "signing_passphrase")
     if not key:
         raise ConfigurationError(f"no {scheme} signing key at {protection.signing_vault_path or 'signing_key'}.")
     if scheme == "pgp":
