@@ -499,3 +499,12 @@ def test_shorter_lease_from_kv_v1_ttl_wins_over_the_cache_ttl(mail_env):
     time.sleep(1.2)  # past the 1 s lease Vault gave (the cache would otherwise keep it 300 s)
     assert vault.read(path, mount="kv1", kv_version=1)["username"] == "v1"
     assert _reads(mail_env.bao, before, f"kv1/{path}") == 2
+
+
+def test_twenty_sends_from_separate_hooks_read_the_credentials_once(mail_env):
+    """Each send opens its own hook and session; the process-wide cache still answers all but the first."""
+    before = len(mail_env.bao.audit_requests())
+    for _ in range(20):
+        SecureSmtpHook().send(_message())
+    assert len(mail_env.smtp.messages) == 20
+    assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1
