@@ -387,3 +387,124 @@ def test_agent_connection_that_stores_a_credential_is_refused(mail_env, monkeypa
     monkeypatch.setenv("AIRFLOW_CONN_VAULT_AGENT_BAD", json.dumps(conn))
     with pytest.raises(ConfigurationError, match="auth_type agent but stores a login or password"):
         VaultSecrets("vault_agent_bad").read("smtp/x")
+
+
+# -- one access object per process and connection; a read cache that lasts a batch ---------------
+
+
+def _reads(bao, since: int, path: str) -> int:
+    """How many reads of ``path`` OpenBao's audit log shows since entry ``since`` (writes not counted)."""
+    return sum(
+        1 for r in bao.audit_requests()[since:] if r["request"]["path"] == path and r["request"]["operation"] == "read"
+    )
+
+
+def test_vault_for_gives_one_object_per_connection_until_clear_cache():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_secure_mail.vault import VaultSecrets, clear_cache, vault_for
+
+    clear_cache()
+    with ThreadPoolExecutor(8) as pool:
+        seen = set(map(id, pool.map(lambda _: vault_for("vault_default"), range(64))))
+    shared = vault_for()
+    assert seen == {id(shared)} and isinstance(shared, VaultSecrets)
+    assert shared.vault_conn_id == "vault_default"
+    assert vault_for("vault_other") is not shared and vault_for("vault_other").vault_conn_id == "vault_other"
+    clear_cache()
+    assert vault_for() is not shared
+
+
+def test_thousand_credential_reads_from_eight_threads_ask_vault_once(mail_env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_secure_mail.vault import vault_for
+
+    before = len(mail_env.bao.audit_requests())
+    with ThreadPoolExecutor(8) as pool:
+        users = list(pool.map(lambda _: vault_for().read(mail_env.secret_path)["username"], range(1000)))
+    assert users == ["airflow"] * 1000
+    assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1
+
+
+def test_fresh_read_bypasses_the_cache_and_refreshes_it_for_the_rotated_password(mail_env):
+    from airflow_secure_mail.vault import vault_for
+
+    vault, path = vault_for(), mail_env.secret_path
+    old = vault.read(path)["password"]
+    before = len(mail_env.bao.audit_requests())
+    mail_env.rotate("rotated-" + secrets.token_hex(8))
+    assert vault.read(path)["password"] == old  # cached: the batch keeps its credentials
+    assert vault.read(path, fresh=True)["password"] == mail_env.password  # what a 535 triggers
+    assert [vault.read(path)["password"] for _ in range(100)] == [mail_env.password] * 100
+    assert _reads(mail_env.bao, before, f"secret/data/{path}") == 1
+
+
+def test_absent_path_is_remembered_like_a_secret_and_fresh_finds_it_once_written(mail_env):
+    from airflow_secure_mail.vault import vault_for
+
+    vault, path = vault_for(), "mail-keys/nokey-" + secrets.token_hex(3) + "@example.com"
+    before = len(mail_env.bao.audit_requests())
+    errors = []
+    for _ in range(1000):
+        with pytest.raises(VaultSecretError) as info:
+            vault.read(path)
+        errors.append(info.value)
+    assert {str(e) for e in errors} == {f"no secret at Vault path 'secret/{path}': write it there first."}
+    assert all(e.missing and e.path == f"secret/{path}" for e in errors)
+    assert all(e.__context__ is None and e.__cause__ is None for e in errors)
+    assert _reads(mail_env.bao, before, f"secret/data/{path}") == 1
+    mail_env.bao.client().secrets.kv.v2.create_or_update_secret(path=path, secret={"pgp_public_key": "k"})
+    with pytest.raises(VaultSecretError, match="write it there first"):
+        vault.read(path)
+    assert vault.read(path, fresh=True) == {"pgp_public_key": "k"}
+    assert vault.read(path) == {"pgp_public_key": "k"}
+    assert _reads(mail_env.bao, before, f"secret/data/{path}") == 2
+
+
+def test_cache_ttl_zero_on_the_vault_connection_reads_every_time(mail_env, monkeypatch):
+    from airflow_secure_mail.vault import vault_for
+
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_NOCACHE", json.dumps(mail_env.bao.connection_uri(cache_ttl="0")))
+    before = len(mail_env.bao.audit_requests())
+    for _ in range(3):
+        assert vault_for("vault_nocache").read(mail_env.secret_path)["username"] == "airflow"
+    assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 3
+
+
+def test_bad_cache_ttl_on_the_vault_connection_is_named(mail_env, monkeypatch):
+    from airflow_secure_mail.vault import vault_for
+
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_BADTTL", json.dumps(mail_env.bao.connection_uri(cache_ttl="soon")))
+    with pytest.raises(ConfigurationError) as info:
+        vault_for("vault_badttl").read(mail_env.secret_path)
+    assert str(info.value) == (
+        "Vault connection 'vault_badttl' has extra cache_ttl='soon': give a number of seconds (0 = no cache)."
+    )
+
+
+def test_shorter_lease_from_kv_v1_ttl_wins_over_the_cache_ttl(mail_env):
+    from airflow_secure_mail.vault import vault_for
+
+    client = mail_env.bao.client()
+    if "kv1/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("kv", path="kv1", options={"version": "1"})
+    path = "leased-" + secrets.token_hex(3)
+    client.secrets.kv.v1.create_or_update_secret(path=path, secret={"username": "v1", "ttl": "1s"}, mount_point="kv1")
+    before = len(mail_env.bao.audit_requests())
+    vault = vault_for()
+    assert vault.read(path, mount="kv1", kv_version=1)["username"] == "v1"
+    assert vault.read(path, mount="kv1", kv_version=1)["username"] == "v1"
+    assert _reads(mail_env.bao, before, f"kv1/{path}") == 1
+    time.sleep(1.2)  # past the 1 s lease Vault gave (the cache would otherwise keep it 300 s)
+    assert vault.read(path, mount="kv1", kv_version=1)["username"] == "v1"
+    assert _reads(mail_env.bao, before, f"kv1/{path}") == 2
+
+
+def test_twenty_sends_from_separate_hooks_read_the_credentials_once(mail_env):
+    """Each send opens its own hook and session; the process-wide cache still answers all but the first."""
+    before = len(mail_env.bao.audit_requests())
+    for _ in range(20):
+        SecureSmtpHook().send(_message())
+    assert len(mail_env.smtp.messages) == 20
+    assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1

@@ -1,0 +1,111 @@
+"""One Vault request: inside the send's deadline, failures mapped to our errors, one re-login on 403."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from airflow_secure_mail._vault_errors import LOGIN, Forbidden, deadline_error, map_error
+from airflow_secure_mail._vault_login import Login, login_for
+from airflow_secure_mail.errors import VaultSecretError
+
+if TYPE_CHECKING:
+    import hvac
+
+T = TypeVar("T")
+
+DEFAULT_CALL_BUDGET = 60.0
+"""Longest one Vault call (retries included) may take when no send deadline is in force."""
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("vault_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every Vault call inside (threads from ``asyncio.to_thread`` included) ends within ``seconds``."""
+    end = time.monotonic() + seconds
+    current = _deadline.get()
+    token = _deadline.set(end if current is None else min(current, end))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def call_budget() -> float:
+    """Seconds the next Vault call may take: what is left of the deadline, at most DEFAULT_CALL_BUDGET."""
+    end = _deadline.get()
+    if end is None:
+        return DEFAULT_CALL_BUDGET
+    return min(DEFAULT_CALL_BUDGET, end - time.monotonic())
+
+
+class VaultCalls:
+    """Guarded, authenticated calls to one Vault connection; ``VaultSecrets`` adds KV and Transit on top."""
+
+    def __init__(self, vault_conn_id: str) -> None:
+        self.vault_conn_id = vault_conn_id
+
+    @property
+    def client(self) -> hvac.Client:
+        """The process-wide authenticated client of this connection."""
+        return self._guarded(LOGIN, lambda: login_for(self.vault_conn_id).client())
+
+    def _call(self, what: str, op: Callable[[hvac.Client], T]) -> T:
+        """Run one Vault request; on 403 log in again once (expired token), then say why it still fails."""
+        login = login_for(self.vault_conn_id)
+        for _attempt in range(2):
+            client = self.client
+            try:
+                return self._guarded(what, lambda c=client: op(c))  # type: ignore[misc]
+            except Forbidden:
+                login.forget(client)
+        raise self._denied(what, login)
+
+    def _guarded(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` inside the call's deadline; map every failure to our errors with no context kept."""
+        from airflow_secure_mail._vault_http import CallGuard, DeadlinePassed
+
+        budget = call_budget()
+        if budget <= 0:
+            raise VaultSecretError(f"no time left for Vault call {what!r}: the send's deadline has passed.", path=what)
+        guard = CallGuard(budget)
+        try:
+            with guard:
+                return fn()
+        except Forbidden:
+            raise
+        except BaseException as exc:
+            expired = guard.expired or isinstance(exc, DeadlinePassed)
+            error = deadline_error(what, budget) if expired else map_error(what, exc, self.vault_conn_id)
+        if isinstance(error, Forbidden) and what == LOGIN:
+            error = VaultSecretError(
+                f"Vault login for connection {self.vault_conn_id!r} was denied: check its credentials and role.",
+                path=what,
+            )
+        raise error  # outside the except: no __context__ that could hold a reply body
+
+    def _denied(self, what: str, login: Login) -> VaultSecretError:
+        """Why a request is still refused after a fresh login: the agent's role, a dead token, or the policy."""
+        conn = self.vault_conn_id
+        if login.agent:
+            return VaultSecretError(
+                f"Vault denied access to {what} through the agent of connection {conn!r}: grant the agent's "
+                "role read on this path, and check the agent is logged in.",
+                path=what,
+            )
+        try:
+            client = self.client
+            self._guarded("auth/token/lookup-self", lambda: client.auth.token.lookup_self())
+        except Forbidden:
+            return VaultSecretError(
+                f"Vault rejected the token of connection {conn!r} as invalid or expired while reading {what}: "
+                "issue a new token, or use an auth method that logs in (AppRole, Kubernetes).",
+                path=what,
+            )
+        except VaultSecretError as exc:
+            return exc
+        return VaultSecretError(f"Vault denied access to {what}: grant the Airflow role read on this path.", path=what)

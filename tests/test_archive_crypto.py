@@ -1,0 +1,113 @@
+"""TransitSealer against a real OpenBao: data keys reused across a batch, counted in the audit log."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from airflow_secure_mail.archive.crypto import MAGIC, TransitSealer
+from airflow_secure_mail.errors import ArchiveIntegrityError
+
+
+@pytest.fixture
+def transit_key(mail_env):
+    name = "sealer-" + secrets.token_hex(3)
+    mail_env.bao.client().secrets.transit.create_key(name=name)
+    TransitSealer.forget_keys()
+    yield name
+    TransitSealer.forget_keys()
+
+
+def _calls(bao, since: int, path: str) -> int:
+    return sum(1 for r in bao.audit_requests()[since:] if r["request"]["path"] == path)
+
+
+def _sealer(transit_key: str, **kw) -> TransitSealer:
+    from airflow_secure_mail.vault import vault_for
+
+    return TransitSealer(vault_for(), transit_key, **kw)
+
+
+def test_thousand_seals_make_one_datakey_call_and_opening_them_unwraps_once(mail_env, transit_key):
+    bao = mail_env.bao
+    before = len(bao.audit_requests())
+    sealed = [_sealer(transit_key).seal(f"message {n}".encode(), f"aad-{n}".encode()) for n in range(1000)]
+    assert _calls(bao, before, f"transit/datakey/plaintext/{transit_key}") == 1
+    assert len({info["wrapped_key"] for _, info in sealed}) == 1
+    assert all(blob.startswith(MAGIC) and b"message" not in blob for blob, _ in sealed)
+    TransitSealer.forget_keys()  # a restore elsewhere knows only the metadata
+    opened = [
+        _sealer(transit_key).open(blob, info, f"aad-{n}".encode(), name=f"m{n}")
+        for n, (blob, info) in enumerate(sealed)
+    ]
+    assert opened == [f"message {n}".encode() for n in range(1000)]
+    assert _calls(bao, before, f"transit/decrypt/{transit_key}") == 1
+
+
+def test_concurrent_seals_and_opens_share_one_data_key(mail_env, transit_key):
+    bao = mail_env.bao
+    before = len(bao.audit_requests())
+    with ThreadPoolExecutor(8) as pool:
+        sealed = list(pool.map(lambda n: _sealer(transit_key).seal(b"x%d" % n, b"aad"), range(200)))
+    TransitSealer.forget_keys()
+    with ThreadPoolExecutor(8) as pool:
+        opened = list(pool.map(lambda s: _sealer(transit_key).open(s[0], s[1], b"aad", name="m"), sealed))
+    assert opened == [b"x%d" % n for n in range(200)]
+    assert _calls(bao, before, f"transit/datakey/plaintext/{transit_key}") == 1
+    assert _calls(bao, before, f"transit/decrypt/{transit_key}") == 1
+
+
+def test_data_key_is_replaced_after_max_uses(mail_env, transit_key):
+    before = len(mail_env.bao.audit_requests())
+    sealed = [_sealer(transit_key, max_uses=400).seal(b"x", b"") for _ in range(1000)]
+    assert _calls(mail_env.bao, before, f"transit/datakey/plaintext/{transit_key}") == 3
+    assert [len({i["wrapped_key"] for _, i in sealed[a:b]}) for a, b in ((0, 400), (400, 800), (800, 1000))] == [
+        1,
+        1,
+        1,
+    ]
+    assert len({info["wrapped_key"] for _, info in sealed}) == 3
+
+
+def test_another_transit_mount_gets_its_own_data_key(mail_env, transit_key):
+    client = mail_env.bao.client()
+    if "transit-b/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("transit", path="transit-b")
+    client.secrets.transit.create_key(name=transit_key, mount_point="transit-b")
+    blob_a, info_a = _sealer(transit_key).seal(b"a", b"")
+    blob_b, info_b = _sealer(transit_key, mount="transit-b").seal(b"b", b"")
+    assert info_a["wrapped_key"] != info_b["wrapped_key"]
+    assert (info_a["transit_mount"], info_b["transit_mount"]) == ("transit", "transit-b")
+    TransitSealer.forget_keys()
+    assert _sealer(transit_key, mount="transit-b").open(blob_b, info_b, b"", name="b") == b"b"
+    assert _sealer(transit_key).open(blob_a, info_a, b"", name="a") == b"a"
+
+
+@pytest.mark.parametrize("change", ["flip-byte", "other-aad"])
+def test_altered_record_fails_authentication_without_a_chain(mail_env, transit_key, change):
+    sealer = _sealer(transit_key)
+    blob, info = sealer.seal(b"report", b"messages/2026/11/29/k.eml")
+    aad = b"messages/2026/11/29/k.eml"
+    if change == "flip-byte":
+        blob = blob[:-1] + bytes([blob[-1] ^ 1])
+    else:
+        aad = b"messages/2026/11/29/other.eml"
+    with pytest.raises(ArchiveIntegrityError) as info_exc:
+        sealer.open(blob, info, aad, name="k.eml")
+    assert str(info_exc.value) == "archive object k.eml failed AES-GCM authentication: it was altered."
+    assert info_exc.value.__context__ is None and info_exc.value.__cause__ is None
+
+
+def test_plaintext_object_is_not_an_encrypted_record(mail_env, transit_key):
+    with pytest.raises(ArchiveIntegrityError) as info:
+        _sealer(transit_key).open(b"From: a@example.com\r\n", {"wrapped_key": "vault:v1:x"}, b"", name="k.eml")
+    assert str(info.value) == "archive object k.eml is not an encrypted record."
+
+
+def test_transit_envelope_is_a_deprecated_alias_of_transit_sealer():
+    import airflow_secure_mail.archive.crypto as crypto
+
+    with pytest.warns(DeprecationWarning, match="TransitEnvelope is deprecated: use TransitSealer"):
+        assert crypto.TransitEnvelope is TransitSealer
