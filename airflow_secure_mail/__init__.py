@@ -20,6 +20,8 @@ _EXPORTS = {
     "MailBackupOperator": "airflow_secure_mail.operators.backup",
     "MailRestoreOperator": "airflow_secure_mail.operators.backup",
     "MailArchive": "airflow_secure_mail.archive.store",
+    "MailChannel": "airflow_secure_mail.channel",
+    "Outgoing": "airflow_secure_mail.mail.outgoing",
     "MailPolicy": "airflow_secure_mail.mail.screen",
     "ClamdScanner": "airflow_secure_mail.mail.scan",
     "Protection": "airflow_secure_mail.mail.protect",
@@ -34,9 +36,11 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.mail.scan import ClamdScanner
     from airflow_secure_mail.mail.screen import MailPolicy

@@ -111,6 +111,17 @@ class MailBackupOperator(BaseOperator):
         return summary.to_dict()
 
 
+def _check_restore_options(mode: str, destination: str | None, export_format: str) -> None:
+    from airflow_secure_mail.errors import ConfigurationError
+
+    if mode not in ("export", "resend"):
+        raise ConfigurationError("MailRestoreOperator.mode must be 'export' or 'resend'.")
+    if mode == "export" and not destination:
+        raise ConfigurationError("MailRestoreOperator(mode='export') needs destination=.")
+    if export_format not in ("eml", "mbox"):
+        raise ConfigurationError("export_format must be 'eml' or 'mbox'.")
+
+
 class MailRestoreOperator(BaseOperator):
     """Select archived messages, verify and decrypt them, then export (``.eml`` files or mbox) or resend.
 
@@ -145,14 +156,7 @@ class MailRestoreOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_secure_mail.errors import ConfigurationError
-
-        if mode not in ("export", "resend"):
-            raise ConfigurationError("MailRestoreOperator.mode must be 'export' or 'resend'.")
-        if mode == "export" and not destination:
-            raise ConfigurationError("MailRestoreOperator(mode='export') needs destination=.")
-        if export_format not in ("eml", "mbox"):
-            raise ConfigurationError("export_format must be 'eml' or 'mbox'.")
+        _check_restore_options(mode, destination, export_format)
         self.archive = archive
         self.mode = mode
         self.destination = destination
