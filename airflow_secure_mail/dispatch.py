@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.errors import ArchiveError, SecureMailError
+from airflow_secure_mail.errors import ArchiveError, SecureMailError, detached
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.smtp import SendReceipt
 
@@ -89,16 +89,20 @@ async def dispatch(
     return deliveries
 
 
-def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) -> ArchiveError | None:
-    """Find or write each copy's record before it is sent; an archive error is returned, not raised."""
+def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) -> SecureMailError | None:
+    """Find or write each copy's record before it is sent; an error is returned, not raised.
+
+    ``on_error='send'`` lets a copy go without a record when the store fails, never when sealing does.
+    """
     try:
         new = [d for d in group if not _found(store, d)]
-        staged = store.stage_many(
+        staged: list[ArchiveRecord | ArchiveError] = store.stage_many(
             [d.item for d in new], origin=info.origin, protection=info.protection, malware_scan=info.malware_scan
         )
     except ArchiveError as exc:
-        staged = [exc] * len(group)
-        new = group
+        staged, new = [exc] * len(group), group
+    except SecureMailError as exc:  # Vault (Transit) failed: nothing may go out unsealed
+        return detached(exc)
     for d, result in zip(new, staged, strict=True):
         if not isinstance(result, ArchiveError):
             d.record = result

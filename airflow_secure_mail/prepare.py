@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from email import policy as email_policy
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.mail.compose import Envelope, MailRequest, compose, compose_each
+from airflow_secure_mail.mail.compose import Envelope, MailRequest, compose_each, compose_wire
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen, screen_recipients
 
@@ -52,9 +51,11 @@ async def prepare_request(
     if one_message_per_recipient:
         message, plain = compose_each(request, allow_special_use_domains=special)
     else:
-        message, envelope = compose(request, allow_special_use_domains=special)
-        data = message.as_bytes(policy=email_policy.SMTP)
-        plain = [Outgoing(envelope.sender, envelope.recipients, data, message["Message-ID"], hidden=envelope.bcc)]
+        composed = compose_wire(request, allow_special_use_domains=special)
+        message, envelope = composed.message, composed.envelope
+        plain = [
+            Outgoing(envelope.sender, envelope.recipients, composed.wire, message["Message-ID"], hidden=envelope.bcc)
+        ]
     first = plain[0]
     screen(message, Envelope(first.sender, first.recipients, first.hidden), policy, request.attachments,
            encoded_size=first.size)  # fmt: skip

@@ -181,6 +181,55 @@ def compose(request: MailRequest, *, allow_special_use_domains: bool = False) ->
 
     ``allow_special_use_domains`` is ``MailPolicy.allow_special_use_domains`` (``.local``, ``.internal`` …).
     """
+    return _compose(request, allow_special_use_domains, None)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A composed message as sent (``wire``), and the MIME tree that screening judges (``message``).
+
+    In ``message`` a large attachment carries a short placeholder: its bytes are judged from the request,
+    and its base64 goes straight into ``wire``, so the attachment is never held three times over.
+    """
+
+    message: EmailMessage
+    envelope: Envelope
+    wire: bytes = field(repr=False)
+
+
+def compose_wire(request: MailRequest, *, allow_special_use_domains: bool = False) -> Composed:
+    """:func:`compose`, serialized with ``policy.SMTP``; large attachments are base64-encoded into the bytes once."""
+    large: dict[bytes, bytes] = {}
+    message, envelope = _compose(request, allow_special_use_domains, large)
+    return Composed(message, envelope, _splice(message.as_bytes(policy=email_policy.SMTP), large))
+
+
+_SPLICE_MIN = 256 * 1024
+_B64_CHUNK = 57 * 16384  # whole 76-character lines per chunk
+
+
+def _splice(wire: bytes, large: dict[bytes, bytes]) -> bytes:
+    """Replace each placeholder's base64 line by the attachment's base64 lines (CRLF, 76 characters)."""
+    if not large:
+        return wire
+    import base64
+
+    found = sorted((wire.index(b"\r\n" + token + b"\r\n"), token) for token in large)
+    parts, pos = [], 0
+    for index, token in found:
+        parts.append(wire[pos : index + 2])
+        content = large[token]
+        for start in range(0, len(content), _B64_CHUNK):
+            parts.append(base64.encodebytes(content[start : start + _B64_CHUNK]).replace(b"\n", b"\r\n"))
+        parts[-1] = parts[-1][:-2]  # the placeholder's own CRLF follows
+        pos = index + 2 + len(token)
+    parts.append(wire[pos:])
+    return b"".join(parts)
+
+
+def _compose(
+    request: MailRequest, allow_special_use_domains: bool, large: dict[bytes, bytes] | None
+) -> tuple[EmailMessage, Envelope]:
     special = allow_special_use_domains
     sender = parse_mailbox(request.sender, "sender", allow_special_use_domains=special)
     to, cc, bcc = (
@@ -191,7 +240,7 @@ def compose(request: MailRequest, *, allow_special_use_domains: bool = False) ->
     msg = _headers(request, sender, to, cc, special)
     msg["Message-ID"] = _message_id(request.id_seed, sender.domain, _content_digest(request))
     _add_custom_headers(msg, request.headers)
-    _add_body(msg, request)
+    _add_body(msg, request, large)
     envelope = Envelope(
         sender=sender.addr,
         recipients=tuple(dict.fromkeys(m.addr for m in (*to, *cc, *bcc))),
@@ -232,7 +281,7 @@ def _add_custom_headers(msg: EmailMessage, headers: tuple[tuple[str, str], ...])
         msg[name] = str(value)
 
 
-def _add_body(msg: EmailMessage, request: MailRequest) -> None:
+def _add_body(msg: EmailMessage, request: MailRequest, large: dict[bytes, bytes] | None) -> None:
     text = request.text
     if text is None and request.html is not None:
         text = html_to_text(request.html)
@@ -244,7 +293,17 @@ def _add_body(msg: EmailMessage, request: MailRequest) -> None:
         check_no_control(att.filename, "attachment file name")
         kind, params = wire_type(att)
         maintype, _, subtype = kind.partition("/")
-        msg.add_attachment(att.content, maintype=maintype, subtype=subtype, filename=att.filename, params=params)
+        content = att.content
+        if large is not None and len(content) >= _SPLICE_MIN:
+            import base64
+            import secrets
+
+            placeholder = secrets.token_bytes(48)  # one 64-character base64 line, replaced in the wire bytes
+            large[base64.b64encode(placeholder)] = content
+            content = placeholder
+        msg.add_attachment(
+            content, maintype=maintype, subtype=subtype, filename=att.filename, params=params, cte="base64"
+        )
 
 
 def compose_each(
@@ -262,8 +321,8 @@ def compose_each(
     if not everyone:
         raise PolicyViolation("no recipients: give at least one of to, cc or bcc.", rule="recipients")
     first = replace(request, to=(_fmt(everyone[0]),), cc=(), bcc=(), id_seed=_seed_for(request, everyone[0]))
-    message, envelope = compose(first, allow_special_use_domains=special)
-    wire = message.as_bytes(policy=email_policy.SMTP)
+    composed = compose_wire(first, allow_special_use_domains=special)
+    message, envelope, wire = composed.message, composed.envelope, composed.wire
     copies = [Outgoing(envelope.sender, envelope.recipients, wire, message["Message-ID"])]
     digest = _content_digest(replace(request, to=(), cc=(), bcc=()))
     domain = envelope.sender.rpartition("@")[2]

@@ -131,8 +131,13 @@ def _magic(data: bytes) -> str | None:
 def _is_text(data: bytes) -> bool:
     if b"\x00" in data:
         return False
-    try:
-        data.decode("utf-8")
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:  # in slices: a large attachment is not copied into one big str
+        for start in range(0, len(data), 1 << 20):
+            decoder.decode(data[start : start + (1 << 20)])
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return False
     return not _SCRIPT_START.match(data[:64])
