@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.alerts.events import RUN, Event, Kind
+from airflow_secure_mail.alerts.events import RUN, Event, Kind, alerting_kinds
 from airflow_secure_mail.alerts.state import IndexEntry, stamp_of
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def plan(
     """The next claim if a digest is due at ``now``, else None (Alertmanager's group_wait/interval/repeat)."""
     batch = _split(entries, silences, now, load)
     firing = _firing(prev, now, digest.interval("resolve_timeout"))
-    triggers = {Kind.FAILURE, Kind.RUN_FAILURE} | ({Kind.RETRY} if digest.notify_on_retry else set())
+    triggers = alerting_kinds(digest.notify_on_retry)
     last_bad: dict[str, str] = {}
     last_ok: dict[str, str] = {}
     for e in batch.normal:
@@ -228,10 +228,11 @@ def _before(stamp: str) -> str:
 def _fold(alerts: dict[str, AlertState], events: list[Event], notify_on_retry: bool) -> list[str]:
     """Apply events in time order to the alert states; returns the keys this batch resolved."""
     resolved: list[str] = []
+    fires = alerting_kinds(notify_on_retry)
     for ev in sorted(events, key=lambda e: (e.at, e.kind.resolving)):
         at = ev.at.isoformat()
         state = alerts.get(ev.key_hash)
-        if ev.kind.failing or (ev.kind is Kind.RETRY and notify_on_retry):
+        if ev.kind in fires:
             if state is None or state.status != FIRING:
                 state = alerts[ev.key_hash] = AlertState(ev.dag_id, ev.task_id, FIRING, at, at)
             state.count += 1

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.alerts.events import RUN, Event, Kind
+from airflow_secure_mail.alerts.events import RUN, Event, Kind, alerting_kinds
 from airflow_secure_mail.alerts.plan import FIRING
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class _Folded:
 
 def _fold_runs(events: list[Event], notify_on_retry: bool) -> _Folded:
     """A failed run folds the alerts of its own task instances (Alertmanager's inhibition)."""
-    alerting = {Kind.FAILURE} | ({Kind.RETRY} if notify_on_retry else set())
+    alerting = alerting_kinds(notify_on_retry) - {Kind.RUN_FAILURE}  # the runs themselves are the folders
     failed_runs = {(e.dag_id, e.run_id): e for e in sorted(events, key=lambda e: e.at) if e.kind is Kind.RUN_FAILURE}
     folded = _Folded(failed_runs, {key: [] for key in failed_runs}, [])
     for e in sorted(events, key=lambda e: (e.at, e.task_id, e.map_index)):
