@@ -1,4 +1,4 @@
-"""``airflow-secure-mail doctor`` run as a user runs it: a separate process, connections in the metadata database."""
+"""`airflow-secure-mail doctor`: as a user runs it (a separate process, connections in the database) and its checks."""
 
 from __future__ import annotations
 
