@@ -51,7 +51,7 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def _connection_url(conn: Any) -> str:
+def vault_url(conn: Any) -> str:
     use_tls = conn.extra_dejson.get("use_tls")
     scheme = "https" if (conn.conn_type == "vaults" if use_tls in (None, "") else _flag(use_tls)) else "http"
     return f"{scheme}://{conn.host or ''}" + (f":{conn.port}" if conn.port else "")
@@ -118,7 +118,7 @@ class Login:
         self.token_auth = (extra.get("auth_type") or "token") == "token"
         self.cache_ttl = _cache_ttl(extra, self.conn_id)
         if self.agent:
-            check_vault_url(_connection_url(conn), self.conn_id, allow_http=allow_http)
+            check_vault_url(vault_url(conn), self.conn_id, allow_http=allow_http)
             return self._agent_client(conn, session, client_kwargs)
         return self._provider_client(conn, session, client_kwargs, allow_http)
 
@@ -166,7 +166,7 @@ class Login:
                 "remove them; the agent authenticates and adds its own token."
             )
         client_kwargs.pop("token", None)
-        client = hvac.Client(url=_connection_url(conn), session=session, allow_redirects=False, **client_kwargs)
+        client = hvac.Client(url=vault_url(conn), session=session, allow_redirects=False, **client_kwargs)
         client.token = None  # hvac falls back to VAULT_TOKEN or ~/.vault-token; the agent's token must win
         return client
 

@@ -14,19 +14,18 @@ Check = tuple[str, str, str]  # (status, what, detail)
 
 
 def _static_checks(conn: Any) -> list[Check]:
+    """What the connection's settings say, without opening any connection."""
+    from airflow_secure_mail.hooks.connection_fields import read_extras
     from airflow_secure_mail.hooks.smtp import SmtpSettings
-    from airflow_secure_mail.transport.tls import is_loopback
+    from airflow_secure_mail.transport.tls import default_security
 
-    checks: list[Check] = []
     try:
         settings = SmtpSettings.from_connection(conn)
     except Exception as exc:
         return [("FAIL", "connection", str(exc))]
-    checks.append(("PASS", "secrets not stored in the connection", "login, password and secret extras empty"))
-    from airflow_secure_mail.hooks.connection_fields import read_extras
-
+    checks: list[Check] = [("PASS", "secrets not stored in the connection", "login, password and secret extras empty")]
     checks += [("WARN", "extra names", note) for note in read_extras(conn.extra_dejson or {})[1]]
-    mode = settings.security or ("tls" if settings.port == 465 else "starttls")
+    mode = settings.security or default_security(settings.port)
     if mode == "none":
         checks.append(("WARN", "TLS mode", "none (loopback only)"))
     else:
@@ -37,20 +36,26 @@ def _static_checks(conn: Any) -> list[Check]:
         if settings.ca_cert
         else ("WARN", "CA pinning", "system trust store (set ca_cert to pin your relay's CA)")
     )
-    try:
-        from airflow.sdk import BaseHook
-
-        vault = BaseHook.get_connection(settings.vault_conn_id)
-        use_tls = str(vault.extra_dejson.get("use_tls", "")).lower() == "true" or vault.conn_type == "vaults"
-        if use_tls:
-            checks.append(("PASS", "Vault over TLS", f"{settings.vault_conn_id} uses https"))
-        elif is_loopback(vault.host or ""):
-            checks.append(("WARN", "Vault over TLS", f"{settings.vault_conn_id} is plain http on loopback"))
-        else:
-            checks.append(("FAIL", "Vault over TLS", f"{settings.vault_conn_id} is plain http: set use_tls=true"))
-    except Exception as exc:
-        checks.append(("FAIL", "Vault connection", f"{settings.vault_conn_id}: {type(exc).__name__}"))
+    checks.append(_vault_tls_check(settings.vault_conn_id))
     return checks
+
+
+def _vault_tls_check(vault_conn_id: str) -> Check:
+    """Judge the Vault address the client will really use (the same scheme rule as ``vault.py``)."""
+    from airflow.sdk import BaseHook
+
+    from airflow_secure_mail.transport.tls import is_loopback
+    from airflow_secure_mail.vault import vault_url
+
+    try:
+        vault = BaseHook.get_connection(vault_conn_id)
+    except Exception as exc:
+        return ("FAIL", "Vault connection", f"{vault_conn_id}: {type(exc).__name__}")
+    if vault_url(vault).startswith("https://"):
+        return ("PASS", "Vault over TLS", f"{vault_conn_id} uses https")
+    if is_loopback(vault.host or ""):
+        return ("WARN", "Vault over TLS", f"{vault_conn_id} is plain http on loopback")
+    return ("FAIL", "Vault over TLS", f"{vault_conn_id} is plain http: set use_tls=true")
 
 
 @contextlib.contextmanager
@@ -119,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         with _read_connections_like_airflow_cli():
             return doctor(args.conn_id)
-    if args.command == "silence":
-        return silence_cli.run(args)
-    return 2  # pragma: no cover
+    return silence_cli.run(args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from airflow_secure_mail._masking import mask
 from airflow_secure_mail._vault_cache import Absent, Loaded, ReadCache
 from airflow_secure_mail._vault_call import DEFAULT_CALL_BUDGET, VaultCalls, call_budget, deadline
 from airflow_secure_mail._vault_errors import as_dict, b64_key, missing_error, unexpected
-from airflow_secure_mail._vault_login import AGENT_AUTH_TYPE, check_vault_url, forget_logins, login_for
+from airflow_secure_mail._vault_login import AGENT_AUTH_TYPE, check_vault_url, forget_logins, login_for, vault_url
 from airflow_secure_mail.errors import ConfigurationError, VaultSecretError
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ __all__ = [
     "deadline",
     "parse_vault_ref",
     "vault_for",
+    "vault_url",
 ]
 
 DEFAULT_CACHE_TTL = 300.0

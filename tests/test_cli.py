@@ -1,4 +1,4 @@
-"""``airflow-secure-mail doctor`` run as a user runs it: a separate process, connections in the metadata database."""
+"""`airflow-secure-mail doctor`: as a user runs it (a separate process, connections in the database) and its checks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def _airflow(*args: str) -> None:
@@ -56,3 +58,30 @@ def test_doctor_warns_about_deprecated_extra_names(mail_env, capsys):
     out = capsys.readouterr().out
     assert "WARN  extra names" in out and "extra vault_secret_path is deprecated: rename it to vault_path." in out
     assert "PASS  TLS negotiated" in out
+
+
+@pytest.mark.parametrize(
+    ("conn", "expected"),
+    [
+        ({"conn_type": "vault", "host": "vault.example", "extra": {"use_tls": "yes"}}, ("PASS", "uses https")),
+        ({"conn_type": "vaults", "host": "vault.example"}, ("PASS", "uses https")),
+        (
+            {"conn_type": "vaults", "host": "vault.example", "extra": {"use_tls": "false"}},
+            ("FAIL", "is plain http: set use_tls=true"),
+        ),
+        ({"conn_type": "vault", "host": "127.0.0.1"}, ("WARN", "is plain http on loopback")),
+    ],
+)
+def test_doctor_judges_the_vault_scheme_as_the_vault_client_does(monkeypatch, conn, expected):
+    from airflow_secure_mail.cli import _vault_tls_check
+
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_DOCTOR", json.dumps(conn))
+    status, what, detail = _vault_tls_check("vault_doctor")
+    assert (status, what, detail) == (expected[0], "Vault over TLS", f"vault_doctor {expected[1]}")
+
+
+def test_doctor_fails_a_missing_vault_connection_by_name(monkeypatch):
+    from airflow_secure_mail.cli import _vault_tls_check
+
+    monkeypatch.delenv("AIRFLOW_CONN_VAULT_NOWHERE", raising=False)
+    assert _vault_tls_check("vault_nowhere") == ("FAIL", "Vault connection", "vault_nowhere: AirflowNotFoundException")

@@ -1,4 +1,4 @@
-"""Issue 13: alert digests driven through the API with an injectable clock, real SMTP catcher, file:// and S3."""
+"""Alert digests (alerts/) driven through the API with an injectable clock, real SMTP catcher, file:// and S3."""
 
 from __future__ import annotations
 

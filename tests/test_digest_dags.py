@@ -1,4 +1,4 @@
-"""Issue 13: alert digests from real DAG runs (dag.test()) on file:// and SeaweedFS, through the SMTP catcher."""
+"""Alert digests from real DAG runs (dag.test()) on file:// and SeaweedFS, through the SMTP catcher."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     expire.add_argument("id")
 
 
-def _when(text: str, what: str) -> datetime:
+def _parse_time(text: str, what: str) -> datetime:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
             silence = add_silence(
                 state,
                 args.match,
-                until=_when(args.until, "until"),
-                starts=_when(args.starts, "starts") if args.starts else None,
+                until=_parse_time(args.until, "until"),
+                starts=_parse_time(args.starts, "starts") if args.starts else None,
                 reason=args.reason,
                 created_by=getpass.getuser(),
             )

@@ -22,12 +22,13 @@ class Kind(StrEnum):
     RUN_SUCCESS = "run_success"
 
     @property
-    def failing(self) -> bool:
-        return self in (Kind.FAILURE, Kind.RUN_FAILURE)
-
-    @property
     def resolving(self) -> bool:
         return self in (Kind.SUCCESS, Kind.RUN_SUCCESS)
+
+
+def alerting_kinds(notify_on_retry: bool) -> frozenset[Kind]:
+    """The kinds that fire an alert: failures, and retries when the digest notifies on them."""
+    return frozenset({Kind.FAILURE, Kind.RUN_FAILURE} | ({Kind.RETRY} if notify_on_retry else set()))
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,9 @@ def key_hash(key: tuple[str, str] | list[str]) -> str:
     return hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:12]
 
 
-def _kind(context: Mapping[str, Any], is_run: bool) -> Kind:
-    if is_run:
+def _kind(context: Mapping[str, Any], ti: Any) -> Kind:
+    if ti is None:
         return Kind.RUN_SUCCESS if str(context.get("reason") or "") == "success" else Kind.RUN_FAILURE
-    ti = context.get("ti") or context.get("task_instance")
     state = str(getattr(ti, "state", "") or "").rsplit(".", 1)[-1].lower()
     if state == "up_for_retry":
         return Kind.RETRY
@@ -107,18 +107,19 @@ def event_from_context(context: Mapping[str, Any], at: datetime) -> Event:
     from airflow_secure_mail.notifications.email import alert_fields
 
     fields = alert_fields(context)
-    ti = context.get("ti") or context.get("task_instance")
-    is_run = ti is None or "reason" in context  # DAG callbacks carry the run's ``reason``, task callbacks don't
-    map_index = getattr(ti, "map_index", -1) if not is_run else -1
-    try_number = getattr(ti, "try_number", 0) if not is_run else 0
-    max_tries = getattr(ti, "max_tries", None) if not is_run else None
+    task_instance = context.get("ti") or context.get("task_instance")
+    is_run = task_instance is None or "reason" in context  # DAG callbacks carry the run's ``reason``, task ones don't
+    ti = None if is_run else task_instance
+    map_index = getattr(ti, "map_index", -1)
+    try_number = getattr(ti, "try_number", 0)
+    max_tries = getattr(ti, "max_tries", None)
     return Event(
         dag_id=str(fields["dag_id"]),
         run_id=str(fields["run_id"]),
         task_id=RUN if is_run else str(fields["task_id"]),
         map_index=int(map_index if map_index is not None else -1),
         try_number=int(try_number or 0),
-        kind=_kind(context, is_run),
+        kind=_kind(context, ti),
         at=at,
         error=fields["error"],
         log_url=None if is_run else fields["log_url"],

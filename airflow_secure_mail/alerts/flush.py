@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.alerts.plan import Claim, plan, unreported
-from airflow_secure_mail.alerts.state import DigestState, IndexEntry, group_id
+from airflow_secure_mail.alerts.state import DigestState, IndexEntry, claim_name, group_id
 
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
@@ -42,7 +42,7 @@ def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> tuple[Di
 async def aflush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
     """Send every due digest (of ``group`` only, when given); the Message-IDs sent."""
     state, claims = await asyncio.to_thread(due, digest, group)
-    return [await send_claim(state, notifier, claim) for claim in claims]
+    return await _send_all(state, notifier, claims)
 
 
 def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
@@ -50,23 +50,11 @@ def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None
     from airflow_secure_mail._sync import run_sync
 
     state, claims = due(digest, group)
-    if not claims:
-        return []
-
-    async def send_all() -> list[str]:
-        return [await send_claim(state, notifier, claim) for claim in claims]
-
-    return run_sync(send_all())
+    return run_sync(_send_all(state, notifier, claims)) if claims else []
 
 
-def _claims(state: DigestState, gid: str) -> dict[int, list[str]]:
-    """Claim numbers of a group, each with the suffixes written next to it (lease-k, sent)."""
-    found: dict[int, list[str]] = {}
-    for name in state.names(f"claims/{gid}"):
-        number, _, rest = name.partition(".")
-        if number.isdigit():
-            found.setdefault(int(number), []).append(rest.removesuffix("json").rstrip("."))
-    return found
+async def _send_all(state: DigestState, notifier: Any, claims: list[Claim]) -> list[str]:
+    return [await send_claim(state, notifier, claim) for claim in claims]
 
 
 def prepare(digest: AlertDigest, state: DigestState, gid: str, labels: dict[str, str], now: datetime) -> list[Claim]:
@@ -79,19 +67,19 @@ def _prepare(
 ) -> tuple[Claim | None, Claim | None]:
     from airflow_secure_mail.alerts.silences import list_silences
 
-    claims = _claims(state, gid)
+    claims = state.claims(gid)
     prev: Claim | None = None
     takeover: Claim | None = None
     if claims:
         n = max(claims)
-        raw = state.read_json(f"claims/{gid}/{n:08d}.json")
+        raw = state.read_json(claim_name(gid, n))
         prev = Claim.from_json(raw) if raw else None
         if prev is not None and "sent" not in claims[n]:
             if not _lease_expired(digest, state, gid, n, claims[n], prev, now):
                 return None, None
             k = sum(1 for s in claims[n] if s.startswith("lease-")) + 1
             lease = {"at": now.isoformat(), "claimant": _claimant()}
-            if not state.create_json(f"claims/{gid}/{n:08d}.lease-{k}.json", lease):
+            if not state.create_json(claim_name(gid, n, f"lease-{k}"), lease):
                 return None, None
             log.warning("digest %s/%d: claimant did not finish within the lease; taking it over", gid, n)
             takeover = prev
@@ -109,7 +97,7 @@ def _prepare(
     claim = plan(digest, gid, labels, prev, entries, list_silences(state), now, load)
     if claim is None:
         return takeover, None
-    if not state.create_json(f"claims/{gid}/{claim.n:08d}.json", claim.to_json()):
+    if not state.create_json(claim_name(gid, claim.n), claim.to_json()):
         log.info("digest %s/%d: another worker claimed it first", gid, claim.n)
         return takeover, None
     return takeover, claim
@@ -121,7 +109,7 @@ def _lease_expired(
     held_since = claim.time
     for suffix in suffixes:
         if suffix.startswith("lease-"):
-            lease = state.read_json(f"claims/{gid}/{n:08d}.{suffix}.json") or {}
+            lease = state.read_json(claim_name(gid, n, suffix)) or {}
             held_since = max(held_since, datetime.fromisoformat(str(lease.get("at", claim.at))))
     return now >= held_since + digest.interval("lease")
 
@@ -135,7 +123,7 @@ async def send_claim(state: DigestState, notifier: Any, claim: Claim) -> str:
     message_id = str(result.receipts[0].message_id if result.receipts else "")
     await asyncio.to_thread(
         state.create_json,
-        f"claims/{claim.gid}/{claim.n:08d}.sent.json",
+        claim_name(claim.gid, claim.n, "sent"),
         {"message_id": message_id, "sent_by": _claimant()},
     )
     log.info("digest %s/%d sent as %s", claim.gid, claim.n, message_id)
@@ -150,10 +138,10 @@ def prune(digest: AlertDigest) -> int:
     horizon = stamp_of(digest.now() - digest.interval("retention"))
     removed = 0
     for gid in state.groups():
-        claims = _claims(state, gid)
+        claims = state.claims(gid)
         if not claims:
             continue
-        latest = state.read_json(f"claims/{gid}/{max(claims):08d}.json")
+        latest = state.read_json(claim_name(gid, max(claims)))
         if latest is not None:
             removed += state.prune(gid, min(horizon, str(latest["closed_through"])), max(claims))
     return removed

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.alerts.events import RUN, Event, Kind
+from airflow_secure_mail.alerts.events import RUN, Event, Kind, alerting_kinds
 from airflow_secure_mail.alerts.state import IndexEntry, stamp_of
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def plan(
     """The next claim if a digest is due at ``now``, else None (Alertmanager's group_wait/interval/repeat)."""
     batch = _split(entries, silences, now, load)
     firing = _firing(prev, now, digest.interval("resolve_timeout"))
-    triggers = {Kind.FAILURE, Kind.RUN_FAILURE} | ({Kind.RETRY} if digest.notify_on_retry else set())
+    triggers = alerting_kinds(digest.notify_on_retry)
     last_bad: dict[str, str] = {}
     last_ok: dict[str, str] = {}
     for e in batch.normal:
@@ -182,34 +182,43 @@ def _build(
 ) -> Claim:
     from airflow_secure_mail.alerts.view import build_view
 
-    rt = digest.interval("resolve_timeout")
-    alerts = {k: AlertState(**asdict(a)) for k, a in (prev.alerts if prev else {}).items()}
-    for a in alerts.values():
-        if a.status == FIRING and datetime.fromisoformat(a.last_seen) + rt <= now:
-            a.status, a.resolved_at = RESOLVED, (datetime.fromisoformat(a.last_seen) + rt).isoformat()
+    alerts = _carried_over(prev, now, digest.interval("resolve_timeout"))
     events = [load(e) for e in batch.normal]
     held = [(load(e), s) for e, s in batch.held_ended]
     resolved_now = _fold(alerts, [*events, *(e for e, _ in held)], digest.notify_on_retry)
-    settle = now - digest.interval("lease") - _SETTLE
-    closed = min([stamp_of(settle), *(_before(e.stamp) for e in batch.held_active)])
-    marks = [
-        *(prev.reported if prev else []),
-        *(_mark(e) for e in batch.normal),
-        *(_mark(e) for e, _ in batch.held_ended),
-    ]
-    n = (prev.n if prev else 0) + 1
+    closed = _closed_through(batch, now - digest.interval("lease") - _SETTLE)
+    marks = [*(_mark(e) for e in batch.normal), *(_mark(e) for e, _ in batch.held_ended)]
     claim = Claim(
-        n=n,
+        n=(prev.n if prev else 0) + 1,
         gid=gid,
         group=dict(group),
         at=now.isoformat(),
         kind=kind,
         closed_through=closed,
-        reported=sorted(m for m in set(marks) if m.split("-", 1)[0] > closed),
+        reported=_still_open(prev, marks, closed),
         alerts=alerts,
     )
     claim.view = build_view(digest, claim, events, held, resolved_now)
     return claim
+
+
+def _carried_over(prev: Claim | None, now: datetime, resolve_timeout: timedelta) -> dict[str, AlertState]:
+    """The previous claim's alert states, copied; a firing alert unseen for ``resolve_timeout`` resolves."""
+    alerts = {k: AlertState(**asdict(a)) for k, a in (prev.alerts if prev else {}).items()}
+    for a in alerts.values():
+        if a.status == FIRING and datetime.fromisoformat(a.last_seen) + resolve_timeout <= now:
+            a.status, a.resolved_at = RESOLVED, (datetime.fromisoformat(a.last_seen) + resolve_timeout).isoformat()
+    return alerts
+
+
+def _closed_through(batch: _Batch, settled: datetime) -> str:
+    """The stamp up to which no later event can arrive unseen: settled time, or before a still-held event."""
+    return min([stamp_of(settled), *(_before(e.stamp) for e in batch.held_active)])
+
+
+def _still_open(prev: Claim | None, marks: list[str], closed: str) -> list[str]:
+    """Reported marks (old and new) stamped after ``closed``: the only ones a later index read can meet again."""
+    return sorted(m for m in {*(prev.reported if prev else []), *marks} if m.split("-", 1)[0] > closed)
 
 
 def _before(stamp: str) -> str:
@@ -219,10 +228,11 @@ def _before(stamp: str) -> str:
 def _fold(alerts: dict[str, AlertState], events: list[Event], notify_on_retry: bool) -> list[str]:
     """Apply events in time order to the alert states; returns the keys this batch resolved."""
     resolved: list[str] = []
+    fires = alerting_kinds(notify_on_retry)
     for ev in sorted(events, key=lambda e: (e.at, e.kind.resolving)):
         at = ev.at.isoformat()
         state = alerts.get(ev.key_hash)
-        if ev.kind.failing or (ev.kind is Kind.RETRY and notify_on_retry):
+        if ev.kind in fires:
             if state is None or state.status != FIRING:
                 state = alerts[ev.key_hash] = AlertState(ev.dag_id, ev.task_id, FIRING, at, at)
             state.count += 1

@@ -19,7 +19,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'es' if word.endswith('s') else 's'}"
 
 
-def _when(value: str | None, ref: datetime) -> str:
+def _clock_time(value: str | None, ref: datetime) -> str:
     """``02:10`` on the digest's own day, ``Nov 28 02:10`` otherwise (UTC: workers may sit anywhere)."""
     if not value:
         return ""
@@ -31,7 +31,7 @@ def subject_of(view: Mapping[str, Any]) -> str:
     ref = datetime.fromisoformat(view["at"])
     dags = list(view["dags"]) or [str(v) for v in view["group"].values()]
     names = ", ".join(dags[:_MAX_DAGS_IN_SUBJECT]) + (", …" if len(dags) > _MAX_DAGS_IN_SUBJECT else "")
-    where = f"in {_plural(len(dags), 'DAG')} since {_when(view['since'], ref)} UTC ({names})"
+    where = f"in {_plural(len(dags), 'DAG')} since {_clock_time(view['since'], ref)} UTC ({names})"
     if view["failures"] or view.get("retries"):
         counts = (("failure", view["failures"]), ("retry", view.get("retries", 0)))
         what = ", ".join(_plural(n, word) for word, n in counts if n)
@@ -63,7 +63,7 @@ def render_digest(view: Mapping[str, Any]) -> tuple[str, str, str]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = lambda value: _when(value, ref)
+    env.filters["when"] = lambda value: _clock_time(value, ref)
     env.filters["task_label"] = _task_label
     env.filters["plural"] = _plural
     env.globals["also"] = ", ".join(

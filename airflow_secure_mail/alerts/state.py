@@ -72,6 +72,11 @@ def stamp_of(at: datetime) -> str:
     return at.astimezone(UTC).strftime(_STAMP)
 
 
+def claim_name(gid: str, n: int, suffix: str = "") -> str:
+    """``claims/<gid>/<n>.json``, or ``<n>.<suffix>.json`` for what is written next to claim n (lease-k, sent)."""
+    return f"claims/{gid}/{n:08d}{'.' + suffix if suffix else ''}.json"
+
+
 class DigestState:
     """The digest's objects under one location; reuses the archive's write-once primitive."""
 
@@ -145,9 +150,21 @@ class DigestState:
                 found[name[: -len(".json")]] = dict(self.read_json(f"groups/{name}") or {})
         return found
 
+    def claims(self, gid: str) -> dict[int, list[str]]:
+        """Claim numbers of a group, each with the suffixes written next to it ("" for the claim itself)."""
+        found: dict[int, list[str]] = {}
+        for name in self.names(f"claims/{gid}"):
+            number, _, rest = name.partition(".")
+            if number.isdigit():
+                found.setdefault(int(number), []).append(rest.removesuffix("json").rstrip("."))
+        return found
+
     def prune(self, gid: str, before: str, keep_claim: int) -> int:
         """Delete index days, events and claims wholly before ``before`` (a stamp every claim has closed);
         the latest claim ``keep_claim`` stays, so the chain goes on. Returns how many objects went."""
+        return self._prune_events(gid, before) + self._prune_claims(gid, before, keep_claim)
+
+    def _prune_events(self, gid: str, before: str) -> int:
         removed = 0
         for day in self.names(f"index/{gid}"):
             if f"{day}235959" >= before:
@@ -158,13 +175,17 @@ class DigestState:
                     self.objects.delete(f"events/{gid}/{entry.event_id}.json")
                 self.objects.delete(f"index/{gid}/{day}/{name}")
                 removed += 1
+        return removed
+
+    def _prune_claims(self, gid: str, before: str, keep_claim: int) -> int:
         cutoff = datetime.strptime(before, _STAMP).replace(tzinfo=UTC)
-        names = self.names(f"claims/{gid}")
-        for number in sorted({n.partition(".")[0] for n in names if n.partition(".")[0].isdigit()}):
-            claim = self.read_json(f"claims/{gid}/{number}.json") or {}
-            if int(number) < keep_claim and "at" in claim and datetime.fromisoformat(claim["at"]) < cutoff:
-                for name in names:
-                    if name.startswith(f"{number}."):
-                        self.objects.delete(f"claims/{gid}/{name}")
-                        removed += 1
+        removed = 0
+        for n, suffixes in sorted(self.claims(gid).items()):
+            if n >= keep_claim:
+                continue
+            claim = self.read_json(claim_name(gid, n)) or {}
+            if "at" in claim and datetime.fromisoformat(claim["at"]) < cutoff:
+                for suffix in suffixes:
+                    self.objects.delete(claim_name(gid, n, suffix))
+                    removed += 1
         return removed

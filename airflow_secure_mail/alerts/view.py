@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.alerts.events import RUN, Event, Kind
+from airflow_secure_mail.alerts.events import RUN, Event, Kind, alerting_kinds
+from airflow_secure_mail.alerts.plan import FIRING
 
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
-    from airflow_secure_mail.alerts.plan import Claim
+    from airflow_secure_mail.alerts.plan import AlertState, Claim
     from airflow_secure_mail.alerts.silences import Silence
 
 
@@ -33,28 +35,85 @@ def build_view(
     resolved_now: list[str],
 ) -> dict[str, Any]:
     """Failed runs with their task instances (inhibition), alert rows, resolved keys, held events; capped."""
-    alerting = {Kind.FAILURE} | ({Kind.RETRY} if digest.notify_on_retry else set())
+    folded = _fold_runs(events, digest.notify_on_retry)
+    new = Counter(e.key_hash for e in folded.loose)
+    keys = _firing_keys(claim, folded, new)
+    runs, budget, hidden = _run_items(folded, digest.max_items)
+    rows = [_row(claim.alerts[k], new[k]) for k in keys[: max(budget, 0)]]
+    retries = sum(1 for e in folded.alerted if e.kind is Kind.RETRY)
+    starts = [str(r["at"]) for r in runs] + [str(r["first_seen"]) for r in rows] + [e.at.isoformat() for e, _ in held]
+    dags = {dag for dag, _ in folded.failed_runs} | {claim.alerts[k].dag_id for k in keys} | {e.dag_id for e, _ in held}
+    return {
+        "kind": claim.kind,
+        "group": claim.group,
+        "at": claim.at,
+        "failures": len(folded.alerted) - retries + sum(1 for tasks in folded.run_tasks.values() if not tasks),
+        "retries": retries,
+        "firing": len(keys),
+        "dags": sorted(dags),
+        "since": min(starts) if starts else claim.at,
+        "runs": runs,
+        "rows": rows,
+        "resolved": _resolved(claim, resolved_now) if digest.send_resolved else [],
+        "held": _held(held),
+        "other": {
+            "retries": sum(1 for e in events if e.kind is Kind.RETRY and not digest.notify_on_retry),
+            "successes": sum(1 for e in events if e.kind.resolving),
+        },
+        "more": hidden + len(keys) - len(rows),
+        "where": f"{digest.state.rstrip('/')}/events/{claim.gid}/",
+    }
+
+
+@dataclass
+class _Folded:
+    """Alerting events split by inhibition: each failed run with its task alerts, and the rest (``loose``)."""
+
+    failed_runs: dict[tuple[str, str], Event]
+    run_tasks: dict[tuple[str, str], list[Event]]
+    loose: list[Event]
+
+    @property
+    def in_runs(self) -> list[Event]:
+        return [e for tasks in self.run_tasks.values() for e in tasks]
+
+    @property
+    def alerted(self) -> list[Event]:
+        return self.in_runs + self.loose
+
+
+def _fold_runs(events: list[Event], notify_on_retry: bool) -> _Folded:
+    """A failed run folds the alerts of its own task instances (Alertmanager's inhibition)."""
+    alerting = alerting_kinds(notify_on_retry) - {Kind.RUN_FAILURE}  # the runs themselves are the folders
     failed_runs = {(e.dag_id, e.run_id): e for e in sorted(events, key=lambda e: e.at) if e.kind is Kind.RUN_FAILURE}
-    run_tasks: dict[tuple[str, str], list[Event]] = {key: [] for key in failed_runs}
-    loose: list[Event] = []
+    folded = _Folded(failed_runs, {key: [] for key in failed_runs}, [])
     for e in sorted(events, key=lambda e: (e.at, e.task_id, e.map_index)):
         if e.kind in alerting:
-            (run_tasks[(e.dag_id, e.run_id)] if (e.dag_id, e.run_id) in failed_runs else loose).append(e)
-    new = Counter(e.key_hash for e in loose)
-    inhibited = {e.key_hash for e in failed_runs.values()} | {e.key_hash for ts in run_tasks.values() for e in ts}
-    keys = [k for k, a in claim.alerts.items() if a.status == "firing" and (k in new or k not in inhibited)]
-    keys.sort(key=lambda k: (-new[k], claim.alerts[k].dag_id, claim.alerts[k].task_id))
-    budget = digest.max_items
-    runs: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    total = shown_total = 0
-    for run_key, run in failed_runs.items():
-        tasks = run_tasks[run_key]
-        total += len(tasks) or 1
+            run_key = (e.dag_id, e.run_id)
+            (folded.run_tasks[run_key] if run_key in failed_runs else folded.loose).append(e)
+    return folded
+
+
+def _firing_keys(claim: Claim, folded: _Folded, new: Counter[str]) -> list[str]:
+    """Firing alert keys, less those a failed run folds (unless they fired outside it too); busiest first."""
+    inhibited = {e.key_hash for e in folded.failed_runs.values()} | {e.key_hash for e in folded.in_runs}
+    keys = [k for k, a in claim.alerts.items() if a.status == FIRING and (k in new or k not in inhibited)]
+    return sorted(keys, key=lambda k: (-new[k], claim.alerts[k].dag_id, claim.alerts[k].task_id))
+
+
+def _run_items(folded: _Folded, budget: int) -> tuple[list[dict[str, Any]], int, int]:
+    """Each failed run with as many task rows as ``budget`` allows: (items, budget left, task rows not shown).
+
+    A run without task alerts costs one item of the budget itself.
+    """
+    items: list[dict[str, Any]] = []
+    hidden = 0
+    for run_key, run in folded.failed_runs.items():
+        tasks = folded.run_tasks[run_key]
         shown = tasks[: max(budget, 0)]
         budget -= len(shown) if tasks else 1
-        shown_total += len(shown) if tasks else 1
-        runs.append(
+        hidden += len(tasks) - len(shown)
+        items.append(
             {
                 "dag_id": run.dag_id,
                 "run_id": run.run_id,
@@ -64,58 +123,33 @@ def build_view(
                 "tasks": [_item(t) for t in shown],
             }
         )
-    for key in keys:
-        total += 1
-        if budget > 0:
-            budget -= 1
-            shown_total += 1
-            a = claim.alerts[key]
-            rows.append(
-                {
-                    "dag_id": a.dag_id,
-                    "task_id": a.task_id if a.task_id != RUN else "(DAG run)",
-                    "new": new[key],
-                    "count": a.count,
-                    "retries": a.retries,
-                    "first_seen": a.first_seen,
-                    "last_seen": a.last_seen,
-                    "last_error": a.last_error,
-                    "log_url": a.log_url,
-                }
-            )
-    resolved = [
-        {"dag_id": claim.alerts[k].dag_id, "task_id": claim.alerts[k].task_id, "at": claim.alerts[k].resolved_at}
-        for k in dict.fromkeys(resolved_now)
-        if digest.send_resolved
-    ]
-    held_by: dict[str, dict[str, Any]] = {}
+    return items, budget, hidden
+
+
+def _row(alert: AlertState, new: int) -> dict[str, Any]:
+    return {
+        "dag_id": alert.dag_id,
+        "task_id": alert.task_id if alert.task_id != RUN else "(DAG run)",
+        "new": new,
+        "count": alert.count,
+        "retries": alert.retries,
+        "first_seen": alert.first_seen,
+        "last_seen": alert.last_seen,
+        "last_error": alert.last_error,
+        "log_url": alert.log_url,
+    }
+
+
+def _resolved(claim: Claim, resolved_now: list[str]) -> list[dict[str, Any]]:
+    alerts = [claim.alerts[k] for k in dict.fromkeys(resolved_now)]
+    return [{"dag_id": a.dag_id, "task_id": a.task_id, "at": a.resolved_at} for a in alerts]
+
+
+def _held(held: list[tuple[Event, Silence]]) -> list[dict[str, Any]]:
+    """Events a silence held, by silence: what it is, how many, and which task keys (most frequent first)."""
+    by_silence: dict[str, dict[str, Any]] = {}
     for e, s in held:
-        entry = held_by.setdefault(s.id, {**s.describe(), "count": 0, "keys": Counter()})
+        entry = by_silence.setdefault(s.id, {**s.describe(), "count": 0, "keys": Counter()})
         entry["count"] += 1
         entry["keys"][f"{e.dag_id}.{e.task_id}"] += 1
-    alerted = [e for ts in run_tasks.values() for e in ts] + loose
-    retries = sum(1 for e in alerted if e.kind is Kind.RETRY)
-    failures = len(alerted) - retries + sum(1 for ts in run_tasks.values() if not ts)
-    starts = [str(r["at"]) for r in runs] + [str(r["first_seen"]) for r in rows] + [e.at.isoformat() for e, _ in held]
-    return {
-        "kind": claim.kind,
-        "group": claim.group,
-        "at": claim.at,
-        "failures": failures,
-        "retries": retries,
-        "firing": len(keys),
-        "dags": sorted(
-            {dag for dag, _ in failed_runs} | {claim.alerts[k].dag_id for k in keys} | {e.dag_id for e, _ in held}
-        ),
-        "since": min(starts) if starts else claim.at,
-        "runs": runs,
-        "rows": rows,
-        "resolved": resolved,
-        "held": [dict(h, keys=dict(h["keys"].most_common())) for h in held_by.values()],
-        "other": {
-            "retries": sum(1 for e in events if e.kind is Kind.RETRY and not digest.notify_on_retry),
-            "successes": sum(1 for e in events if e.kind.resolving),
-        },
-        "more": total - shown_total,
-        "where": f"{digest.state.rstrip('/')}/events/{claim.gid}/",
-    }
+    return [dict(h, keys=dict(h["keys"].most_common())) for h in by_silence.values()]

@@ -12,9 +12,9 @@ import hashlib
 import io
 import logging
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow_secure_mail.archive.objects import _dumps
@@ -42,6 +42,7 @@ class BackupSummary:
 
 
 _STAMP = "%Y%m%dT%H%M%SZ"
+_MANIFEST_SUFFIX = ".manifest.json"
 
 
 def bundle_name(start: datetime, end: datetime) -> str:
@@ -50,9 +51,7 @@ def bundle_name(start: datetime, end: datetime) -> str:
 
 def _manifest_interval(name: str) -> tuple[datetime, datetime] | None:
     """The ``[start, end)`` a manifest covers, read from its name (``<start>_<end>.manifest.json``)."""
-    from datetime import UTC
-
-    stem = name.removesuffix(".manifest.json")
+    stem = name.removesuffix(_MANIFEST_SUFFIX)
     if stem == name:
         return None
     try:
@@ -96,8 +95,6 @@ def resume_interval(archive: MailArchive, target: ObjectStore, end: datetime) ->
 
 def _first_day(archive: MailArchive) -> datetime | None:
     """Midnight UTC of the archive's oldest day folder (``messages/YYYY/MM/DD``), None when it is empty."""
-    from datetime import UTC
-
     path = "messages"
     for _ in range(3):
         names = [n for n in archive.list_names(path) if n.isdigit()]
@@ -149,70 +146,144 @@ def backup(
     now: datetime | None = None,
     log_fn: Callable[[str], None] = log.info,
 ) -> BackupSummary:
-    """Verify every committed record in ``[start, end)`` and write one bundle + manifest to ``target``."""
+    """Verify every committed record in ``[start, end)`` and write one bundle + manifest to ``target``.
+
+    Idempotent (a re-run finds its verified bundle and writes nothing) and write-once; retention removes
+    records from the archive only after a verified bundle holds them.
+    """
     records = list(archive.iter_records(start, end))
-    members: list[tuple[str, bytes]] = []
-    entries = []
+    collected = _collect_verified(archive, records, log_fn)
+    name = bundle_name(start, end)
+    summary = _existing_bundle(archive, target, name, collected, log_fn) or _write_bundle(
+        archive, target, name, (start, end), collected, encrypt=encrypt, log_fn=log_fn
+    )
+    summary.start, summary.end = start.isoformat(), end.isoformat()
+    if retention_days is not None:
+        summary.removed = _apply_retention(archive, records, retention_days, now, log_fn)
+    return summary
+
+
+def _record_facts(record: ArchiveRecord) -> dict[str, Any]:
+    """What a manifest entry and retention need from a record: the one place this module reads its metadata."""
+    meta = record.meta
+    return {
+        "sha256": meta.sha256,
+        "size": meta.size,
+        "status": meta.status.value,
+        "message_id": meta.message_id,
+        "committed_at": meta.committed_at,
+    }
+
+
+def _record_from_entry(entry: Mapping[str, Any], metadata: bytes) -> ArchiveRecord:
+    """The record a manifest entry stands for, from the metadata object the bundle holds for it."""
+    return ArchiveRecord(entry["key"], entry["prefix"], RecordMetadata.from_json(metadata, where=entry["prefix"]))
+
+
+@dataclass
+class _Collected:
+    """An interval's verified records: tar members (the objects exactly as stored) and manifest entries."""
+
+    members: list[tuple[str, bytes]]
+    entries: list[dict[str, Any]]
+
+
+def _collect_verified(archive: MailArchive, records: list[ArchiveRecord], log_fn: Callable[[str], None]) -> _Collected:
+    """Read each record's objects as stored (an encrypted record stays encrypted), verify and describe them."""
+    collected = _Collected([], [])
     for done, record in enumerate(records, start=1):
         stored = archive.read(f"{record.prefix}.eml")
         if stored is None:
             raise ArchiveIntegrityError(f"archive object {record.prefix}.eml is missing.", key=record.prefix)
         archive.verify(record, stored)
         metadata = archive.read(f"{record.prefix}.json") or b""
-        members += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.json", metadata)]
-        meta = record.metadata
-        entries.append(
-            {
-                "key": record.key,
-                "prefix": record.prefix,
-                "sha256": meta["sha256"],
-                "metadata_sha256": hashlib.sha256(metadata).hexdigest(),
-                "size": meta["size"],
-                "status": meta["status"],
-                "message_id": meta.get("message_id"),
-                "committed_at": meta.get("committed_at"),
-            }
-        )
+        collected.members += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.json", metadata)]
+        collected.entries.append(_manifest_entry(record, metadata))
         _progress(log_fn, done, len(records), "verified")
-    name = bundle_name(start, end)
-    manifest_name = f"{name}.manifest.json"
+    return collected
+
+
+def _manifest_entry(record: ArchiveRecord, metadata: bytes) -> dict[str, Any]:
+    facts = _record_facts(record)
+    return {
+        "key": record.key,
+        "prefix": record.prefix,
+        "sha256": facts["sha256"],
+        "metadata_sha256": hashlib.sha256(metadata).hexdigest(),
+        "size": facts["size"],
+        "status": facts["status"],
+        "message_id": facts["message_id"],
+        "committed_at": facts["committed_at"],
+    }
+
+
+def _existing_bundle(
+    archive: MailArchive, target: ObjectStore, name: str, collected: _Collected, log_fn: Callable[[str], None]
+) -> BackupSummary | None:
+    """A re-run: the verified bundle already written for these very records; None when there is none yet."""
+    manifest_name = f"{name}{_MANIFEST_SUFFIX}"
     existing = target.read_json(manifest_name)
-    if existing is not None:
-        if [e["key"] for e in existing["records"]] != [e["key"] for e in entries]:
-            raise ArchiveError(
-                f"backup {manifest_name} exists with {existing['count']} records but the archive now has "
-                f"{len(entries)} for that interval; back up the new ones in a later interval.",
-                key=manifest_name,
-            )
-        verify_bundle(archive, target, manifest_name)
-        log_fn(f"bundle {name} already holds these {len(entries)} records; nothing written")
-        summary = BackupSummary(existing["bundle"], manifest_name, len(entries), existing["bytes"], created=False)
-    else:
-        data = _tar(members)
-        encryption = None
-        sealed = encrypt and archive.envelope is not None
-        bundle = f"{name}.tar.gz" + (".enc" if sealed else "")
-        if sealed:
-            data, encryption = archive.envelope.seal(data, aad=bundle.encode())
-        manifest = {
-            "schema_version": MANIFEST_VERSION,
-            "interval": [start.isoformat(), end.isoformat()],
-            "bundle": bundle,
-            "bundle_sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
-            "count": len(entries),
-            "records": entries,
-            "encryption": encryption,
-        }
-        target.write_once(bundle, data)
-        target.write_once(manifest_name, _dumps(manifest))
-        verify_bundle(archive, target, manifest_name)
-        log_fn(f"wrote {bundle}: {len(entries)} records, {len(data)} bytes")
-        summary = BackupSummary(bundle, manifest_name, len(entries), len(data), created=True)
-    summary.start, summary.end = start.isoformat(), end.isoformat()
-    if retention_days is not None:
-        summary.removed = _apply_retention(archive, records, retention_days, now, log_fn)
-    return summary
+    if existing is None:
+        return None
+    count = len(collected.entries)
+    if [e["key"] for e in existing["records"]] != [e["key"] for e in collected.entries]:
+        raise ArchiveError(
+            f"backup {manifest_name} exists with {existing['count']} records but the archive now has "
+            f"{count} for that interval; back up the new ones in a later interval.",
+            key=manifest_name,
+        )
+    verify_bundle(archive, target, manifest_name)
+    log_fn(f"bundle {name} already holds these {count} records; nothing written")
+    return BackupSummary(existing["bundle"], manifest_name, count, existing["bytes"], created=False)
+
+
+def _write_bundle(
+    archive: MailArchive,
+    target: ObjectStore,
+    name: str,
+    interval: tuple[datetime, datetime],
+    collected: _Collected,
+    *,
+    encrypt: bool,
+    log_fn: Callable[[str], None],
+) -> BackupSummary:
+    """Tar and seal the records, write the bundle and then its manifest (each once), and read both back."""
+    bundle, data, encryption = _seal(archive, name, _tar(collected.members), encrypt)
+    manifest_name = f"{name}{_MANIFEST_SUFFIX}"
+    manifest = {
+        "schema_version": MANIFEST_VERSION,
+        "interval": [interval[0].isoformat(), interval[1].isoformat()],
+        "bundle": bundle,
+        "bundle_sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "count": len(collected.entries),
+        "records": collected.entries,
+        "encryption": encryption,
+    }
+    target.write_once(bundle, data)
+    target.write_once(manifest_name, _dumps(manifest))
+    verify_bundle(archive, target, manifest_name)
+    log_fn(f"wrote {bundle}: {len(collected.entries)} records, {len(data)} bytes")
+    return BackupSummary(bundle, manifest_name, len(collected.entries), len(data), created=True)
+
+
+def _seal(archive: MailArchive, name: str, data: bytes, encrypt: bool) -> tuple[str, bytes, dict[str, Any] | None]:
+    """(object name, bytes, encryption info) of a bundle: sealed with the archive's Transit key when it has one."""
+    transit = archive.sealer if encrypt else None
+    if transit is None:
+        return f"{name}.tar.gz", data, None
+    bundle = f"{name}.tar.gz.enc"
+    sealed, encryption = transit.seal(data, aad=bundle.encode())
+    return bundle, sealed, encryption
+
+
+def _unseal(archive: MailArchive, bundle: str, data: bytes, encryption: dict[str, Any] | None) -> bytes:
+    """The tar.gz inside a bundle, decrypted (and authenticated) when the manifest says it was sealed."""
+    if not encryption:
+        return data
+    if archive.sealer is None:
+        raise ArchiveError(f"backup bundle {bundle} is encrypted: the archive needs its transit_key.", key=bundle)
+    return bytes(archive.sealer.open(data, encryption, aad=bundle.encode(), name=bundle))
 
 
 def verify_bundle(
@@ -228,11 +299,7 @@ def verify_bundle(
         raise ArchiveIntegrityError(f"backup bundle {name} is missing.", key=name)
     if hashlib.sha256(data).hexdigest() != manifest["bundle_sha256"]:
         raise ArchiveIntegrityError(f"backup bundle {name} does not match its SHA-256: it was altered.", key=name)
-    if manifest.get("encryption"):
-        if archive.envelope is None:
-            raise ArchiveError(f"backup bundle {name} is encrypted: the archive needs its transit_key.", key=name)
-        data = archive.envelope.open(data, manifest["encryption"], aad=name.encode(), name=name)
-    members = _untar(data, name)
+    members = _untar(_unseal(archive, name, data, manifest.get("encryption")), name)
     for entry in manifest["records"]:
         stored = members.get(f"{entry['prefix']}.eml")
         if stored is None or hashlib.sha256(stored).hexdigest() != entry["sha256"]:
@@ -251,8 +318,7 @@ def records_in_bundle(
     """Each record of a verified bundle with its plaintext bytes (decrypted and checked)."""
     manifest, members = verify_bundle(archive, target, manifest_name)
     for entry in manifest["records"]:
-        meta = RecordMetadata.from_json(members[f"{entry['prefix']}.json"], where=entry["prefix"])
-        record = ArchiveRecord(entry["key"], entry["prefix"], meta)
+        record = _record_from_entry(entry, members[f"{entry['prefix']}.json"])
         yield record, archive.verify(record, members[f"{entry['prefix']}.eml"])
 
 
@@ -264,12 +330,10 @@ def _apply_retention(
     log_fn: Callable[[str], None],
 ) -> int:
     """Remove records older than the retention period; only called once their bundle verified."""
-    from datetime import UTC
-
     cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
     removed = 0
     for record in records:
-        if datetime.fromisoformat(str(record.metadata["committed_at"])) < cutoff:
+        if datetime.fromisoformat(str(_record_facts(record)["committed_at"])) < cutoff:
             archive.remove(record)
             removed += 1
     if removed:
