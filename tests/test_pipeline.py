@@ -1,4 +1,4 @@
-"""What a task log says about a send: server, TLS, counts, Message-IDs, new vs already sent; never an address."""
+"""The pipeline: per-recipient copies, retries that send nothing twice, and what the task log says (never an address)."""
 
 from __future__ import annotations
 

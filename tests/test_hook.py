@@ -1,4 +1,4 @@
-"""Issue 2: the first secure path, end to end against real servers."""
+"""SecureSmtpHook: verified TLS with Vault credentials, rotation, refusals before AUTH; send() runs the pipeline."""
 
 from __future__ import annotations
 

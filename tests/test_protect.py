@@ -1,4 +1,4 @@
-"""Issue 5: PGP/MIME and S/MIME, checked with the independent gpg and openssl command-line tools."""
+"""PGP/MIME and S/MIME (mail/protect.py), checked with the independent gpg and openssl command-line tools."""
 
 from __future__ import annotations
 
