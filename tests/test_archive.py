@@ -169,7 +169,7 @@ def test_retry_after_committed_send_sends_nothing_more(mail_env, tmp_path):
 def test_failure_after_staging_leaves_pending_that_a_later_run_completes(mail_env, tmp_path):
     archive = MailArchive(f"file://{tmp_path}/a")
     mail_env.smtp.script.data_replies = ["554 5.7.1 rejected for now"]
-    with pytest.raises(DeliveryError):
+    with pytest.raises(DeliveryError, match=r"refused the message \(554"):
         _send(archive, 4)
     [rejected] = [p for p in Path(tmp_path, "a").rglob("*.failed-1.json")]
     key = rejected.name.split(".")[0]
@@ -201,7 +201,7 @@ def _unreachable_s3(monkeypatch, conn_id: str) -> str:
 def test_staging_failure_sends_nothing_by_default(mail_env, monkeypatch):
     _unreachable_s3(monkeypatch, "aws_down")
     archive = MailArchive("s3://mail-test/archive", conn_id="aws_down")
-    with pytest.raises(ArchiveError):
+    with pytest.raises(ArchiveError, match=r"cannot (read|write) archive object"):
         _send(archive, 5)
     assert mail_env.smtp.connections == 0
 
@@ -217,7 +217,9 @@ def test_object_store_outage_loses_nothing_and_duplicates_nothing(mail_env, monk
         _send(MailArchive("s3://outage/a", conn_id="aws_outage"), 1)
     finally:
         store.stop()
-    with pytest.raises(ArchiveError):  # the store is down: message 2 is not sent without its record
+    with pytest.raises(
+        ArchiveError, match=r"cannot (read|write) archive object"
+    ):  # the store is down: message 2 is not sent without its record
         _send(MailArchive("s3://outage/a", conn_id="aws_outage"), 2)
     assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["r1@example.com"]]
     store.start()  # same data, new port
@@ -283,7 +285,7 @@ def test_flipped_byte_in_bundle_is_detected(mail_env, tmp_path):
     bundle.write_bytes(bytes(data))
     with pytest.raises(ArchiveIntegrityError, match=summary.bundle):
         verify_bundle(archive, target, summary.manifest)
-    with pytest.raises(ArchiveIntegrityError):
+    with pytest.raises(ArchiveIntegrityError, match="does not match its SHA-256: it was altered"):
         select(archive, RestoreSelection(*_window()), bundle_location=f"file://{tmp_path}/backup")
     later = datetime.now(UTC) + timedelta(days=2)  # a restore of another interval never opens this bundle
     assert (

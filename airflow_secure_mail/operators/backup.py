@@ -19,7 +19,14 @@ def _when(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value))
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        from airflow_secure_mail.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{value!r} is not an ISO 8601 time: give e.g. 2026-11-01 or 2026-11-01T00:00Z."
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
