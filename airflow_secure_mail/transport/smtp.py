@@ -41,6 +41,11 @@ class SmtpSession:
         self.info = SessionInfo()
 
     @property
+    def is_open(self) -> bool:
+        """Connected and not closed: it can carry another message."""
+        return self._smtp is not None and self._smtp.is_connected
+
+    @property
     def where(self) -> str:
         return f"{self.policy.host}:{self.policy.port}"
 

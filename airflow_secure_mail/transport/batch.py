@@ -1,0 +1,290 @@
+"""Deliver a batch of ``Outgoing`` over a few reused sessions: one outcome per message, never one failure for all.
+
+Transient failures are retried on a fresh session with jittered backoff; throttling replies pause every session
+of the connection (a process-wide rate) and are retried without using up ``retries``; ``deadline`` bounds it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
+from airflow_secure_mail.transport.rate import RateLimiter, rate_limiter
+from airflow_secure_mail.transport.receipt import SendReceipt
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.mail.outgoing import Outgoing
+    from airflow_secure_mail.transport.smtp import SmtpSession
+
+log = logging.getLogger(__name__)
+
+Outcome = SendReceipt | SecureMailError
+OutcomeCallback = Callable[[int, "Outgoing", Outcome], Awaitable[None]]
+SessionOpener = Callable[[], Awaitable["SmtpSession"]]
+_MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True)
+class DeliveryLimits:
+    """How hard a batch may push one relay; ``rate_key`` (the conn id) shares the rate across a process."""
+
+    concurrency: int = 1
+    retries: int = 3
+    retry_backoff: float = 1.0
+    deadline: float = 300.0
+    max_messages_per_minute: float | None = None
+    rate_key: str = ""
+
+    def __post_init__(self) -> None:
+        for name, value, lowest in (("concurrency", self.concurrency, 1), ("retries", self.retries, 0)):
+            if value < lowest:
+                raise ConfigurationError(f"{name} must be at least {lowest}, not {value}.")
+        for name, number in (("deadline", self.deadline), ("max_messages_per_minute", self.max_messages_per_minute)):
+            if number is not None and number <= 0:
+                raise ConfigurationError(f"{name} must be above 0, not {number}.")
+        if self.retry_backoff < 0:
+            raise ConfigurationError(f"retry_backoff must not be negative, not {self.retry_backoff}.")
+
+
+async def deliver_batch(
+    items: Sequence[Outgoing] | AsyncIterable[Outgoing],
+    open_session: SessionOpener,
+    limits: DeliveryLimits,
+    on_outcome: OutcomeCallback | None = None,
+) -> list[Outcome]:
+    """One outcome per message taken, in item order; a message's failure is its outcome, never raised.
+
+    ``on_outcome`` is awaited in its own task as soon as a message's outcome is known (while others still
+    send) and is not cancelled by the deadline; if it raises, no further message is taken and the error is
+    raised once the messages in flight are done. Items of an ``AsyncIterable`` are taken as they arrive; after
+    the deadline no further item is taken from it (a ``Sequence`` gets a deadline error for each one left).
+    """
+    return await _Batch(open_session, limits, on_outcome).run(items)
+
+
+class _Attempts:
+    """One message's tries: transient failures count against ``retries``, throttling does not."""
+
+    def __init__(self, limits: DeliveryLimits) -> None:
+        self.limits = limits
+        self.total = 0
+        self.failures = 0
+        self.throttles = 0
+
+    def record(self, error: DeliveryError) -> None:
+        if error.throttled:
+            self.throttles += 1
+        else:
+            self.failures += 1
+
+    def exhausted(self, _state: Any) -> bool:
+        return self.failures > self.limits.retries
+
+    def backoff(self, count: int) -> float:
+        """Exponential from ``retry_backoff``, capped, with up to one more ``retry_backoff`` of jitter."""
+        base = self.limits.retry_backoff
+        return min(base * 2 ** max(count - 1, 0), _MAX_BACKOFF) + random.uniform(0, base)
+
+    def wait(self, state: Any) -> float:
+        """Throttling waits at the shared limiter (every session pauses), a plain failure here."""
+        error = state.outcome.exception() if state.outcome else None
+        return 0.0 if isinstance(error, DeliveryError) and error.throttled else self.backoff(self.failures)
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, DeliveryError) and error.transient
+
+
+class _Source:
+    """The batch's items, taken one at a time by the workers, numbered in the order taken."""
+
+    def __init__(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> None:
+        self._aiter = aiter(items) if isinstance(items, AsyncIterable) else None
+        self._iter: Iterator[Outgoing] | None = None if isinstance(items, AsyncIterable) else iter(items)
+        self._lock = asyncio.Lock()
+        self.taken: list[Outgoing] = []
+        self.error: BaseException | None = None
+        self.closed = False
+        self.size = None if isinstance(items, AsyncIterable) else len(items)
+
+    async def take(self) -> tuple[int, Outgoing] | None:
+        async with self._lock:
+            if self.closed:
+                return None
+            try:
+                item = await anext(self._aiter) if self._aiter is not None else next(self._iter)  # type: ignore[arg-type]
+            except (StopIteration, StopAsyncIteration):
+                self.closed = True
+                return None
+            except Exception as exc:
+                self.error, self.closed = exc, True
+                return None
+            self.taken.append(item)
+            return len(self.taken) - 1, item
+
+    async def left_over(self) -> Iterable[Outgoing]:
+        """What a Sequence still holds; an async source is closed instead (its producer stops there)."""
+        self.closed = True
+        if self._iter is not None:
+            return list(self._iter)
+        close = getattr(self._aiter, "aclose", None)
+        if close is not None:
+            await close()
+        return ()
+
+
+class _Batch:
+    def __init__(self, open_session: SessionOpener, limits: DeliveryLimits, on_outcome: OutcomeCallback | None):
+        self.open_session = open_session
+        self.limits = limits
+        self.on_outcome = on_outcome
+        self.limiter: RateLimiter = rate_limiter(limits.rate_key, limits.max_messages_per_minute)
+        self.results: dict[int, Outcome] = {}
+        self.last_error: dict[int, DeliveryError] = {}
+        self.in_flight: set[int] = set()
+        self.fatal: SecureMailError | None = None
+        self.callbacks: list[asyncio.Task[None]] = []
+        self.callback_error: BaseException | None = None
+        self.source: _Source
+
+    async def run(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> list[Outcome]:
+        self.source = source = _Source(items)
+        workers = self.limits.concurrency if source.size is None else max(1, min(self.limits.concurrency, source.size))
+        try:
+            async with asyncio.timeout(self.limits.deadline), asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._worker())
+        except TimeoutError:
+            self._after_deadline(await source.left_over())
+        except BaseExceptionGroup as crashed:  # a bug, not a delivery failure: raise it as itself
+            raise crashed.exceptions[0] from None
+        await asyncio.gather(*self.callbacks, return_exceptions=True)
+        for error in (self.callback_error, source.error):
+            if error is not None:
+                raise error
+        return [self.results[index] for index in range(len(source.taken))]
+
+    async def _worker(self) -> None:
+        session: SmtpSession | None = None
+        try:
+            while (taken := await self.source.take()) is not None:
+                index, item = taken
+                session, outcome = await self._deliver(session, index, item)
+                self._report(index, item, outcome)
+        finally:
+            if session is not None:
+                await session.close()
+
+    async def _deliver(
+        self, session: SmtpSession | None, index: int, item: Outgoing
+    ) -> tuple[SmtpSession | None, Outcome]:
+        """Send one message, retrying as the limits allow; returns the session to reuse (None: closed)."""
+        from tenacity import AsyncRetrying, retry_if_exception
+
+        if self.fatal is not None:
+            return session, self.fatal
+        tries = _Attempts(self.limits)
+        holder = [session]
+        error: SecureMailError | None = None
+        try:
+            retrying = AsyncRetrying(
+                stop=tries.exhausted, wait=tries.wait, retry=retry_if_exception(_retryable), reraise=True
+            )
+            async for attempt in retrying:
+                with attempt:
+                    receipt = await self._attempt(holder, index, item, tries)
+        except SecureMailError as exc:
+            error = detached(exc)
+        if error is not None:
+            return holder[0], error
+        return holder[0], replace(receipt, attempts=tries.total)
+
+    async def _attempt(
+        self, holder: list[SmtpSession | None], index: int, item: Outgoing, tries: _Attempts
+    ) -> SendReceipt:
+        """One try on the held session (opened if needed); a failure leaves the session reusable or None."""
+        tries.total += 1
+        try:
+            session = holder[0]
+            if session is None or not session.is_open:
+                session = holder[0] = await self._open()
+            await self.limiter.acquire()
+            self.in_flight.add(index)
+            receipt = await session.send(item.sender, item.recipients, item.data, message_id=item.message_id)
+        except DeliveryError as exc:
+            self.in_flight.discard(index)
+            await self._failed(holder, index, exc, tries)
+            raise
+        self.in_flight.discard(index)  # not in a finally: cut off by the deadline, it may have been delivered
+        self.limiter.accepted()
+        return receipt
+
+    async def _open(self) -> SmtpSession:
+        """A new session; a permanent failure to open one (TLS, AUTH) ends the batch without more tries."""
+        try:
+            return await self.open_session()
+        except SecureMailError as exc:
+            if not (isinstance(exc, DeliveryError) and exc.transient):
+                self.fatal = exc
+            raise
+
+    async def _failed(
+        self, holder: list[SmtpSession | None], index: int, error: DeliveryError, tries: _Attempts
+    ) -> None:
+        """Count the failure; throttling pauses every session, another transient failure drops this one."""
+        tries.record(error)
+        self.last_error[index] = error
+        if error.throttled:
+            pause = tries.backoff(tries.throttles)
+            log.warning("SMTP relay throttling (%s); every session of this connection pauses %.1fs", error.code, pause)
+            self.limiter.throttled(pause)
+        elif error.transient:
+            log.warning("transient SMTP failure (attempt %d): %s", tries.total, error)
+            session, holder[0] = holder[0], None
+            if session is not None:
+                await session.close()
+
+    def _report(self, index: int, item: Outgoing, outcome: Outcome) -> None:
+        self.results[index] = outcome
+        if self.on_outcome is None:
+            return
+        task = asyncio.ensure_future(self.on_outcome(index, item, outcome))
+        task.add_done_callback(self._callback_done)
+        self.callbacks.append(task)
+
+    def _callback_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self.callback_error is None:
+            self.callback_error = task.exception()
+            self.source.closed = True
+
+    def _after_deadline(self, left_over: Iterable[Outgoing]) -> None:
+        """Every message without an outcome gets one saying the deadline ran out (and why, if throttled)."""
+        for index, item in enumerate(self.source.taken):
+            if index not in self.results:
+                self._report(index, item, self._deadline_error(index))
+        for item in left_over:
+            self.source.taken.append(item)
+            self._report(len(self.source.taken) - 1, item, self._deadline_error(None))
+
+    def _deadline_error(self, index: int | None) -> DeliveryError:
+        deadline = self.limits.deadline
+        last = self.last_error.get(index) if index is not None else None
+        maybe = index in self.in_flight
+        if last is not None and last.throttled:
+            return DeliveryError(
+                f"the relay was still throttling when the deadline of {deadline:.0f}s ran out ({last}); "
+                "lower max_messages_per_minute or raise extra deadline.",
+                code=last.code,
+                throttled=True,
+                maybe_delivered=maybe,
+            )
+        return DeliveryError(
+            f"sending did not finish within the deadline of {deadline:.0f}s; raise extra deadline or check the server.",
+            transient=True,
+            maybe_delivered=maybe,
+        )
