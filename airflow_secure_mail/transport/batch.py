@@ -147,6 +147,7 @@ class _Batch:
         self.results: dict[int, Outcome] = {}
         self.last_error: dict[int, DeliveryError] = {}
         self.in_flight: set[int] = set()
+        self.last_throttle: DeliveryError | None = None
         self.fatal: SecureMailError | None = None
         self.callbacks: list[asyncio.Task[None]] = []
         self.callback_error: BaseException | None = None
@@ -240,6 +241,7 @@ class _Batch:
         tries.record(error)
         self.last_error[index] = error
         if error.throttled:
+            self.last_throttle = error
             pause = tries.backoff(tries.throttles)
             log.warning("SMTP relay throttling (%s); every session of this connection pauses %.1fs", error.code, pause)
             self.limiter.throttled(pause)
@@ -274,11 +276,12 @@ class _Batch:
     def _deadline_error(self, index: int | None) -> DeliveryError:
         deadline = self.limits.deadline
         last = self.last_error.get(index) if index is not None else None
+        last = last or self.last_throttle  # a message that waited its turn behind a throttling relay
         maybe = index in self.in_flight
         if last is not None and last.throttled:
             return DeliveryError(
-                f"the relay was still throttling when the deadline of {deadline:.0f}s ran out ({last}); "
-                "lower max_messages_per_minute or raise extra deadline.",
+                f"the relay was still throttling when the deadline of {deadline:.0f}s ran out: "
+                f"{str(last).rstrip('.')}; lower max_messages_per_minute or raise extra deadline.",
                 code=last.code,
                 throttled=True,
                 maybe_delivered=maybe,

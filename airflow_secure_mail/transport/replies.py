@@ -29,7 +29,7 @@ def reply_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
     """A whole-message refusal at ``stage``; throttling is named as such (it is retried, not failed)."""
     if is_throttling(code, text):
         return DeliveryError(
-            f"{where} is throttling us at {stage} ({code} {text[:120]}); lower max_messages_per_minute.",
+            f"{where} is throttling us at {stage} ({code} {text[:120]}).",
             code=code,
             throttled=True,
         )
