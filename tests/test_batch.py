@@ -6,6 +6,7 @@ Sessions get their credentials from a callback, as the hook's would come from Va
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -115,9 +116,9 @@ def test_relay_that_throttles_forever_fails_at_the_deadline_naming_both(throttle
         assert outcome.throttled and outcome.transient and outcome.code == 421
         assert not outcome.maybe_delivered  # refused at MAIL: the message never went out
         assert str(outcome) == (
-            "the relay was still throttling when the deadline of 1s ran out: localhost:%d is throttling us at "
-            "MAIL (421 4.7.0 Too many messages, slow down); lower max_messages_per_minute or raise extra deadline."
-            % throttler.port
+            f"the relay was still throttling when the deadline of 1s ran out: localhost:{throttler.port} is "
+            "throttling us at MAIL (421 4.7.0 Too many messages, slow down); lower max_messages_per_minute or "
+            "raise extra deadline."
         )
     assert throttler.arrivals == [] and throttler.throttled >= 2
 
@@ -127,7 +128,7 @@ def test_relay_that_throttles_forever_fails_at_the_deadline_naming_both(throttle
 
 def _gaps(server: ThrottlingSmtpServer) -> list[float]:
     times = sorted(a.started for a in server.arrivals)
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def test_rate_is_honoured_across_two_concurrent_sessions(throttler, ca):
@@ -260,8 +261,9 @@ def test_transient_failures_beyond_retries_are_the_outcome(catcher, ca):
     server.script.data_replies = ["451 4.3.0 try again later"] * 5
     [outcome] = asyncio.run(deliver_batch(_items(1), _opener(server.starttls_port, ca, creds), _limits(retries=2)))
     assert isinstance(outcome, DeliveryError) and outcome.transient and outcome.code == 451
-    assert str(outcome) == "localhost:%d answered 451 '4.3.0 try again later' at DATA; try again later." % (
-        server.starttls_port
+    assert (
+        str(outcome)
+        == f"localhost:{server.starttls_port} answered 451 '4.3.0 try again later' at DATA; try again later."
     )
     assert server.connections == 3 and server.messages == []
 
