@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from airflow_secure_mail.errors import ArchiveError, ConfigurationError, DeliveryError, SmtpAuthError
+from airflow_secure_mail.errors import (
+    ArchiveError,
+    ConfigurationError,
+    DeliveryError,
+    PolicyViolation,
+    SmtpAuthError,
+)
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.testing.smtp import SmtpCatcher, TestCA
 from airflow_secure_mail.testing.throttling import ThrottlingSmtpServer
@@ -230,6 +236,23 @@ def test_async_iterable_items_are_sent_as_they_arrive(throttler, ca):
     outcomes = asyncio.run(deliver_batch(staged(), _opener(throttler.port, ca), _limits(concurrency=2)))
     assert [o.message_id for o in outcomes if isinstance(o, SendReceipt)] == [i.message_id for i in items]
     assert _ids(throttler) == ["<m0@test>", "<m1@test>", "<m2@test>"]
+
+
+def test_failing_item_source_is_raised_after_the_messages_taken(throttler, ca):
+    items = _items(2)
+    reported: list[int] = []
+
+    async def staged() -> AsyncIterator[Outgoing]:
+        yield items[0]
+        yield items[1]
+        raise PolicyViolation("attachment type not allowed", rule="attachment_type", item="x.exe")
+
+    async def on_outcome(index: int, item: Outgoing, outcome: object) -> None:
+        reported.append(index)
+
+    with pytest.raises(PolicyViolation, match="attachment type not allowed"):
+        asyncio.run(deliver_batch(staged(), _opener(throttler.port, ca), _limits(), on_outcome))
+    assert _ids(throttler) == ["<m0@test>", "<m1@test>"] and sorted(reported) == [0, 1]
 
 
 # -- failures that are one message's outcome ---------------------------------------------------------------

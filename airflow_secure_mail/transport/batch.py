@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -104,20 +104,24 @@ class _Source:
     """The batch's items, taken one at a time by the workers, numbered in the order taken."""
 
     def __init__(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> None:
-        self._aiter = aiter(items) if isinstance(items, AsyncIterable) else None
-        self._iter: Iterator[Outgoing] | None = None if isinstance(items, AsyncIterable) else iter(items)
+        self._aiter: AsyncIterator[Outgoing] | None = None
+        self._iter: Iterator[Outgoing] | None = None
+        self.size: int | None = None
+        if isinstance(items, AsyncIterable):
+            self._aiter = aiter(items)
+        else:
+            self._iter, self.size = iter(items), len(items)
         self._lock = asyncio.Lock()
         self.taken: list[Outgoing] = []
         self.error: BaseException | None = None
         self.closed = False
-        self.size = None if isinstance(items, AsyncIterable) else len(items)
 
     async def take(self) -> tuple[int, Outgoing] | None:
         async with self._lock:
             if self.closed:
                 return None
             try:
-                item = await anext(self._aiter) if self._aiter is not None else next(self._iter)  # type: ignore[arg-type]
+                item = await anext(self._aiter) if self._aiter is not None else next(self._iter or iter(()))
             except (StopIteration, StopAsyncIteration):
                 self.closed = True
                 return None

@@ -51,7 +51,7 @@ class RateLimiter:
         """The relay asked us to slow down: nothing starts for ``pause`` seconds, and the spacing widens."""
         with self._lock:
             self._next = max(self._next, time.monotonic() + pause)
-            self._interval = min(max(2 * self._interval, pause, self._base), _MAX_INTERVAL)
+            self._interval = min(max(2 * self._interval, pause, self._base), max(_MAX_INTERVAL, self._base))
 
     def accepted(self) -> None:
         """A message went through: the spacing recovers towards the configured rate."""
