@@ -129,6 +129,30 @@ def test_relay_that_throttles_forever_fails_at_the_deadline_naming_both(throttle
     assert throttler.arrivals == [] and throttler.throttled >= 2
 
 
+def _multi(*recipients: str) -> Outgoing:
+    return Outgoing("airflow@example.com", recipients, b"Subject: many\r\n\r\nbody\r\n", "<multi@test>")
+
+
+def test_recipients_throttled_at_rcpt_get_it_again_and_the_accepted_never_twice(throttler, ca):
+    throttler.stage, throttler.reply, throttler.throttle_first = "RCPT", "450 4.2.1 Slow down", 1
+    item = _multi("a@example.com", "b@example.com", "c@example.com")
+    [receipt] = asyncio.run(deliver_batch([item], _opener(throttler.port, ca), _limits()))
+    assert isinstance(receipt, SendReceipt) and receipt.attempts == 2
+    assert sorted(receipt.accepted) == list(item.recipients) and receipt.refused == {}
+    assert [a.rcpt_tos for a in throttler.arrivals] == [("b@example.com", "c@example.com"), ("a@example.com",)]
+
+
+def test_recipient_throttled_until_the_deadline_is_refused_in_the_receipt_of_the_others(throttler, ca):
+    throttler.stage, throttler.reply, throttler.throttle_first = "RCPT", "450 4.2.1 Slow down", None
+    throttler.only_recipients = ("a@example.com",)
+    item = _multi("a@example.com", "b@example.com")
+    [receipt] = asyncio.run(deliver_batch([item], _opener(throttler.port, ca), _limits(deadline=1.0)))
+    assert isinstance(receipt, SendReceipt)  # b has it: never reported as undelivered (a resend would repeat it)
+    assert receipt.accepted == ("b@example.com",) and receipt.refused == {"a@example.com": (450, "4.2.1 Slow down")}
+    assert [a.rcpt_tos for a in throttler.arrivals] == [("b@example.com",)]
+    assert throttler.throttled >= 2
+
+
 # -- the relay's rate --------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """ThrottlingSmtpServer: a STARTTLS SMTP server on loopback that asks its clients to slow down.
 
 It answers a throttling reply (e.g. ``421 4.7.0``) at MAIL, RCPT or DATA to the first ``throttle_first``
-transactions (``None``: to every one), then accepts, and records when each accepted message arrived, so a
-test can check a client's rate and that every message arrived exactly once. No AUTH; TLS from a ``TestCA``.
+commands at that stage (``None``: to every one; at RCPT optionally only for some addresses), then accepts,
+and records when each accepted message arrived, so a test can check a client's rate and that every message
+arrived exactly once. No AUTH; TLS from a ``TestCA``.
 """
 
 from __future__ import annotations
@@ -39,16 +40,20 @@ class ThrottlingSmtpServer:
     stage: Stage = "MAIL"
     reply: str = "421 4.7.0 Too many messages, slow down"
     throttle_first: int | None = 0
+    only_recipients: tuple[str, ...] = ()
+    """At RCPT: throttle only these addresses (the others are accepted)."""
     arrivals: list[Arrival] = field(default_factory=list)
     throttled: int = 0
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Any = None
 
-    def _throttle(self, stage: Stage) -> str | None:
-        """The throttling reply if this transaction is still to be throttled at ``stage``."""
+    def _throttle(self, stage: Stage, address: str | None = None) -> str | None:
+        """The throttling reply if this command is still to be throttled at ``stage``."""
         with self._lock:
             if stage != self.stage or (self.throttle_first is not None and self.throttled >= self.throttle_first):
+                return None
+            if self.only_recipients and address not in self.only_recipients:
                 return None
             self.throttled += 1
             return self.reply
@@ -63,7 +68,7 @@ class ThrottlingSmtpServer:
         return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-        reply = self._throttle("RCPT")
+        reply = self._throttle("RCPT", address)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.transport.rate import RateLimiter, rate_limiter
 from airflow_secure_mail.transport.receipt import SendReceipt
+from airflow_secure_mail.transport.replies import is_throttling
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.outgoing import Outgoing
@@ -70,11 +71,15 @@ async def deliver_batch(
 class _Attempts:
     """One message's tries: transient failures count against ``retries``, throttling does not."""
 
-    def __init__(self, limits: DeliveryLimits) -> None:
+    def __init__(self, limits: DeliveryLimits, recipients: tuple[str, ...]) -> None:
         self.limits = limits
         self.total = 0
         self.failures = 0
         self.throttles = 0
+        self.recipients = recipients
+        """Who the next try goes to: all, or those a throttling relay refused at RCPT last time."""
+        self.partial: SendReceipt | None = None
+        """What earlier tries delivered, when some recipients were throttled."""
 
     def record(self, error: DeliveryError) -> None:
         if error.throttled:
@@ -94,6 +99,20 @@ class _Attempts:
         """Throttling waits at the shared limiter (every session pauses), a plain failure here."""
         error = state.outcome.exception() if state.outcome else None
         return 0.0 if isinstance(error, DeliveryError) and error.throttled else self.backoff(self.failures)
+
+
+def _raise_for_throttled_recipients(sent: SendReceipt, tries: _Attempts) -> None:
+    """Recipients a throttling relay refused at RCPT get the same bytes again; the accepted ones never do."""
+    throttled = {rcpt: reply for rcpt, reply in sent.refused.items() if is_throttling(*reply)}
+    if throttled:
+        tries.recipients = tuple(throttled)
+        codes = ", ".join(sorted({str(code) for code, _ in throttled.values()}))
+        raise DeliveryError(
+            f"the relay is throttling {len(throttled)} recipient(s) at RCPT ({codes}); sending to them again.",
+            code=next(iter(throttled.values()))[0],
+            refused=throttled,
+            throttled=True,
+        )
 
 
 def _retryable(error: BaseException) -> bool:
@@ -150,6 +169,7 @@ class _Batch:
         self.limiter: RateLimiter = rate_limiter(limits.rate_key, limits.max_messages_per_minute)
         self.results: dict[int, Outcome] = {}
         self.last_error: dict[int, DeliveryError] = {}
+        self.tries: dict[int, _Attempts] = {}
         self.in_flight: set[int] = set()
         self.last_throttle: DeliveryError | None = None
         self.fatal: SecureMailError | None = None
@@ -193,7 +213,7 @@ class _Batch:
 
         if self.fatal is not None:
             return session, self.fatal
-        tries = _Attempts(self.limits)
+        tries = self.tries[index] = _Attempts(self.limits, item.recipients)
         holder = [session]
         error: SecureMailError | None = None
         try:
@@ -205,9 +225,10 @@ class _Batch:
                     receipt = await self._attempt(holder, index, item, tries)
         except SecureMailError as exc:
             error = detached(exc)
-        if error is not None:
+        if error is not None and tries.partial is None:
             return holder[0], error
-        return holder[0], replace(receipt, attempts=tries.total)
+        # Some recipients may have it already after a throttled RCPT: then that receipt is the outcome.
+        return holder[0], replace(tries.partial or receipt, attempts=tries.total)
 
     async def _attempt(
         self, holder: list[SmtpSession | None], index: int, item: Outgoing, tries: _Attempts
@@ -220,12 +241,14 @@ class _Batch:
                 session = holder[0] = await self._open()
             await self.limiter.acquire()
             self.in_flight.add(index)
-            receipt = await session.send(item.sender, item.recipients, item.data, message_id=item.message_id)
+            sent = await session.send(item.sender, tries.recipients, item.data, message_id=item.message_id)
+            self.in_flight.discard(index)  # not in a finally: cut off by the deadline, it may have been delivered
+            receipt = tries.partial = sent if tries.partial is None else tries.partial.then(sent)
+            _raise_for_throttled_recipients(sent, tries)
         except DeliveryError as exc:
             self.in_flight.discard(index)
             await self._failed(holder, index, exc, tries)
             raise
-        self.in_flight.discard(index)  # not in a finally: cut off by the deadline, it may have been delivered
         self.limiter.accepted()
         return receipt
 
@@ -272,26 +295,27 @@ class _Batch:
         """Every message without an outcome gets one saying the deadline ran out (and why, if throttled)."""
         for index, item in enumerate(self.source.taken):
             if index not in self.results:
-                self._report(index, item, self._deadline_error(index))
+                partial = self.tries[index].partial if index in self.tries else None
+                last = self.last_error.get(index) or self.last_throttle
+                cut_off = _deadline_error(self.limits.deadline, last, index in self.in_flight)
+                self._report(index, item, partial or cut_off)
         for item in left_over:
             self.source.taken.append(item)
-            self._report(len(self.source.taken) - 1, item, self._deadline_error(None))
+            self._report(len(self.source.taken) - 1, item, _deadline_error(self.limits.deadline, self.last_throttle))
 
-    def _deadline_error(self, index: int | None) -> DeliveryError:
-        deadline = self.limits.deadline
-        last = self.last_error.get(index) if index is not None else None
-        last = last or self.last_throttle  # a message that waited its turn behind a throttling relay
-        maybe = index in self.in_flight
-        if last is not None and last.throttled:
-            return DeliveryError(
-                f"the relay was still throttling when the deadline of {deadline:.0f}s ran out: "
-                f"{str(last).rstrip('.')}; lower max_messages_per_minute or raise extra deadline.",
-                code=last.code,
-                throttled=True,
-                maybe_delivered=maybe,
-            )
+
+def _deadline_error(deadline: float, last: DeliveryError | None, maybe_delivered: bool = False) -> DeliveryError:
+    """A message the deadline cut off; ``last`` (its own or the batch's) says if the relay was throttling."""
+    if last is not None and last.throttled:
         return DeliveryError(
-            f"sending did not finish within the deadline of {deadline:.0f}s; raise extra deadline or check the server.",
-            transient=True,
-            maybe_delivered=maybe,
+            f"the relay was still throttling when the deadline of {deadline:.0f}s ran out: "
+            f"{str(last).rstrip('.')}; lower max_messages_per_minute or raise extra deadline.",
+            code=last.code,
+            throttled=True,
+            maybe_delivered=maybe_delivered,
         )
+    return DeliveryError(
+        f"sending did not finish within the deadline of {deadline:.0f}s; raise extra deadline or check the server.",
+        transient=True,
+        maybe_delivered=maybe_delivered,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,17 @@ class SendReceipt:
             finished_at=datetime.fromisoformat(data["finished_at"]),
             size=int(data.get("size") or 0),
             attempts=int(data.get("attempts") or 1),
+        )
+
+    def then(self, retry: SendReceipt) -> SendReceipt:
+        """This receipt followed by ``retry``, a resend of the same bytes to some of the recipients it refused."""
+        refused = {rcpt: reply for rcpt, reply in self.refused.items() if rcpt not in retry.accepted}
+        return replace(
+            retry,
+            accepted=self.accepted + retry.accepted,
+            refused=refused | retry.refused,
+            started_at=self.started_at,
+            attempts=self.attempts + retry.attempts,
         )
 
     def to_dict(self) -> dict[str, Any]:
