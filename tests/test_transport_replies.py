@@ -53,6 +53,11 @@ def test_every_recipient_throttled_is_a_throttled_refusal_naming_no_address():
     )
 
 
+def test_reply_at_rcpt_keeps_only_the_status_code_not_the_address():
+    error = reply_error("relay:587", "RCPT", 421, "4.7.0 <hidden-bcc@example.com> too many messages")
+    assert error.throttled and str(error) == "relay:587 is throttling us at RCPT (421 4.7.0)."
+
+
 def test_permanent_reply_is_neither_transient_nor_throttled():
     error = reply_error("relay:587", "DATA", 552, "5.3.4 Message too big")
     assert (error.transient, error.throttled, error.maybe_delivered) == (False, False, False)

@@ -60,6 +60,10 @@ async def deliver_batch(
 ) -> list[Outcome]:
     """One outcome per message taken, in item order; a message's failure is its outcome, never raised.
 
+    A message that some recipients accepted is a receipt (the others in ``refused``), never an error: a resend
+    would reach the accepted ones twice. A permanent failure to open a session (TLS, AUTH) fails every message
+    left without trying again, so a wrong password is tried once per batch, not once per message.
+
     ``on_outcome`` is awaited in its own task as soon as a message's outcome is known (while others still
     send) and is not cancelled by the deadline; if it raises, no further message is taken and the error is
     raised once the messages in flight are done. Items of an ``AsyncIterable`` are taken as they arrive; after

@@ -26,16 +26,16 @@ def is_throttling(code: int, text: str) -> bool:
 
 
 def reply_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
-    """A whole-message refusal at ``stage``; throttling is named as such (it is retried, not failed)."""
+    """A whole-message refusal at ``stage``; throttling is named as such (it is retried, not failed).
+
+    At RCPT only the enhanced status code is kept: the reply may name a recipient, perhaps a Bcc one.
+    """
+    shown = (text.split(maxsplit=1) or [""])[0] if stage == "RCPT" else text[:120]
     if is_throttling(code, text):
-        return DeliveryError(
-            f"{where} is throttling us at {stage} ({code} {text[:120]}).",
-            code=code,
-            throttled=True,
-        )
+        return DeliveryError(f"{where} is throttling us at {stage} ({code} {shown}).", code=code, throttled=True)
     transient = code in TRANSIENT_CODES
     return DeliveryError(
-        f"{where} answered {code} {text[:120]!r} at {stage}" + ("; try again later." if transient else "."),
+        f"{where} answered {code} {shown!r} at {stage}" + ("; try again later." if transient else "."),
         code=code,
         transient=transient,
     )
