@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import ConfigurationError
@@ -71,7 +70,7 @@ class SmtpSettings:
             raise ConfigurationError(
                 f"connection {cid!r} needs extra vault_path: where the SMTP credentials live in Vault."
             )
-        named = {f.name for f in dataclasses.fields(cls)} - {"host", "port", "policy_defaults"}
+        named = {f.name for f in fields(cls)} - {"host", "port", "policy_defaults"}
         return cls(
             host=conn.host,
             port=port,
