@@ -7,7 +7,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 Check = tuple[str, str, str]  # (status, what, detail)
@@ -92,12 +91,15 @@ def doctor(conn_id: str) -> int:
     checks = _static_checks(conn)
     if not any(status == "FAIL" for status, _, _ in checks):
         try:
+            from airflow_secure_mail.transport.describe import certificate_expiry
+
             info = run_sync(SecureSmtpHook(conn_id).aconnection_info())
             checks.append(("PASS", "TLS negotiated", f"{info.tls_version} {info.cipher}"))
             checks.append(("PASS", "server certificate", f"{info.cert_subject} (issuer {info.cert_issuer})"))
-            if info.cert_not_after:
-                days = (info.cert_not_after - datetime.now(UTC)).days
-                checks.append(("WARN" if days < 14 else "PASS", "certificate expiry", f"{days} days left"))
+            expiry = certificate_expiry(info)
+            if expiry is not None:
+                status = "WARN" if expiry.renew_soon else "PASS"
+                checks.append((status, "certificate expiry", f"{expiry.days_left} days left"))
             checks.append(("PASS", "AUTH", f"authenticated; offered {', '.join(info.auth_mechanisms) or 'none'}"))
             if info.size_limit:
                 checks.append(("PASS", "SIZE limit", str(info.size_limit)))

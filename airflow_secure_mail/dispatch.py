@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.errors import ArchiveError, SecureMailError, detached
+from airflow_secure_mail.errors import ArchiveError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.smtp import SendReceipt
 
@@ -86,6 +86,9 @@ async def dispatch(
         await hook.adeliver(staged(), concurrency=concurrency, on_outcome=on_outcome)
     finally:
         await committer.close()
+    for d in deliveries:  # the deadline ran out before their turn: staged, so a retry sends them
+        if d.outcome is None:
+            d.outcome = DeliveryError("not sent: the send deadline ran out before its turn.", transient=True)
     return deliveries
 
 
@@ -186,8 +189,6 @@ def _committed(d: Delivery) -> ArchiveRecord:
     from datetime import UTC, datetime
 
     from airflow_secure_mail.archive.record import ArchiveRecord, ArchiveStatus
-    from airflow_secure_mail.errors import DeliveryError
-
     assert d.record is not None and d.outcome is not None
     if isinstance(d.outcome, SendReceipt):
         status = ArchiveStatus.PARTIALLY_REFUSED if d.outcome.refused else ArchiveStatus.SENT

@@ -37,6 +37,8 @@ class DeliveryError(SecureMailError):
     """The server did not accept the message for every recipient.
 
     ``refused`` maps each refused recipient to its ``(code, reply)``; ``transient`` says a retry may help.
+    ``maybe_delivered``: the connection was lost after DATA started, so the server may have accepted it.
+    ``throttled``: the server asked us to slow down (421 4.7.x, 432 4.3.2, 450 4.2.1, 454 Throttling).
     """
 
     def __init__(
@@ -47,14 +49,16 @@ class DeliveryError(SecureMailError):
         refused: Mapping[str, tuple[int, str]] | None = None,
         transient: bool = False,
         receipt: object | None = None,
+        maybe_delivered: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.refused = dict(refused or {})
-        self.transient = transient
+        self.transient = transient or throttled
         self.receipt = receipt
-        self.maybe_delivered = False
-        """True when the connection dropped after the data went out: the server may have accepted it."""
+        self.maybe_delivered = maybe_delivered
+        self.throttled = throttled
 
 
 class VaultSecretError(SecureMailError, PermissionError):

@@ -100,6 +100,23 @@ def test_numbers_typed_as_text_in_raw_extra_are_read():
     assert (s.timeout, s.retries, s.vault_version) == (12.5, 0, 4)
 
 
+def test_relay_rate_is_read_into_the_delivery_limits():
+    conn = _FakeConn({"vault_path": "smtp/x", "max_messages_per_minute": "30", "retries": 2, "deadline": 60})
+    limits = SmtpSettings.from_connection(conn).delivery_limits("c", concurrency=4)
+    assert (limits.max_messages_per_minute, limits.rate_key, limits.concurrency) == (30.0, "c", 4)
+    assert (limits.retries, limits.retry_backoff, limits.deadline) == (2, 1.0, 60.0)
+    unset = SmtpSettings.from_connection(_FakeConn({"vault_path": "smtp/x", "max_messages_per_minute": None}))
+    assert unset.max_messages_per_minute is None
+
+
+def test_auth_choices_on_the_form_are_the_transports_mechanisms():
+    from typing import get_args
+
+    from airflow_secure_mail.transport.auth import AuthMechanism
+
+    assert FIELDS_BY_NAME["auth"].choices == get_args(AuthMechanism)
+
+
 @dataclasses.dataclass
 class _FakeConn:
     """A connection as Airflow hands it over (only the attributes the parser reads): no server is needed here."""
@@ -122,6 +139,8 @@ class _FakeConn:
         ({"vault_path": None}, "needs extra vault_path"),
         ({"oauth_endpoint": "https://idp.example.com/token"}, "sets oauth_endpoint: set auth to xoauth2"),
         ({"client_secret": "abcdefgh"}, "has a secret in extra 'client_secret'"),
+        ({"max_messages_per_minute": 0}, "extra max_messages_per_minute must be above 0, not 0.0; leave it empty"),
+        ({"max_messages_per_minute": "fast"}, "extra max_messages_per_minute must be a number, not 'fast'"),
     ],
 )
 def test_bad_extra_is_refused_naming_it(extra, message):
@@ -160,7 +179,15 @@ def test_every_setting_is_a_form_field_with_its_default_shown():
     assert list(fields) == [f.name for f in FIELDS]
     settings = {f.name for f in dataclasses.fields(SmtpSettings)} - {"host", "port", "policy_defaults"}
     assert settings | {"policy"} == set(fields)
-    for name in ("oauth_endpoint", "oauth_scope", "retry_backoff", "deadline", "policy", "vault_version"):
+    for name in (
+        "oauth_endpoint",
+        "oauth_scope",
+        "retry_backoff",
+        "deadline",
+        "policy",
+        "vault_version",
+        "max_messages_per_minute",
+    ):
         assert name in fields
     for name, field in fields.items():
         assert "Default: " in field["description"], name
@@ -217,5 +244,6 @@ def test_provider_info_imports_only_stdlib_and_the_schema():
     assert ours == {
         "airflow_secure_mail", "airflow_secure_mail.get_provider_info",
         "airflow_secure_mail.hooks", "airflow_secure_mail.hooks.connection_fields",
+        "airflow_secure_mail.transport", "airflow_secure_mail.transport.auth", "airflow_secure_mail.errors",
     }  # fmt: skip
     assert not [m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]

@@ -1,6 +1,7 @@
 """The ``securesmtp`` connection's extras, declared once: the settings parser and the UI form both read this table.
 
-Stdlib only: ``get_provider_info`` builds the form from it, and Airflow calls that while it starts.
+Stdlib only (and our stdlib-only ``transport.auth``): ``get_provider_info`` builds the form from it, and
+Airflow calls that while it starts.
 A ``null`` or empty value means "not set" (Airflow's form stores every empty field as ``null``).
 """
 
@@ -11,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_secure_mail.transport.auth import AUTH_MECHANISMS
+
 CONN_TYPE = "securesmtp"
-AUTH_MECHANISMS = ("password", "xoauth2", "oauthbearer", "none")
-OAUTH_MECHANISMS = ("xoauth2", "oauthbearer")
 SECRET_EXTRAS = ("password", "access_token", "client_secret", "refresh_token", "smtp_password")
 
 
@@ -31,6 +32,7 @@ class Field:
     choices: tuple[Any, ...] = ()
     secret_format: bool = False  # a password-style input (inline key material)
     multiline: bool = False
+    positive: bool = False  # a number that must be above zero
 
     def shown_default(self) -> str:
         """The default as the form shows it."""
@@ -74,6 +76,9 @@ FIELDS: tuple[Field, ...] = (
     Field("retry_backoff", "number", "Retry backoff (s)", "First wait before a retry; grows exponentially "
           "with jitter.", default=1.0),
     Field("deadline", "number", "Deadline (s)", "Upper bound for a whole send, Vault included.", default=300.0),
+    Field("max_messages_per_minute", "number", "Max messages per minute", "The relay's sending rate (e.g. 30 "
+          "for Microsoft 365), honoured across all sessions of a task; throttling replies slow it further.",
+          default_text="no limit", positive=True),
     Field("policy", "object", "Default mail policy", "MailPolicy fields as a JSON object, e.g. "
           '{"allowed_recipient_domains": ["example.com"]}.', default_text="MailPolicy()"),
 )  # fmt: skip
@@ -130,6 +135,8 @@ def read_extras(extra: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             values[field.name] = field.default
             continue
         value = _coerce(field, next(iter(given.values())))
+        if field.positive and value <= 0:
+            raise ExtraError(f"extra {field.name} must be above 0, not {value!r}; leave it empty for no limit.")
         if field.choices and value not in field.choices:
             allowed = ", ".join(str(c) for c in field.choices)
             raise ExtraError(f"extra {field.name} {value!r} is unknown; use one of {allowed}.")

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import ConfigurationError
-from airflow_secure_mail.hooks.connection_fields import (
-    OAUTH_MECHANISMS,
-    SECRET_EXTRAS,
-    ExtraError,
-    is_unset,
-    read_extras,
-)
+from airflow_secure_mail.hooks.connection_fields import SECRET_EXTRAS, ExtraError, is_unset, read_extras
+from airflow_secure_mail.transport.auth import OAUTH_MECHANISMS, AuthMechanism
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.transport.smtp import AuthMechanism
+    from airflow_secure_mail.transport.batch import DeliveryLimits
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +41,7 @@ class SmtpSettings:
     policy_defaults: dict[str, Any]
     oauth_endpoint: str | None = None
     oauth_scope: str | None = None
+    max_messages_per_minute: float | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> SmtpSettings:
@@ -74,26 +70,23 @@ class SmtpSettings:
             raise ConfigurationError(
                 f"connection {cid!r} needs extra vault_path: where the SMTP credentials live in Vault."
             )
+        named = {f.name for f in fields(cls)} - {"host", "port", "policy_defaults"}
         return cls(
             host=conn.host,
             port=port,
-            security=values["security"],
-            min_tls_version=values["min_tls_version"],
-            ca_cert=values["ca_cert"],
-            client_cert=values["client_cert"],
-            client_key=values["client_key"],
-            auth=values["auth"],
-            vault_conn_id=values["vault_conn_id"],
-            vault_path=values["vault_path"],
-            vault_mount=values["vault_mount"],
-            vault_kv_version=values["vault_kv_version"],
-            vault_version=values["vault_version"],
-            from_email=values["from_email"],
-            timeout=values["timeout"],
-            retries=values["retries"],
-            retry_backoff=values["retry_backoff"],
-            deadline=values["deadline"],
             policy_defaults=dict(values["policy"] or {}),
-            oauth_endpoint=values["oauth_endpoint"],
-            oauth_scope=values["oauth_scope"],
+            **{name: values[name] for name in named},
+        )
+
+    def delivery_limits(self, rate_key: str, *, concurrency: int = 1) -> DeliveryLimits:
+        """The batch limits this connection sets; ``rate_key`` (the conn id) shares the rate across sessions."""
+        from airflow_secure_mail.transport.batch import DeliveryLimits
+
+        return DeliveryLimits(
+            concurrency=concurrency,
+            retries=self.retries,
+            retry_backoff=self.retry_backoff,
+            deadline=self.deadline,
+            max_messages_per_minute=self.max_messages_per_minute,
+            rate_key=rate_key,
         )

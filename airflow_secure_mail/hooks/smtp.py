@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.screen import MailPolicy
-    from airflow_secure_mail.transport.batch import OnOutcome
+    from airflow_secure_mail.transport.batch import Outcome
 
 Message = EmailMessage | bytes | Outgoing
 
@@ -72,26 +72,22 @@ class SecureSmtpHook(BaseHook):
 
     # -- the one job -----------------------------------------------------------------------------
     async def adeliver(
-        self, batch: Sequence[Outgoing] | Any, *, concurrency: int = 1, on_outcome: OnOutcome | None = None
+        self,
+        batch: Sequence[Outgoing] | Any,
+        *,
+        concurrency: int = 1,
+        on_outcome: Callable[[int, Outgoing, Outcome], Awaitable[None]] | None = None,
     ) -> list[SendReceipt | SecureMailError]:
         """Deliver each copy as is; one outcome per copy, in order, never raising for one copy's failure.
 
         Up to ``concurrency`` reused sessions, at most ``max_messages_per_minute``; the connection's
         ``deadline`` bounds the whole batch, Vault included. ``on_outcome`` hears of each copy as it ends.
         """
-        from airflow_secure_mail.transport.batch import DeliveryLimits, deliver_batch
+        from airflow_secure_mail.transport.batch import deliver_batch
         from airflow_secure_mail.vault import deadline as vault_deadline
 
-        s = self.settings
-        limits = DeliveryLimits(
-            concurrency=max(1, concurrency),
-            retries=s.retries,
-            retry_backoff=s.retry_backoff,
-            deadline=s.deadline,
-            max_messages_per_minute=getattr(s, "max_messages_per_minute", None),
-            rate_key=self.conn_id,
-        )
-        with vault_deadline(s.deadline):
+        limits = self.settings.delivery_limits(self.conn_id, concurrency=concurrency)
+        with vault_deadline(self.settings.deadline):
             return await deliver_batch(batch, self._open, limits, on_outcome)
 
     # -- facades: the whole pipeline for messages built elsewhere ------------------------------------

@@ -1,24 +1,39 @@
-"""Deliver a batch of Outgoing copies over reused sessions: one outcome per copy, retries on a fresh session."""
+"""Deliver a batch of ``Outgoing`` over a few reused sessions: one outcome per message, never one failure for all.
+
+Transient failures are retried on a fresh session with jittered backoff; throttling replies pause every session
+of the connection (a process-wide rate) and are retried without using up ``retries``; ``deadline`` bounds it all.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.errors import DeliveryError, SecureMailError, detached
-from airflow_secure_mail.mail.outgoing import Outgoing
-from airflow_secure_mail.transport.smtp import SendReceipt, SmtpSession
+from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
+from airflow_secure_mail.transport.rate import RateLimiter, rate_limiter
+from airflow_secure_mail.transport.receipt import SendReceipt
+from airflow_secure_mail.transport.replies import is_throttling
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.mail.outgoing import Outgoing
+    from airflow_secure_mail.transport.smtp import SmtpSession
 
 log = logging.getLogger(__name__)
 
 Outcome = SendReceipt | SecureMailError
-OnOutcome = Callable[[int, Outgoing, Outcome], Awaitable[None]]
+OutcomeCallback = Callable[[int, "Outgoing", Outcome], Awaitable[None]]
+SessionOpener = Callable[[], Awaitable["SmtpSession"]]
+_MAX_BACKOFF = 60.0
 
 
 @dataclass(frozen=True)
 class DeliveryLimits:
+    """How hard a batch may push one relay; ``rate_key`` (the conn id) shares the rate across a process."""
+
     concurrency: int = 1
     retries: int = 3
     retry_backoff: float = 1.0
@@ -26,86 +41,285 @@ class DeliveryLimits:
     max_messages_per_minute: float | None = None
     rate_key: str = ""
 
+    def __post_init__(self) -> None:
+        for name, value, lowest in (("concurrency", self.concurrency, 1), ("retries", self.retries, 0)):
+            if value < lowest:
+                raise ConfigurationError(f"{name} must be at least {lowest}, not {value}.")
+        for name, number in (("deadline", self.deadline), ("max_messages_per_minute", self.max_messages_per_minute)):
+            if number is not None and number <= 0:
+                raise ConfigurationError(f"{name} must be above 0, not {number}.")
+        if self.retry_backoff < 0:
+            raise ConfigurationError(f"retry_backoff must not be negative, not {self.retry_backoff}.")
+
 
 async def deliver_batch(
     items: Sequence[Outgoing] | AsyncIterable[Outgoing],
-    open_session: Callable[[], Awaitable[SmtpSession]],
+    open_session: SessionOpener,
     limits: DeliveryLimits,
-    on_outcome: OnOutcome | None = None,
+    on_outcome: OutcomeCallback | None = None,
 ) -> list[Outcome]:
-    """One outcome per item, in item order, never raising for a single message's failure."""
-    results: dict[int, Outcome] = {}
-    queue: asyncio.Queue[tuple[int, Outgoing] | None] = asyncio.Queue()
-    count = 0
+    """One outcome per message taken, in item order; a message's failure is its outcome, never raised.
 
-    async def feed() -> None:
-        nonlocal count
-        if isinstance(items, AsyncIterable):
-            async for item in items:
-                queue.put_nowait((count, item))
-                count += 1
+    A message that some recipients accepted is a receipt (the others in ``refused``), never an error: a resend
+    would reach the accepted ones twice. A permanent failure to open a session (TLS, AUTH) fails every message
+    left without trying again, so a wrong password is tried once per batch, not once per message.
+
+    ``on_outcome`` is awaited in its own task as soon as a message's outcome is known (while others still
+    send) and is not cancelled by the deadline; if it raises, no further message is taken and the error is
+    raised once the messages in flight are done. Items of an ``AsyncIterable`` are taken as they arrive; after
+    the deadline no further item is taken from it (a ``Sequence`` gets a deadline error for each one left).
+    """
+    return await _Batch(open_session, limits, on_outcome).run(items)
+
+
+class _Attempts:
+    """One message's tries: transient failures count against ``retries``, throttling does not."""
+
+    def __init__(self, limits: DeliveryLimits, recipients: tuple[str, ...]) -> None:
+        self.limits = limits
+        self.total = 0
+        self.failures = 0
+        self.throttles = 0
+        self.recipients = recipients
+        """Who the next try goes to: all, or those a throttling relay refused at RCPT last time."""
+        self.partial: SendReceipt | None = None
+        """What earlier tries delivered, when some recipients were throttled."""
+
+    def record(self, error: DeliveryError) -> None:
+        if error.throttled:
+            self.throttles += 1
         else:
-            for item in items:
-                queue.put_nowait((count, item))
-                count += 1
-        for _ in range(limits.concurrency):
-            queue.put_nowait(None)
+            self.failures += 1
 
-    async def worker() -> None:
+    def exhausted(self, _state: Any) -> bool:
+        return self.failures > self.limits.retries
+
+    def backoff(self, count: int) -> float:
+        """Exponential from ``retry_backoff``, capped, with up to one more ``retry_backoff`` of jitter."""
+        base = self.limits.retry_backoff
+        return min(base * 2 ** max(count - 1, 0), _MAX_BACKOFF) + random.uniform(0, base)
+
+    def wait(self, state: Any) -> float:
+        """Throttling waits at the shared limiter (every session pauses), a plain failure here."""
+        error = state.outcome.exception() if state.outcome else None
+        return 0.0 if isinstance(error, DeliveryError) and error.throttled else self.backoff(self.failures)
+
+
+def _raise_for_throttled_recipients(sent: SendReceipt, tries: _Attempts) -> None:
+    """Recipients a throttling relay refused at RCPT get the same bytes again; the accepted ones never do."""
+    throttled = {rcpt: reply for rcpt, reply in sent.refused.items() if is_throttling(*reply)}
+    if throttled:
+        tries.recipients = tuple(throttled)
+        codes = ", ".join(sorted({str(code) for code, _ in throttled.values()}))
+        raise DeliveryError(
+            f"the relay is throttling {len(throttled)} recipient(s) at RCPT ({codes}); sending to them again.",
+            code=next(iter(throttled.values()))[0],
+            refused=throttled,
+            throttled=True,
+        )
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, DeliveryError) and error.transient
+
+
+class _Source:
+    """The batch's items, taken one at a time by the workers, numbered in the order taken."""
+
+    def __init__(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> None:
+        self._aiter: AsyncIterator[Outgoing] | None = None
+        self._iter: Iterator[Outgoing] | None = None
+        self.size: int | None = None
+        if isinstance(items, AsyncIterable):
+            self._aiter = aiter(items)
+        else:
+            self._iter, self.size = iter(items), len(items)
+        self._lock = asyncio.Lock()
+        self.taken: list[Outgoing] = []
+        self.error: BaseException | None = None
+        self.closed = False
+
+    async def take(self) -> tuple[int, Outgoing] | None:
+        async with self._lock:
+            if self.closed:
+                return None
+            try:
+                item = await anext(self._aiter) if self._aiter is not None else next(self._iter or iter(()))
+            except (StopIteration, StopAsyncIteration):
+                self.closed = True
+                return None
+            except Exception as exc:
+                self.error, self.closed = exc, True
+                return None
+            self.taken.append(item)
+            return len(self.taken) - 1, item
+
+    async def left_over(self) -> Iterable[Outgoing]:
+        """What a Sequence still holds; an async source is closed instead (its producer stops there)."""
+        self.closed = True
+        if self._iter is not None:
+            return list(self._iter)
+        close = getattr(self._aiter, "aclose", None)
+        if close is not None:
+            await close()
+        return ()
+
+
+class _Batch:
+    def __init__(self, open_session: SessionOpener, limits: DeliveryLimits, on_outcome: OutcomeCallback | None):
+        self.open_session = open_session
+        self.limits = limits
+        self.on_outcome = on_outcome
+        self.limiter: RateLimiter = rate_limiter(limits.rate_key, limits.max_messages_per_minute)
+        self.results: dict[int, Outcome] = {}
+        self.last_error: dict[int, DeliveryError] = {}
+        self.tries: dict[int, _Attempts] = {}
+        self.in_flight: set[int] = set()
+        self.last_throttle: DeliveryError | None = None
+        self.fatal: SecureMailError | None = None
+        self.callbacks: list[asyncio.Task[None]] = []
+        self.callback_error: BaseException | None = None
+        self.source: _Source
+
+    async def run(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> list[Outcome]:
+        self.source = source = _Source(items)
+        workers = self.limits.concurrency if source.size is None else max(1, min(self.limits.concurrency, source.size))
+        try:
+            async with asyncio.timeout(self.limits.deadline), asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._worker())
+        except TimeoutError:
+            self._after_deadline(await source.left_over())
+        except BaseExceptionGroup as crashed:  # a bug, not a delivery failure: raise it as itself
+            raise crashed.exceptions[0] from None
+        await asyncio.gather(*self.callbacks, return_exceptions=True)
+        for error in (self.callback_error, source.error):
+            if error is not None:
+                raise error
+        return [self.results[index] for index in range(len(source.taken))]
+
+    async def _worker(self) -> None:
         session: SmtpSession | None = None
         try:
-            while (job := await queue.get()) is not None:
-                index, item = job
-                outcome: Outcome
-                try:
-                    session, outcome = await _send_with_retries(session, item, open_session, limits)
-                except SecureMailError as exc:
-                    outcome, session = detached(exc), None
-                results[index] = outcome
-                if on_outcome is not None:
-                    await on_outcome(index, item, outcome)
+            while (taken := await self.source.take()) is not None:
+                index, item = taken
+                session, outcome = await self._deliver(session, index, item)
+                self._report(index, item, outcome)
         finally:
             if session is not None:
                 await session.close()
 
-    try:
-        async with asyncio.timeout(limits.deadline):
-            await asyncio.gather(feed(), *(worker() for _ in range(max(1, limits.concurrency))))
-    except TimeoutError:
-        pass
-    timeout = DeliveryError(
-        f"sending did not finish within {limits.deadline:.0f}s; raise extra deadline or check the server.",
-        transient=True,
-    )
-    return [results.get(i, timeout) for i in range(count)]
+    async def _deliver(
+        self, session: SmtpSession | None, index: int, item: Outgoing
+    ) -> tuple[SmtpSession | None, Outcome]:
+        """Send one message, retrying as the limits allow; returns the session to reuse (None: closed)."""
+        from tenacity import AsyncRetrying, retry_if_exception
 
+        if self.fatal is not None:
+            return session, self.fatal
+        tries = self.tries[index] = _Attempts(self.limits, item.recipients)
+        holder = [session]
+        error: SecureMailError | None = None
+        try:
+            retrying = AsyncRetrying(
+                stop=tries.exhausted, wait=tries.wait, retry=retry_if_exception(_retryable), reraise=True
+            )
+            async for attempt in retrying:
+                with attempt:
+                    receipt = await self._attempt(holder, index, item, tries)
+        except SecureMailError as exc:
+            error = detached(exc)
+        if error is not None and tries.partial is None:
+            return holder[0], error
+        # Some recipients may have it already after a throttled RCPT: then that receipt is the outcome.
+        return holder[0], replace(tries.partial or receipt, attempts=tries.total)
 
-async def _send_with_retries(
-    session: SmtpSession | None,
-    item: Outgoing,
-    open_session: Callable[[], Awaitable[SmtpSession]],
-    limits: DeliveryLimits,
-) -> tuple[SmtpSession | None, SendReceipt]:
-    """Transient failures get a fresh connection with jittered exponential backoff (tenacity)."""
-    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+    async def _attempt(
+        self, holder: list[SmtpSession | None], index: int, item: Outgoing, tries: _Attempts
+    ) -> SendReceipt:
+        """One try on the held session (opened if needed); a failure leaves the session reusable or None."""
+        tries.total += 1
+        try:
+            session = holder[0]
+            if session is None or not session.is_open:
+                session = holder[0] = await self._open()
+            await self.limiter.acquire()
+            self.in_flight.add(index)
+            sent = await session.send(item.sender, tries.recipients, item.data, message_id=item.message_id)
+            self.in_flight.discard(index)  # not in a finally: cut off by the deadline, it may have been delivered
+            receipt = tries.partial = sent if tries.partial is None else tries.partial.then(sent)
+            _raise_for_throttled_recipients(sent, tries)
+        except DeliveryError as exc:
+            self.in_flight.discard(index)
+            await self._failed(holder, index, exc, tries)
+            raise
+        self.limiter.accepted()
+        return receipt
 
-    attempts = 0
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(limits.retries + 1),
-        wait=wait_exponential_jitter(initial=limits.retry_backoff, max=max(limits.retry_backoff, 30.0)),
-        retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
-        reraise=True,
-    ):
-        with attempt:
-            attempts += 1
-            if session is None:
-                session = await open_session()
-            try:
-                receipt = await session.send(item.sender, item.recipients, item.data, message_id=item.message_id)
-            except DeliveryError as exc:
-                if exc.transient:
-                    log.warning("transient SMTP failure (attempt %d): %s", attempts, exc)
+    async def _open(self) -> SmtpSession:
+        """A new session; a permanent failure to open one (TLS, AUTH) ends the batch without more tries."""
+        try:
+            return await self.open_session()
+        except SecureMailError as exc:
+            if not (isinstance(exc, DeliveryError) and exc.transient):
+                self.fatal = exc
+            raise
+
+    async def _failed(
+        self, holder: list[SmtpSession | None], index: int, error: DeliveryError, tries: _Attempts
+    ) -> None:
+        """Count the failure; throttling pauses every session, another transient failure drops this one."""
+        tries.record(error)
+        self.last_error[index] = error
+        if error.throttled:
+            self.last_throttle = error
+            pause = tries.backoff(tries.throttles)
+            log.warning("SMTP relay throttling (%s); every session of this connection pauses %.1fs", error.code, pause)
+            self.limiter.throttled(pause)
+        elif error.transient:
+            log.warning("transient SMTP failure (attempt %d): %s", tries.total, error)
+            session, holder[0] = holder[0], None
+            if session is not None:
                 await session.close()
-                session = None
-                raise
-    return session, replace(receipt, attempts=attempts)
+
+    def _report(self, index: int, item: Outgoing, outcome: Outcome) -> None:
+        self.results[index] = outcome
+        if self.on_outcome is None:
+            return
+        task = asyncio.ensure_future(self.on_outcome(index, item, outcome))
+        task.add_done_callback(self._callback_done)
+        self.callbacks.append(task)
+
+    def _callback_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self.callback_error is None:
+            self.callback_error = task.exception()
+            self.source.closed = True
+
+    def _after_deadline(self, left_over: Iterable[Outgoing]) -> None:
+        """Every message without an outcome gets one saying the deadline ran out (and why, if throttled)."""
+        for index, item in enumerate(self.source.taken):
+            if index not in self.results:
+                partial = self.tries[index].partial if index in self.tries else None
+                last = self.last_error.get(index) or self.last_throttle
+                cut_off = _deadline_error(self.limits.deadline, last, index in self.in_flight)
+                self._report(index, item, partial or cut_off)
+        for item in left_over:
+            self.source.taken.append(item)
+            self._report(len(self.source.taken) - 1, item, _deadline_error(self.limits.deadline, self.last_throttle))
+
+
+def _deadline_error(deadline: float, last: DeliveryError | None, maybe_delivered: bool = False) -> DeliveryError:
+    """A message the deadline cut off; ``last`` (its own or the batch's) says if the relay was throttling."""
+    if last is not None and last.throttled:
+        return DeliveryError(
+            f"the relay was still throttling when the deadline of {deadline:.0f}s ran out: "
+            f"{str(last).rstrip('.')}; lower max_messages_per_minute or raise extra deadline.",
+            code=last.code,
+            throttled=True,
+            maybe_delivered=maybe_delivered,
+        )
+    return DeliveryError(
+        f"sending did not finish within the deadline of {deadline:.0f}s; raise extra deadline or check the server.",
+        transient=True,
+        maybe_delivered=maybe_delivered,
+    )

@@ -1,17 +1,16 @@
-"""MAIL, RCPT and a streamed DATA for large messages: aiosmtplib's ``sendmail`` holds the message three times
-over (line endings normalized, dots stuffed, terminator appended) plus the TLS write buffer; this writes it in
-slices of whole lines, each stuffed on its own, waiting while the transport's buffer is full.
+"""DATA streamed for large messages: aiosmtplib's ``data`` holds the message three times over (line endings
+normalized, dots stuffed, terminator appended) plus the TLS write buffer; this writes it in slices of whole
+lines, each stuffed on its own, waiting while the transport's buffer is full.
 
-Small messages take ``sendmail`` unchanged. Only public aiosmtplib calls are used (``mail``, ``rcpt``,
-``execute_command``, ``protocol.write``, ``protocol.read_response``, ``rset``).
+Small messages take ``smtp.data`` unchanged. Only public aiosmtplib calls are used (``execute_command``,
+``protocol.write``, ``protocol.read_response``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,33 +23,11 @@ _BUFFER_HIGH = 4 << 20
 _DOT_LINE = re.compile(rb"(?m)^\.")
 
 
-async def send_message(
-    smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes
-) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
-    """Like ``smtp.sendmail``: (refused recipients, the final reply); SMTPRecipientsRefused if all are refused."""
+async def send_data(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA with the exact bytes: ``smtp.data`` for small messages, streamed slices for large ones."""
     if len(data) < STREAM_MIN or not _crlf_only(data):
-        return await smtp.sendmail(sender, list(recipients), data)
-    import aiosmtplib
-
-    options = [f"size={len(data)}"] if smtp.supports_extension("size") else []
-    try:
-        await smtp.mail(sender, options=options)
-        refused: dict[str, aiosmtplib.SMTPResponse] = {}
-        for rcpt in recipients:
-            try:
-                await smtp.rcpt(rcpt)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                refused[rcpt] = aiosmtplib.SMTPResponse(exc.code, exc.message)
-        if len(refused) == len(recipients):
-            raise aiosmtplib.SMTPRecipientsRefused(
-                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, rcpt) for rcpt, r in refused.items()]
-            )
-        reply = await _stream_data(smtp, data)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
-            await smtp.rset()
-        raise
-    return refused, reply.message
+        return await smtp.data(data)
+    return await _stream_data(smtp, data)
 
 
 async def _stream_data(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:

@@ -1,12 +1,32 @@
-"""One line a human reads about a session: TLS, certificate and its expiry, AUTH, SIZE."""
+"""Human-readable session facts: the connection test's one line and the certificate-expiry warning."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from airflow_secure_mail.transport.smtp import SessionInfo
+from airflow_secure_mail.transport.receipt import SessionInfo
 
 RENEW_WARNING_DAYS = 14
+"""A server certificate expiring sooner than this is reported as a warning (connection test, doctor)."""
+
+
+@dataclass(frozen=True)
+class CertificateExpiry:
+    """Days until the server certificate expires, and whether that is soon enough to warn."""
+
+    days_left: int
+
+    @property
+    def renew_soon(self) -> bool:
+        return self.days_left < RENEW_WARNING_DAYS
+
+
+def certificate_expiry(info: SessionInfo, now: datetime | None = None) -> CertificateExpiry | None:
+    """How long the server certificate has left, or None if the session saw no certificate."""
+    if info.cert_not_after is None:
+        return None
+    return CertificateExpiry((info.cert_not_after - (now or datetime.now(UTC))).days)
 
 
 def describe_session(info: SessionInfo) -> str:
@@ -14,9 +34,9 @@ def describe_session(info: SessionInfo) -> str:
     parts = [f"{info.tls_version or 'no TLS'} {info.cipher or ''}".strip()]
     if info.cert_subject:
         parts.append(f"cert {info.cert_subject} issued by {info.cert_issuer}")
-    if info.cert_not_after:
-        days = (info.cert_not_after - datetime.now(UTC)).days
-        parts.append(f"expires in {days} days" + (" (WARNING: renew soon)" if days < RENEW_WARNING_DAYS else ""))
+    expiry = certificate_expiry(info)
+    if expiry is not None:
+        parts.append(f"expires in {expiry.days_left} days" + (" (WARNING: renew soon)" if expiry.renew_soon else ""))
     parts.append("AUTH " + (",".join(info.auth_mechanisms) or "none offered"))
     if info.authenticated_as:
         parts.append("authenticated")

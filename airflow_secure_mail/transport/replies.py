@@ -1,0 +1,110 @@
+"""What SMTP replies and socket failures mean for us: our error family, transient or not, throttling or not."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import Literal
+
+from airflow_secure_mail.errors import DeliveryError, TransportSecurityError
+from airflow_secure_mail.transport.tls import TLSPolicy
+
+TRANSIENT_CODES = frozenset({421, 432, 450, 451, 452, 454})
+Stage = Literal["MAIL", "RCPT", "DATA"]
+
+
+def is_throttling(code: int, text: str) -> bool:
+    """A relay asking us to slow down: ``421 4.7.x``, ``432 4.3.2``, ``450 4.2.1``, or ``454`` saying Throttling."""
+    enhanced = text.split(maxsplit=1)[0] if text.strip() else ""
+    if code == 421:
+        return enhanced.startswith("4.7.")
+    if code == 432:
+        return enhanced == "4.3.2"
+    if code == 450:
+        return enhanced == "4.2.1"
+    return code == 454 and "throttl" in text.lower()
+
+
+def reply_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
+    """A whole-message refusal at ``stage``; throttling is named as such (it is retried, not failed).
+
+    At RCPT only the enhanced status code is kept: the reply may name a recipient, perhaps a Bcc one.
+    """
+    shown = (text.split(maxsplit=1) or [""])[0] if stage == "RCPT" else text[:120]
+    if is_throttling(code, text):
+        return DeliveryError(f"{where} is throttling us at {stage} ({code} {shown}).", code=code, throttled=True)
+    transient = code in TRANSIENT_CODES
+    return DeliveryError(
+        f"{where} answered {code} {shown!r} at {stage}" + ("; try again later." if transient else "."),
+        code=code,
+        transient=transient,
+    )
+
+
+def recipients_error(refused: Mapping[str, tuple[int, str]]) -> DeliveryError:
+    """Every recipient refused; the text has counts and codes only (the envelope may hold Bcc recipients).
+
+    Who was refused, with each reply, stays on the error's ``refused`` attribute.
+    """
+    codes = sorted({code for code, _ in refused.values()})
+    throttled = all(is_throttling(code, text) for code, text in refused.values())
+    return DeliveryError(
+        f"every recipient was refused: {len(refused)} recipient(s), SMTP code(s) {', '.join(map(str, codes))}"
+        + ("; the server is throttling us at RCPT" if throttled else ""),
+        refused=refused,
+        transient=all(code in TRANSIENT_CODES for code, _ in refused.values()),
+        throttled=throttled,
+    )
+
+
+def lost_error(where: str, stage: str, exc: BaseException) -> DeliveryError:
+    """The connection dropped mid-transaction; after DATA started the server may have the message."""
+    return DeliveryError(
+        f"connection to {where} lost at {stage} ({type(exc).__name__}).",
+        transient=True,
+        maybe_delivered=stage == "DATA",
+    )
+
+
+def connect_error(exc: BaseException, policy: TLSPolicy) -> Exception:
+    """Turn what aiosmtplib and ssl raise while connecting into our family."""
+    import aiosmtplib
+
+    where = f"{policy.host}:{policy.port}"
+    tls_failure = _tls_failure(exc, policy)
+    if tls_failure is not None:
+        return tls_failure
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return reply_error(where, "the greeting", exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return reply_error(where, "connect", exc.code, exc.message)
+    return DeliveryError(
+        f"cannot connect to {where} ({type(exc).__name__}): check host, port and network.", transient=True
+    )
+
+
+def _tls_failure(exc: BaseException, policy: TLSPolicy) -> TransportSecurityError | None:
+    """A certificate or handshake failure anywhere in the exception chain, else None."""
+    where = f"{policy.host}:{policy.port}"
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 6:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for item in chain:
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return TransportSecurityError(
+                f"certificate of {where} failed verification ({item.verify_message}): "
+                "set ca_cert to the CA that issued it, or fix the server's certificate/host name."
+            )
+        if isinstance(item, ssl.SSLError):
+            return TransportSecurityError(
+                f"TLS handshake with {where} failed ({item.reason or type(item).__name__}); "
+                f"the server must support {policy.min_tls_version} or newer."
+            )
+    if policy.security == "tls" and any(isinstance(i, ConnectionResetError | ssl.SSLEOFError) for i in chain):
+        # With implicit TLS the reset comes during the handshake: a server that will not speak our TLS.
+        return TransportSecurityError(
+            f"TLS handshake with {where} was aborted by the server; it must support {policy.min_tls_version} or newer."
+        )
+    return None
