@@ -142,3 +142,20 @@ def test_send_many_takes_outgoing_values_and_still_the_deprecated_tuples(mail_en
         receipts += hook.send_many([("airflow@example.com", ["b@example.com"], data)])
     assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["a@example.com"], ["b@example.com"]]
     assert [r.accepted for r in receipts] == [("a@example.com",), ("b@example.com",)]
+
+
+def test_a_large_message_is_streamed_and_arrives_byte_for_byte(mail_env):
+    """Over 1 MB, DATA is written in dot-stuffed slices (transport/data.py), not through aiosmtplib's copies."""
+    from email import policy
+
+    from airflow_secure_mail.mail.outgoing import Outgoing
+    from airflow_secure_mail.transport.data import STREAM_MIN
+
+    body = "".join(f".line {n} starts with a dot\n..and this one with two\nplain {n}\n" for n in range(40_000))
+    message = _message()
+    message.set_content(body, cte="quoted-printable")
+    data = message.as_bytes(policy=policy.SMTP)
+    assert len(data) > 2 * STREAM_MIN and b"\r\n.line 1 " in data
+    SecureSmtpHook().send(Outgoing("airflow@example.com", ("ops@example.com",), data, message["Message-ID"]))
+    [received] = mail_env.smtp.messages
+    assert received.data == data
