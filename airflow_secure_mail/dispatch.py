@@ -126,8 +126,8 @@ def _found(store: MailArchive, d: Delivery) -> bool:
     d.record = record
     if record.delivered:
         d.already_sent = True
-        stored = record.meta.receipt  # none for status "unknown"
-        d.outcome = SendReceipt.from_dict(dict(stored)) if stored else _unknown_receipt(d.item)
+        assert record.meta.receipt is not None  # delivered states always carry the server's receipt
+        d.outcome = SendReceipt.from_dict(dict(record.meta.receipt))
     else:
         d.item = d.item.with_data(store.read_message(record))  # complete the staged send with the staged bytes
     return True
@@ -199,10 +199,3 @@ def _committed(d: Delivery) -> ArchiveRecord:
         receipt, error = None, str(d.outcome)
     meta = d.record.meta.committed(status, datetime.now(UTC).isoformat(), receipt, error)
     return ArchiveRecord(d.record.key, d.record.prefix, meta)
-
-
-def _unknown_receipt(item: Outgoing) -> SendReceipt:
-    from datetime import UTC, datetime
-
-    now = datetime.now(UTC)
-    return SendReceipt(item.message_id, item.sender, tuple(item.recipients), {}, "", None, None, now, now)

@@ -58,7 +58,7 @@ def raise_for_outcomes(items: Sequence[Outgoing], outcomes: Sequence[Outcome], a
             )
 
 
-_ALREADY = {"partially_refused": " (some recipients refused)", "unknown": " (probably: the server's reply was lost)"}
+_ALREADY = {"partially_refused": " (some recipients refused)"}
 
 
 def log_already_sent(item: Outgoing, status: str) -> None:

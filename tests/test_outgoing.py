@@ -105,7 +105,7 @@ def test_damaged_record_metadata_is_an_integrity_error(raw: bytes, why: str) -> 
 
 
 def test_only_delivered_states_stop_a_retry() -> None:
-    assert {s for s in ArchiveStatus if s.delivered} == {"sent", "partially_refused", "unknown"}
+    assert {s for s in ArchiveStatus if s.delivered} == {"sent", "partially_refused"}  # "unknown" is sent again
 
 
 def _receipt(accepted: tuple[str, ...], refused: dict[str, tuple[int, str]]) -> SendReceipt:

@@ -21,12 +21,14 @@ class ArchiveStatus(StrEnum):
     SENT = "sent"
     PARTIALLY_REFUSED = "partially_refused"
     UNKNOWN = "unknown"
-    """The connection dropped after DATA began: the server may have it, so it is never sent again."""
+    """The connection dropped after DATA began and no reply came. The server takes responsibility only with
+    its reply (RFC 5321 §4.1.1.4), so the next try sends the staged bytes again: a loss is never possible,
+    a duplicate only if the server stored the message and then lost the connection before answering."""
     FAILED = "failed"
 
     @property
     def delivered(self) -> bool:
-        return self in (ArchiveStatus.SENT, ArchiveStatus.PARTIALLY_REFUSED, ArchiveStatus.UNKNOWN)
+        return self in (ArchiveStatus.SENT, ArchiveStatus.PARTIALLY_REFUSED)
 
 
 DELIVERED = frozenset(s for s in ArchiveStatus if s.delivered)
