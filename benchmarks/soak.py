@@ -16,6 +16,7 @@ then a re-run batch resends what its failed try already delivered, which the che
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import inspect
 import multiprocessing
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -170,25 +172,35 @@ def check_delivery(received: list[Any], expected: set[str]) -> tuple[list[str], 
     return violations, by_id
 
 
-def check_archive(location: str, since: datetime, expected: set[str], received: dict[str, bytes]) -> list[str]:
-    """One committed ``sent`` record per message, its archived bytes equal to the received bytes (SHA-256)."""
+def archived(location: str, since: datetime) -> dict[str, list[tuple[str, Callable[[], bytes]]]]:
+    """Committed records by Message-ID: (status, reader of the verified archived bytes).
+
+    The one place that reads the archive's API (``iter_records``, ``status``, ``read_message``).
+    """
     from airflow_secure_mail.archive.store import MailArchive
 
     archive = MailArchive(location)
-    records: dict[str, list[Any]] = {}
+    found: dict[str, list[tuple[str, Callable[[], bytes]]]] = {}
     for record in archive.iter_records(since - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1)):
-        records.setdefault(str(record.metadata.get("message_id")), []).append(record)
+        status = str(getattr(record.status, "value", record.status))  # a str today, an enum after issue 11
+        reader = functools.partial(archive.read_message, record)
+        found.setdefault(str(record.metadata.get("message_id")), []).append((status, reader))
+    return found
+
+
+def check_archive(location: str, since: datetime, expected: set[str], received: dict[str, bytes]) -> list[str]:
+    """One committed ``sent`` record per message, its archived bytes equal to the received bytes (SHA-256)."""
+    records = archived(location, since)
     problems: dict[str, list[str]] = {}
     for ident in sorted(expected):
         found = records.get(ident, [])
-        status = str(getattr(found[0].status, "value", found[0].status)) if found else ""
         if not found:
             problems.setdefault("have no committed archive record", []).append(ident)
         elif len(found) > 1:
             problems.setdefault("have more than one committed record", []).append(ident)
-        elif status != "sent":
-            problems.setdefault(f"are committed as {status!r}, not 'sent'", []).append(ident)
-        elif ident in received and _sha256(archive.read_message(found[0])) != _sha256(received[ident]):
+        elif found[0][0] != "sent":
+            problems.setdefault(f"are committed as {found[0][0]!r}, not 'sent'", []).append(ident)
+        elif ident in received and _sha256(found[0][1]()) != _sha256(received[ident]):
             problems.setdefault("differ from the bytes the server received", []).append(ident)
     extra = sorted(records.keys() - expected)
     if extra:
