@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := test,s3,dev
 
-.PHONY: all install sysdeps lint test e2e demo bench lock clean
+.PHONY: all install sysdeps lint test e2e demo bench soak lock clean
 
 all: test
 
@@ -55,6 +55,12 @@ demo: install
 # which `install` takes whole.
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# Issue 12's load test, minutes long and not part of `make test`: 10,000 messages from 4 sender processes into
+# one archive through a server failing 5% of transactions; exits non-zero unless each went out exactly once.
+# Smaller or delivery-only runs: make soak SOAK_ARGS="--messages 1000 --no-archive".
+soak: install
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 lock: $(UV)
 	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt

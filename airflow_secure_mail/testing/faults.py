@@ -16,6 +16,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from airflow_secure_mail.testing._ports import free_port
 
@@ -78,11 +79,6 @@ class FaultyHttpProxy:
         with self._state.lock:
             self._state.faults.append(fault)
         return self
-
-    def clear(self) -> None:
-        with self._state.lock:
-            self._state.faults.clear()
-            self._state.seen.clear()
 
     def start(self) -> FaultyHttpProxy:
         self.port = free_port()
@@ -157,43 +153,52 @@ def _handler_class(state: _State, upstream: tuple[str, int] | None) -> type[sock
             with state.lock:
                 state.seen.append(SeenRequest(method, target, headers, body, fault.kind if fault else None))
             if fault is None:
-                self._forward(method, target, headers, body)
-            elif fault.kind == "status":
-                self.wfile.write(_response(fault.status, fault.body, fault.content_type))
-            elif fault.kind == "reset":
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            elif fault.kind == "hang":
-                state.stopping.wait()
-            elif fault.kind == "trickle":
-                self._trickle(fault.interval)
+                self.wfile.write(_forwarded(upstream, method, target, headers, body))
             else:
-                raise ValueError(f"unknown fault {fault.kind!r}")
-
-        def _trickle(self, interval: float) -> None:
-            payload = _response(200, b'{"data": {}}' + b" " * 10_000, "application/json")
-            for byte in payload:
-                if state.stopping.wait(interval):
-                    return
-                try:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                except OSError:
-                    return
-
-        def _forward(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
-            if upstream is None:
-                self.wfile.write(_response(502, b"no upstream", "text/plain"))
-                return
-            conn = http.client.HTTPConnection(*upstream, timeout=30)
-            skip = {"host", "connection", "content-length", "proxy-connection"}
-            try:
-                forwarded = {k: v for k, v in headers.items() if k not in skip}
-                conn.request(method, target, body=body or None, headers=forwarded)
-                reply = conn.getresponse()
-                data = reply.read()
-                content_type = reply.getheader("Content-Type") or "application/json"
-                self.wfile.write(_response(reply.status, data, content_type))
-            finally:
-                conn.close()
+                _misbehave(fault, self.connection, self.wfile, state.stopping)
 
     return _Handler
+
+
+def _misbehave(fault: Fault, connection: socket.socket, wfile: Any, stopping: threading.Event) -> None:
+    """Answer one request the way ``fault`` says instead of forwarding it."""
+    if fault.kind == "status":
+        wfile.write(_response(fault.status, fault.body, fault.content_type))
+    elif fault.kind == "reset":
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    elif fault.kind == "hang":
+        stopping.wait()
+    elif fault.kind == "trickle":
+        _trickle(wfile, fault.interval, stopping)
+    else:
+        raise ValueError(f"unknown fault {fault.kind!r}")
+
+
+def _trickle(wfile: Any, interval: float, stopping: threading.Event) -> None:
+    payload = _response(200, b'{"data": {}}' + b" " * 10_000, "application/json")
+    for byte in payload:
+        if stopping.wait(interval):
+            return
+        try:
+            wfile.write(bytes([byte]))
+            wfile.flush()
+        except OSError:
+            return
+
+
+def _forwarded(
+    upstream: tuple[str, int] | None, method: str, target: str, headers: dict[str, str], body: bytes
+) -> bytes:
+    """The upstream server's answer to the request, or a 502 when there is no upstream."""
+    if upstream is None:
+        return _response(502, b"no upstream", "text/plain")
+    conn = http.client.HTTPConnection(*upstream, timeout=30)
+    skip = {"host", "connection", "content-length", "proxy-connection"}
+    try:
+        forwarded = {k: v for k, v in headers.items() if k not in skip}
+        conn.request(method, target, body=body or None, headers=forwarded)
+        reply = conn.getresponse()
+        data = reply.read()
+        return _response(reply.status, data, reply.getheader("Content-Type") or "application/json")
+    finally:
+        conn.close()

