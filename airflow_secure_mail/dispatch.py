@@ -189,6 +189,7 @@ def _committed(d: Delivery) -> ArchiveRecord:
     from datetime import UTC, datetime
 
     from airflow_secure_mail.archive.record import ArchiveRecord, ArchiveStatus
+
     assert d.record is not None and d.outcome is not None
     if isinstance(d.outcome, SendReceipt):
         status = ArchiveStatus.PARTIALLY_REFUSED if d.outcome.refused else ArchiveStatus.SENT

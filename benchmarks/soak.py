@@ -9,8 +9,8 @@ times. Then it checks that the server received every Message-ID exactly once and
 exactly one committed ``sent`` record per message whose bytes equal the received bytes, prints a table,
 and exits non-zero on any violation. Not part of `make test`: it takes minutes.
 
-``--no-archive`` soaks delivery alone (``send_many`` without ``archive=``, as on code that lacks it):
-then a re-run batch resends what its failed try already delivered, which the check reports as duplicates.
+``--no-archive`` soaks delivery alone (``send_many`` without ``archive=``): then a re-run batch resends what
+its failed try already delivered, which the check reports as duplicates — the archive is what prevents that.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import inspect
 import multiprocessing
 import os
 import re
@@ -88,13 +87,6 @@ def build_message(run: str, number: int, size: int) -> EmailMessage:
     return msg
 
 
-def supports_archive() -> bool:
-    """Whether ``SecureSmtpHook.send_many`` takes ``archive=`` (the pipelined send path of issues 11/12)."""
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-
-    return "archive" in inspect.signature(SecureSmtpHook.send_many).parameters
-
-
 def run_sender(job: SenderJob) -> SenderStats:
     """One sender process: every batch until it succeeds, re-run as an Airflow retry would, capped."""
     import logging
@@ -133,7 +125,7 @@ def _send_batch(job: SenderJob, messages: list[EmailMessage]) -> None:
         return
     from airflow_secure_mail.archive.store import MailArchive
 
-    hook.send_many(messages, concurrency=job.concurrency, archive=MailArchive(job.archive))  # type: ignore[call-arg]
+    hook.send_many(messages, concurrency=job.concurrency, archive=MailArchive(job.archive))
 
 
 def run_senders(args: argparse.Namespace, run: str, archive: str | None) -> list[SenderStats]:
@@ -182,9 +174,8 @@ def archived(location: str, since: datetime) -> dict[str, list[tuple[str, Callab
     archive = MailArchive(location)
     found: dict[str, list[tuple[str, Callable[[], bytes]]]] = {}
     for record in archive.iter_records(since - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1)):
-        status = str(getattr(record.status, "value", record.status))  # a str today, an enum after issue 11
         reader = functools.partial(archive.read_message, record)
-        found.setdefault(str(record.metadata.get("message_id")), []).append((status, reader))
+        found.setdefault(str(record.meta.message_id), []).append((record.status.value, reader))
     return found
 
 
@@ -289,11 +280,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.no_archive and not supports_archive():
-        print(
-            "soak: this SecureSmtpHook.send_many takes no archive= yet; run with --no-archive to soak delivery alone."
-        )
-        return 2
     work = Path(tempfile.mkdtemp(prefix="asm-soak-"))
     from airflow_secure_mail.testing.airflow_home import airflow_env
 

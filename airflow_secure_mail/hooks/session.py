@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.transport.smtp import SmtpCredentials, SmtpSession
+from airflow_secure_mail.transport.smtp import SessionInfo, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
@@ -44,3 +44,25 @@ async def open_session(settings: SmtpSettings, vault: Any) -> SmtpSession:
         session = SmtpSession(policy, credentials, timeout=settings.timeout)
         await session.open()
     return session
+
+
+async def session_info(settings: SmtpSettings, vault: Any) -> SessionInfo:
+    """What a session negotiates (TLS, certificate, AUTH, SIZE), from a session opened and closed at once."""
+    session = await open_session(settings, vault)
+    await session.close()
+    return session.info
+
+
+async def check_connection(settings: SmtpSettings, vault: Any) -> tuple[bool, str]:
+    """(ok, one line) for the connection test: connect, TLS, AUTH, within extra ``deadline``; sends nothing."""
+    from airflow_secure_mail.errors import SecureMailError
+    from airflow_secure_mail.transport.describe import describe_session
+
+    try:
+        async with asyncio.timeout(settings.deadline):
+            info = await session_info(settings, vault)
+    except TimeoutError:
+        return False, f"no answer within {settings.deadline:.0f}s (extra deadline)."
+    except SecureMailError as exc:
+        return False, str(exc)
+    return True, describe_session(info)

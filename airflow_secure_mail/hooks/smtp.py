@@ -3,7 +3,6 @@ with credentials fetched from Vault when a session opens. Its ``send`` facades r
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from email.message import EmailMessage
@@ -102,12 +101,22 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> SendReceipt:
         """Screen, archive (when given) and send one message; EmailMessage, wire bytes or an Outgoing."""
-        item = self._outgoing(message, sender, recipients)
+        item = _as_outgoing(message, sender, recipients, self.settings.from_email)
         return (await self._run([item], 1, allow_partial, policy, archive))[0]
 
-    def send(self, message: Message, **kwargs: Any) -> SendReceipt:
+    def send(
+        self,
+        message: Message,
+        *,
+        sender: str | None = None,
+        recipients: Sequence[str] | None = None,
+        allow_partial: bool = False,
+        policy: MailPolicy | None = None,
+        archive: Any = None,
+    ) -> SendReceipt:
         """Sync facade over :meth:`asend`."""
-        return run_sync(self.asend(message, **kwargs))
+        options = {"allow_partial": allow_partial, "policy": policy, "archive": archive}
+        return run_sync(self.asend(message, sender=sender, recipients=recipients, **options))
 
     async def asend_many(
         self,
@@ -119,15 +128,23 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> list[SendReceipt]:
         """Screen every message first, then send them over up to ``concurrency`` sessions; raises if any failed."""
-        items = [self._outgoing(m, None, None) for m in messages]
+        items = [_as_outgoing(m, None, None, self.settings.from_email) for m in messages]
         return await self._run(items, concurrency, allow_partial, policy, archive)
 
-    def send_many(self, messages: Iterable[Any], **kwargs: Any) -> list[SendReceipt]:
+    def send_many(
+        self,
+        messages: Iterable[Message | tuple[str, Sequence[str], bytes]],
+        *,
+        concurrency: int = 4,
+        allow_partial: bool = False,
+        policy: MailPolicy | None = None,
+        archive: Any = None,
+    ) -> list[SendReceipt]:
         """Sync facade over :meth:`asend_many`."""
-        return run_sync(self.asend_many(messages, **kwargs))
-
-    def _outgoing(self, message: Any, sender: str | None, recipients: Sequence[str] | None) -> Outgoing:
-        return _as_outgoing(message, sender, recipients, self.settings.from_email)
+        coro = self.asend_many(
+            messages, concurrency=concurrency, allow_partial=allow_partial, policy=policy, archive=archive
+        )
+        return run_sync(coro)
 
     async def _run(
         self, items: list[Outgoing], concurrency: int, allow_partial: bool, policy: Any, archive: Any
@@ -148,24 +165,17 @@ class SecureSmtpHook(BaseHook):
     # -- connection test -------------------------------------------------------------------------
     async def atest_connection(self) -> tuple[bool, str]:
         """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
-        from airflow_secure_mail.transport.describe import describe_session
+        from airflow_secure_mail.hooks.session import check_connection
 
-        try:
-            async with asyncio.timeout(self.settings.deadline):
-                info = await self.aconnection_info()
-        except TimeoutError:
-            return False, f"no answer within {self.settings.deadline:.0f}s (extra deadline)."
-        except SecureMailError as exc:
-            return False, str(exc)
-        return True, describe_session(info)
+        return await check_connection(self.settings, self.vault)
 
     def test_connection(self) -> tuple[bool, str]:
         return run_sync(self.atest_connection())
 
     async def aconnection_info(self) -> SessionInfo:
-        session = await self._open()
-        await session.close()
-        return session.info
+        from airflow_secure_mail.hooks.session import session_info
+
+        return await session_info(self.settings, self.vault)
 
 
 def _as_outgoing(
