@@ -169,7 +169,7 @@ def test_retry_after_committed_send_sends_nothing_more(mail_env, tmp_path):
 def test_failure_after_staging_leaves_pending_that_a_later_run_completes(mail_env, tmp_path):
     archive = MailArchive(f"file://{tmp_path}/a")
     mail_env.smtp.script.data_replies = ["554 5.7.1 rejected for now"]
-    with pytest.raises(DeliveryError, match=r"refused the message \(554"):
+    with pytest.raises(DeliveryError, match=r"answered 554 '5.7.1 rejected for now' at DATA"):
         _send(archive, 4)
     [rejected] = [p for p in Path(tmp_path, "a").rglob("*.failed-1.json")]
     key = rejected.name.split(".")[0]
