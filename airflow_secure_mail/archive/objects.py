@@ -7,10 +7,11 @@ Nothing is ever overwritten: local files are written to a temp file, fsynced and
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,15 @@ class ObjectStore:
     def _path(self, name: str) -> Any:
         return self.base / name
 
+    @functools.cached_property
+    def _root(self) -> Path | None:
+        """The directory of a local location (plain file system calls there), None for an object store."""
+        base = self.base
+        return Path(base.path) if str(base.protocol) in ("file", "local") else None
+
     @property
     def _local(self) -> bool:
-        return str(self.base.protocol) in ("file", "local")
+        return self._root is not None
 
     def write_once(self, name: str, data: bytes) -> None:
         """Create ``name`` with ``data``; an existing object is an ArchiveError, never overwritten."""
@@ -57,11 +64,30 @@ class ObjectStore:
         object stores get their conditional puts in parallel.
         """
         if self._local:
-            paths = [(Path(self._path(name).path), data) for name, data in items]
+            assert self._root is not None
+            paths = [(self._root / name, data) for name, data in items]
             errors = _write_local_many(paths)
             return [None if e is None else _archive_error(n, e) for (n, _), e in zip(items, errors, strict=True)]
-        with ThreadPoolExecutor(min(_PARALLEL, max(1, len(items)))) as pool:
-            return list(pool.map(lambda item: self._put_once(*item), items))
+        return list(_pool().map(lambda item: self._put_once(*item), items))
+
+    def copy_once_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[ArchiveError | None]:
+        """(existing, new name, its bytes): ``new`` made write-once with the same content as ``existing``.
+
+        On a local disk a hard link (no new file to write and fsync), on an object store a put of the bytes.
+        """
+        if self._root is None:
+            return self.write_once_many([(new, data) for _, new, data in items])
+        root = self._root
+        results: list[ArchiveError | None] = []
+        for existing, new, _ in items:
+            try:
+                (root / new).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.link(root / existing, root / new)
+                results.append(None)
+            except OSError as exc:
+                results.append(_archive_error(new, exc))
+        _fsync_dirs(root / new for _, new, _ in items)
+        return results
 
     def _put_once(self, name: str, data: bytes) -> ArchiveError | None:
         try:
@@ -82,7 +108,7 @@ class ObjectStore:
             raise
 
     def read(self, name: str) -> bytes | None:
-        path = self._path(name)
+        path = self._root / name if self._root is not None else self._path(name)
         try:
             return bytes(path.read_bytes())
         except FileNotFoundError:
@@ -100,14 +126,15 @@ class ObjectStore:
             raise ArchiveIntegrityError(f"archive metadata {name} is not valid JSON.", key=name) from None
 
     def delete(self, name: str) -> None:
-        path = self._path(name)
+        path = self._root / name if self._root is not None else self._path(name)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
     def list_names(self, prefix: str) -> list[str]:
-        path = self._path(prefix)
         try:
-            return sorted(p.name for p in path.iterdir())
+            if self._root is not None:
+                return sorted(os.listdir(self._root / prefix))
+            return sorted(p.name for p in self._path(prefix).iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -115,6 +142,12 @@ class ObjectStore:
 def _precondition_failed(exc: BaseException) -> bool:
     text = f"{exc} {getattr(exc, '__cause__', '')}"
     return "pre-condition" in text or "PreconditionFailed" in text or " 412" in text
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    """Threads for fsyncs and conditional puts issued together, kept for the process."""
+    return ThreadPoolExecutor(_PARALLEL, thread_name_prefix="asm-archive")
 
 
 def _archive_error(name: str, exc: BaseException) -> ArchiveError:
@@ -138,8 +171,7 @@ def _write_local_many(targets: Sequence[tuple[Path, bytes]]) -> list[BaseExcepti
         except OSError as exc:
             staged.append(exc)
     fds = [s[0] for s in staged if isinstance(s, tuple)]
-    with ThreadPoolExecutor(min(_PARALLEL, max(1, len(fds)))) as pool:
-        list(pool.map(os.fsync, fds))
+    list(_pool().map(os.fsync, fds))
     results: list[BaseException | None] = []
     for entry in staged:
         if isinstance(entry, BaseException):
@@ -154,13 +186,18 @@ def _write_local_many(targets: Sequence[tuple[Path, bytes]]) -> list[BaseExcepti
             results.append(exc)
         finally:
             os.unlink(tmp)
-    for directory in dict.fromkeys(t.parent for t, _ in targets):
+    _fsync_dirs(t for t, _ in targets)
+    return results
+
+
+def _fsync_dirs(paths: Iterable[Path]) -> None:
+    """Make new directory entries durable: each parent directory once."""
+    for directory in dict.fromkeys(p.parent for p in paths):
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    return results
 
 
 def _write_all(fd: int, data: bytes) -> None:

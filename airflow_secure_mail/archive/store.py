@@ -83,15 +83,22 @@ class MailArchive(ArchiveReader):
 
     # -- write-ahead -------------------------------------------------------------------------------
     def lookup(self, key: str) -> ArchiveRecord | None:
-        """The record for ``key``: committed if ``<key>.json`` exists, else pending; None if never staged."""
-        index = self.read_json(_index_name(key))
-        if index is None:
-            return None
-        prefix = str(index["prefix"])
-        raw = self.read(f"{prefix}.json") or self.read(f"{prefix}.pending.json")
+        """The record for ``key``: committed if ``<key>.json`` exists, else pending; None if never staged.
+
+        The index entry is the pending record itself (a hard link on a local disk, a copy on an object store).
+        """
+        raw = self.read(_index_name(key))
         if raw is None:
+            return None
+        pending = RecordMetadata.from_json(raw, where=_index_name(key)) if b'"prefix"' not in raw[:64] else None
+        prefix = _prefix(key, pending.staged_at) if pending else str(json.loads(raw)["prefix"])  # older index
+        committed = self.read(f"{prefix}.json")
+        raw = committed or (None if pending else self.read(f"{prefix}.pending.json"))
+        if raw is None and pending is None:
             raise ArchiveIntegrityError(f"archive index points at {prefix} but no record is there.", key=key)
-        return ArchiveRecord(key, prefix, RecordMetadata.from_json(raw, where=prefix))
+        meta = RecordMetadata.from_json(raw, where=prefix) if raw is not None else pending
+        assert meta is not None
+        return ArchiveRecord(key, prefix, meta)
 
     def stage(self, item: Outgoing, **info: Any) -> ArchiveRecord:
         """Write the bytes about to be sent and a ``pending`` record, before anything is sent."""
@@ -112,17 +119,18 @@ class MailArchive(ArchiveReader):
 
         The index entry (what a retry looks up) is written only after the message and its record are durable.
         """
-        records, objects = [], []
+        records, objects, pending = [], [], {}
         for item in items:
             record, stored = _pending(self.sealer, item, origin or {}, protection, malware_scan)
             records.append(record)
-            objects += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.pending.json", record.meta.to_json())]
+            pending[record.key] = record.meta.to_json()
+            objects += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.pending.json", pending[record.key])]
         written = self.write_once_many(objects)
         results: list[ArchiveRecord | ArchiveError] = [
             written[2 * i] or written[2 * i + 1] or record for i, record in enumerate(records)
         ]
         ready = [r for r in results if isinstance(r, ArchiveRecord)]
-        index = self.write_once_many([(_index_name(r.key), json.dumps({"prefix": r.prefix}).encode()) for r in ready])
+        index = self.copy_once_many([(f"{r.prefix}.pending.json", _index_name(r.key), pending[r.key]) for r in ready])
         failed = {id(r): e for r, e in zip(ready, index, strict=True) if e is not None}
         return [failed.get(id(r), r) for r in results]
 
@@ -195,7 +203,11 @@ def _pending(
         airflow=dict(origin),
         resend_of=item.resend_of,
     )
-    return ArchiveRecord(key, f"messages/{now:%Y/%m/%d}/{key}", meta), stored
+    return ArchiveRecord(key, _prefix(key, meta.staged_at), meta), stored
+
+
+def _prefix(key: str, staged_at: str) -> str:
+    return f"messages/{datetime.fromisoformat(staged_at):%Y/%m/%d}/{key}"
 
 
 def _index_name(key: str) -> str:
