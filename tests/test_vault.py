@@ -508,3 +508,39 @@ def test_twenty_sends_from_separate_hooks_read_the_credentials_once(mail_env):
         SecureSmtpHook().send(_message())
     assert len(mail_env.smtp.messages) == 20
     assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1
+
+
+def test_a_batch_of_protected_archived_sends_reads_each_secret_once(mail_env, tmp_path):
+    """Through the whole pipeline: 40 sends (each its own hook and channel, as 40 tasks in one worker would),
+    PGP-encrypted to a key in Vault and archived sealed with Transit: one read of the SMTP credentials, one of
+    the recipient's key, one Transit data key (issue 12: at most two per 1,000 messages)."""
+    import secrets
+
+    from airflow_secure_mail.archive.crypto import TransitSealer
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.mail.compose import MailRequest
+    from airflow_secure_mail.mail.protect import Protection
+    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.testing.keys import make_pgp_identity
+    from airflow_secure_mail.vault import clear_cache
+
+    alice = make_pgp_identity("alice@example.com")
+    client = mail_env.bao.client()
+    client.secrets.kv.v2.create_or_update_secret(
+        path="mail-keys/alice@example.com", secret={"pgp_public_key": alice.public_key}
+    )
+    transit = "batch-" + secrets.token_hex(3)
+    client.secrets.transit.create_key(name=transit)
+    clear_cache()
+    TransitSealer.forget_keys()
+    before = len(mail_env.bao.audit_requests())
+    for n in range(40):
+        request = MailRequest(sender="airflow@example.com", to=("alice@example.com",), subject=f"r{n}", text="x")
+        send_mail(request, channel=MailChannel.for_conn(), protection=Protection(encrypt="pgp"),
+                  archive=MailArchive(f"file://{tmp_path}/a", transit_key=transit))  # fmt: skip
+    assert len(mail_env.smtp.messages) == 40
+    assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1
+    assert _reads(mail_env.bao, before, "secret/data/mail-keys/alice@example.com") == 1
+    datakeys = [r for r in mail_env.bao.audit_requests()[before:] if r["request"]["path"].startswith("transit/datakey")]
+    assert len(datakeys) == 1

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_secure_mail.errors import ConfigurationError, EncryptionKeyMissing, SecureMailError
+from airflow_secure_mail.mail._encryption_keys import encryption_keys
 
 _HASH_NAMES = {"2": "sha1", "8": "sha256", "9": "sha384", "10": "sha512", "11": "sha224"}
 
@@ -148,9 +149,8 @@ class GnuPGBackend:
         """Encrypt to each recipient's key (checked: usable, theirs) and to ``extra_keys`` (e.g. an archive key)."""
         home = _gpg_home()
         fingerprints = []
-        labelled = [(address, armored, True) for address, armored in recipient_keys.items()]
-        labelled += [(f"encrypt_to key {i + 1}", armored, False) for i, armored in enumerate(extra_keys)]
-        for address, armored, is_recipient in labelled:
+        for key in encryption_keys(recipient_keys, extra_keys):
+            address, armored, is_recipient = key.label, key.material, key.is_recipient
             imported = home.import_key(armored)
             if not imported:
                 raise EncryptionKeyMissing(f"the PGP key for {address} could not be read.", recipient=address)
@@ -224,9 +224,8 @@ class SequoiaBackend:
         import pysequoia
 
         certs = []
-        labelled = [(address, armored, True) for address, armored in recipient_keys.items()]
-        labelled += [(f"encrypt_to key {i + 1}", armored, False) for i, armored in enumerate(extra_keys)]
-        for address, armored, is_recipient in labelled:
+        for key in encryption_keys(recipient_keys, extra_keys):
+            address, armored, is_recipient = key.label, key.material, key.is_recipient
             try:
                 cert, can_encrypt = _sequoia_cert(armored)
             except Exception:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airflow_secure_mail.errors import ConfigurationError, EncryptionKeyMissing
+from airflow_secure_mail.mail._encryption_keys import encryption_keys
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,8 @@ def encrypt(data: bytes, recipient_certs: Mapping[str, str], *, extra_certs: Seq
     from cryptography.hazmat.primitives.serialization import pkcs7
 
     builder = pkcs7.PKCS7EnvelopeBuilder().set_data(data).set_content_encryption_algorithm(algorithms.AES256)
-    labelled = [(address, pem, True) for address, pem in recipient_certs.items()]
-    labelled += [(f"encrypt_to certificate {i + 1}", pem, False) for i, pem in enumerate(extra_certs)]
-    for address, pem, is_recipient in labelled:
-        cert = _recipient_cert(address, pem, check_identity=is_recipient)
+    for key in encryption_keys(recipient_certs, extra_certs, "certificate"):
+        cert = _recipient_cert(key.label, key.material, check_identity=key.is_recipient)
         builder = builder.add_recipient(cert)  # type: ignore[arg-type]
     return builder.encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
 
