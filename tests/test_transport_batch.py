@@ -153,6 +153,24 @@ def test_recipient_throttled_until_the_deadline_is_refused_in_the_receipt_of_the
     assert throttler.throttled >= 2
 
 
+def test_one_mailbox_throttled_at_rcpt_does_not_hold_the_other_messages(throttler, ca):
+    """A busy mailbox gets a few waits, then this try moves on (its next try sends it); the others go out now."""
+    throttler.stage, throttler.reply, throttler.throttle_first = "RCPT", "450 4.2.1 mailbox busy", None
+    throttler.only_recipients = ("busy@example.com",)
+    items = [Outgoing("airflow@example.com", (rcpt,), b"Subject: each\r\n\r\nbody\r\n", f"<{rcpt}>")
+             for rcpt in ("keep1@example.com", "busy@example.com", "keep2@example.com")]  # fmt: skip
+    outcomes = asyncio.run(deliver_batch(items, _opener(throttler.port, ca), _limits(deadline=60.0)))
+    assert [type(o) for o in outcomes] == [SendReceipt, DeliveryError, SendReceipt]
+    busy = outcomes[1]
+    assert isinstance(busy, DeliveryError) and busy.throttled and busy.transient and not busy.maybe_delivered
+    assert (
+        str(busy)
+        == "every recipient was refused: 1 recipient(s), SMTP code(s) 450; the server is throttling us at RCPT"
+    )
+    assert sorted(a.rcpt_tos for a in throttler.arrivals) == [("keep1@example.com",), ("keep2@example.com",)]
+    assert throttler.throttled == 5  # the first try and four waits
+
+
 # -- the relay's rate --------------------------------------------------------------------------------------
 
 

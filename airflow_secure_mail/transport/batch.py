@@ -28,6 +28,8 @@ Outcome = SendReceipt | SecureMailError
 OutcomeCallback = Callable[[int, "Outgoing", Outcome], Awaitable[None]]
 SessionOpener = Callable[[], Awaitable["SmtpSession"]]
 _MAX_BACKOFF = 60.0
+_MAILBOX_THROTTLES = 4
+"""Waits for a recipient throttled at RCPT (e.g. ``450 4.2.1``) before this try moves on without it."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class _Attempts:
         self.total = 0
         self.failures = 0
         self.throttles = 0
+        self.mailbox_throttles = 0
         self.recipients = recipients
         """Who the next try goes to: all, or those a throttling relay refused at RCPT last time."""
         self.partial: SendReceipt | None = None
@@ -88,11 +91,14 @@ class _Attempts:
     def record(self, error: DeliveryError) -> None:
         if error.throttled:
             self.throttles += 1
+            self.mailbox_throttles += bool(error.refused)  # refused at RCPT: that mailbox, not the whole relay
         else:
             self.failures += 1
 
     def exhausted(self, _state: Any) -> bool:
-        return self.failures > self.limits.retries
+        """Out of ``retries``, or a mailbox still throttled at RCPT after a few waits: this try gives up on it
+        (the task's next try sends it) so one busy mailbox cannot hold every other message to the deadline."""
+        return self.failures > self.limits.retries or self.mailbox_throttles > _MAILBOX_THROTTLES
 
     def backoff(self, count: int) -> float:
         """Exponential from ``retry_backoff``, capped, with up to one more ``retry_backoff`` of jitter."""
