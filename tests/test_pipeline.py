@@ -55,7 +55,8 @@ def test_partial_failure_logs_which_copies_went_out_and_retry_sends_the_rest(mai
     archive = MailArchive(f"file://{tmp_path}/archive")
     team = ("ana@example.com", "bo@example.com", "chen@example.com")
     mail_env.smtp.script.rcpt_replies["bo@example.com"] = "550 5.1.1 mailbox unavailable"
-    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"), pytest.raises(DeliveryError):
+    refused = r"every recipient was refused: 1 recipient\(s\), SMTP code\(s\) 550"
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"), pytest.raises(DeliveryError, match=refused):
         _send(archive, split=True, to=team)
     ids = {m.rcpt_tos[0]: m.data.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode() for m in mail_env.smtp.messages}
     assert sorted(ids) == ["ana@example.com", "chen@example.com"]

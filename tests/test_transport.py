@@ -102,7 +102,10 @@ def test_old_tls_only_server_refused_before_auth(mail_env, server_factory, ca):
 def test_tls13_minimum_is_enforced(mail_env, server_factory, ca):
     server = server_factory(server_context=ca.server_context(max_version=ssl.TLSVersion.TLSv1_2))
     mail_env.set_smtp_conn(port=server.tls_port, min_tls_version="TLSv1.3")
-    with pytest.raises(TransportSecurityError):
+    with pytest.raises(
+        TransportSecurityError,
+        match=r"TLS handshake with localhost:\d+ was aborted by the server; it must support TLSv1.3 or newer",
+    ):
         SecureSmtpHook().send(_message())
     assert server.auth_attempts == []
 
@@ -387,7 +390,7 @@ def test_vault_redirect_to_other_origin_is_not_followed(mail_env, monkeypatch):
             "extra": {"auth_type": "token", "use_tls": False},
         }
         monkeypatch.setenv("AIRFLOW_CONN_VAULT_REDIRECT", json.dumps(conn))
-        with pytest.raises(VaultSecretError):
+        with pytest.raises(VaultSecretError, match="with a redirect; refused so the token stays with its origin"):
             VaultSecrets("vault_redirect", cache_ttl=0).read("smtp/x")
         assert seen_tokens == []
     finally:
@@ -553,7 +556,7 @@ def test_mutual_tls_with_client_certificate_from_vault(mail_env, server_factory,
     cert, key = ca.client_pair()
     mail_env.bao.client().secrets.kv.v2.create_or_update_secret(path="smtp/mtls", secret={"cert": cert, "key": key})
     mail_env.set_smtp_conn(port=server.tls_port)
-    with pytest.raises(SecureMailError):
+    with pytest.raises(SecureMailError, match=r"cannot connect to localhost:\d+ \(SMTPConnectError\)"):
         SecureSmtpHook().send(_message())
     assert server.auth_attempts == [] and server.messages == []
     mail_env.set_smtp_conn(
