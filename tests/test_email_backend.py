@@ -22,7 +22,7 @@ def test_email_backend_dryrun_screens_but_sends_nothing(mail_env):
     from airflow_secure_mail.errors import PolicyViolation
 
     send_email("ops@example.com", "dry", "<p>x</p>", dryrun=True, from_email="alerts@example.com")
-    with pytest.raises(PolicyViolation):
+    with pytest.raises(PolicyViolation, match="subject contains a control character"):
         send_email(
             "ops@example.com", "dry\r\nBcc: x@evil.example", "<p>x</p>", dryrun=True, from_email="alerts@example.com"
         )
