@@ -18,6 +18,7 @@ from airflow_secure_mail.outcome import MailResult
 from airflow_secure_mail.transport.smtp import SendReceipt
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.archive.restore import Restored
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
@@ -97,6 +98,26 @@ async def asend_outgoing(
         return await _send(prepared, channel, archive, origin, allow_partial, concurrency)
 
 
+async def aresend(
+    found: Sequence[Restored],
+    *,
+    channel: MailChannel,
+    archive: MailArchive | str | None,
+    resent_from: str | None = None,
+    resend_to: str | Sequence[str] | None = None,
+    seed: str | None = None,
+    origin: Mapping[str, Any] | None = None,
+    policy: MailPolicy | None = None,
+) -> list[str | None]:
+    """Resend archived messages verbatim (``Resent-*`` lines prepended) as sends like any other: screened,
+    archived as resends, recorded. ``seed`` (the task instance) keeps a retried restore from resending twice."""
+    from airflow_secure_mail.archive.restore import resend_copies
+
+    copies = resend_copies(list(found), resent_from=channel.sender(resent_from), resend_to=resend_to, seed=seed)
+    await asend_outgoing(copies, channel=channel, policy=policy, archive=archive, origin=origin)
+    return [c.message_id for c in copies]
+
+
 async def _send(
     prepared: Prepared,
     channel: MailChannel,
@@ -137,7 +158,9 @@ def _channel(channel: MailChannel | None, hook: SecureSmtpHook | None) -> MailCh
         return channel
     if hook is None:
         return MailChannel.for_conn()
-    warnings.warn("asend_mail(hook=...) is deprecated: pass channel=MailChannel.of(hook).", DeprecationWarning, 3)
+    warnings.warn(
+        "send_mail(hook=...) is deprecated: pass channel=MailChannel.for_conn(conn_id).", DeprecationWarning, 3
+    )
     return MailChannel.of(hook)
 
 
@@ -146,4 +169,4 @@ def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:
     return run_sync(asend_mail(request, **kwargs))
 
 
-__all__ = ["MailResult", "asend_mail", "asend_outgoing", "identity_seed", "origin_of", "send_mail"]
+__all__ = ["MailResult", "aresend", "asend_mail", "asend_outgoing", "identity_seed", "origin_of", "send_mail"]

@@ -12,13 +12,13 @@ import pytest
 
 from airflow_secure_mail.archive.bundle import backup, verify_bundle
 from airflow_secure_mail.archive.crypto import TransitSealer
-from airflow_secure_mail.archive.restore import RestoreSelection, export, resend_copies, select
+from airflow_secure_mail.archive.restore import RestoreSelection, export, select
 from airflow_secure_mail.archive.store import MailArchive, ObjectStore
 from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.outgoing import Outgoing
-from airflow_secure_mail.pipeline import asend_outgoing, send_mail
+from airflow_secure_mail.pipeline import aresend, send_mail
 
 BODY = "Confidential payroll summary: total 1,234,567 EUR\n"
 
@@ -44,13 +44,11 @@ def _request(n: int = 0, **kw) -> MailRequest:
 
 
 def resend(found, *, resent_from, resend_to=None, archive=None, seed=None, policy=None):
-    """What MailRestoreOperator(mode='resend') runs: the copies through the pipeline like any send."""
+    """What MailRestoreOperator(mode='resend') runs (``pipeline.aresend``), with the test's choices."""
     from airflow_secure_mail._sync import run_sync
 
-    copies = resend_copies(found, resent_from=resent_from, resend_to=resend_to, seed=seed)
-    channel = MailChannel.for_conn()
-    run_sync(asend_outgoing(copies, channel=channel, archive=archive, policy=policy))
-    return [c.message_id for c in copies]
+    return run_sync(aresend(found, channel=MailChannel.for_conn(), archive=archive, resent_from=resent_from,
+                            resend_to=resend_to, seed=seed, policy=policy))  # fmt: skip
 
 
 def _window():
@@ -76,10 +74,10 @@ def test_restore_is_byte_identical_to_what_the_server_received(mail_env, tmp_pat
     received = {tuple(m.rcpt_tos): m.data for m in mail_env.smtp.messages}
     assert len(restored) == 3
     for item in restored:
-        assert item.data == received[tuple(item.record.metadata["envelope"]["recipients"])]
-    record = restored[0].record.metadata
-    assert record["status"] == "sent" and record["tls"]["version"] in ("TLSv1.2", "TLSv1.3")
-    assert record["airflow"]["dag_id"] == "dag" and record["receipt"]["accepted"]
+        assert item.data == received[item.record.meta.recipients]
+    meta = restored[0].record.meta
+    assert meta.status == "sent" and meta.tls is not None and meta.tls["version"] in ("TLSv1.2", "TLSv1.3")
+    assert meta.airflow["dag_id"] == "dag" and meta.receipt is not None and meta.receipt["accepted"]
     files = list(Path(tmp_path, "archive", "messages").rglob("*.eml"))
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
 
@@ -106,7 +104,7 @@ def test_records_stay_readable_after_transit_key_rotation(mail_env, tmp_path, tr
     mail_env.bao.client().secrets.transit.rotate_key(name=transit_key)
     TransitSealer.forget_keys()
     _send(archive, 2)
-    versions = {r.record.metadata["encryption"]["key_version"] for r in select(archive, RestoreSelection(*_window()))}
+    versions = {r.record.meta.encryption["key_version"] for r in select(archive, RestoreSelection(*_window()))}  # type: ignore[index]
     assert versions == {"v1", "v2"}
 
 

@@ -144,11 +144,12 @@ def test_send_many_takes_outgoing_values_and_still_the_deprecated_tuples(mail_en
     assert [r.accepted for r in receipts] == [("a@example.com",), ("b@example.com",)]
 
 
-def test_a_large_message_is_streamed_and_arrives_byte_for_byte(mail_env):
+def test_a_large_message_is_streamed_and_arrives_byte_for_byte(mail_env, monkeypatch):
     """Over 1 MB, DATA is written in dot-stuffed slices (transport/data.py), not through aiosmtplib's copies."""
     from email import policy
 
     from airflow_secure_mail.mail.outgoing import Outgoing
+    from airflow_secure_mail.transport import data as data_module
     from airflow_secure_mail.transport.data import STREAM_MIN
 
     body = "".join(f".line {n} starts with a dot\n..and this one with two\nplain {n}\n" for n in range(40_000))
@@ -156,6 +157,17 @@ def test_a_large_message_is_streamed_and_arrives_byte_for_byte(mail_env):
     message.set_content(body, cte="quoted-printable")
     data = message.as_bytes(policy=policy.SMTP)
     assert len(data) > 2 * STREAM_MIN and b"\r\n.line 1 " in data
-    SecureSmtpHook().send(Outgoing("airflow@example.com", ("ops@example.com",), data, message["Message-ID"]))
+    streamed = []
+    monkeypatch.setattr(data_module, "_stream_data", _spy(data_module._stream_data, streamed))
+    SecureSmtpHook().send(Outgoing("airflow@example.com", ("ops@example.com",), data, "<big@example.com>"))
     [received] = mail_env.smtp.messages
     assert received.data == data
+    assert streamed == [len(data)]  # went through the sliced writer, not aiosmtplib's data()
+
+
+def _spy(fn, calls):  # type: ignore[no-untyped-def]
+    async def spied(smtp, data):  # type: ignore[no-untyped-def]
+        calls.append(len(data))
+        return await fn(smtp, data)
+
+    return spied

@@ -120,3 +120,25 @@ def test_a_partial_refusal_never_names_a_bcc_recipient() -> None:
         raise_for_outcomes([item], [outcome], allow_partial=False)
     assert "secret" not in str(info.value)
     raise_for_outcomes([item], [outcome], allow_partial=True)  # allowed: no error
+
+
+def test_renamed_names_still_work_for_one_release_and_say_what_replaces_them(tmp_path) -> None:
+    import importlib
+    import sys
+
+    from airflow_secure_mail.archive.record import ArchiveRecord
+    from airflow_secure_mail.archive.store import MailArchive
+
+    sys.modules.pop("airflow_secure_mail.sources", None)
+    with pytest.warns(DeprecationWarning, match="import from airflow_secure_mail.attachments"):
+        sources = importlib.import_module("airflow_secure_mail.sources")
+    assert sources.load_attachments(None) == ()
+    with pytest.warns(DeprecationWarning, match="use MailArchive.sealer"):
+        assert MailArchive(f"file://{tmp_path}").envelope is None
+    meta = RecordMetadata(key="k", sender="a@example.com", recipients=("b@example.com",), size=1, stored_size=1,
+                          sha256="0" * 64, staged_at="2026-11-29T00:00:00+00:00")  # fmt: skip
+    with pytest.warns(DeprecationWarning, match="read ArchiveRecord.meta"):
+        assert ArchiveRecord("k", "messages/2026/11/29/k", meta).metadata["envelope"]["sender"] == "a@example.com"
+    with pytest.warns(DeprecationWarning, match="crypto.TransitEnvelope is deprecated: use TransitSealer"):
+        from airflow_secure_mail.archive.crypto import TransitEnvelope, TransitSealer
+    assert TransitEnvelope is TransitSealer

@@ -112,7 +112,7 @@ def test_one_message_per_recipient_differs_only_in_to_and_message_id(mail_env, t
     received = {m.rcpt_tos[0]: m.data for m in mail_env.smtp.messages}
     assert sorted(received) == ["ana@example.com", "bo@example.com", "cy@example.com", "dee@example.com"]
     assert all(len(m.rcpt_tos) == 1 for m in mail_env.smtp.messages)
-    bodies, ids = set(), set()
+    bodies, ids, rest = set(), set(), set()
     for rcpt, data in received.items():
         head, _, body = data.partition(b"\r\n\r\n")
         parsed = message_from_bytes(data)
@@ -122,7 +122,9 @@ def test_one_message_per_recipient_differs_only_in_to_and_message_id(mail_env, t
         ids.add(parsed["Message-ID"])
         others = {h.split(b":")[0] for h in head.split(b"\r\n") if b":" in h} - {b"To", b"Message-ID"}
         assert others == {b"From", b"Subject", b"Date", b"MIME-Version", b"Content-Type", b"Content-Transfer-Encoding"}
+        rest.add(b"\r\n".join(h for h in head.split(b"\r\n") if not h.startswith((b"To:", b"Message-ID:"))))
     assert len(bodies) == 1 and len(ids) == 4
+    assert len(rest) == 1  # every other header field, values included, is the same in each copy
     assert b"To: Ana <ana@example.com>\r\n" in received["ana@example.com"]
     again = _send(archive, split=True, **people)  # a retry of the task: same Message-IDs, nothing sent twice
     assert again.already_sent == 4 and len(mail_env.smtp.messages) == 4

@@ -132,7 +132,7 @@ def test_valid_content_type_parameters_reach_the_wire_without_injection(mail_env
 
 
 def test_attachment_from_s3_object_storage(mail_env, s3_conn, seaweed):
-    from airflow_secure_mail.sources import load_attachments
+    from airflow_secure_mail.attachments import load_attachments
 
     seaweed.client().put_object(Bucket="mail-test", Key="reports/q4.csv", Body=b"region,total\nnorth,1\n")
     [att] = load_attachments(["s3://mail-test/reports/q4.csv"], conn_id=s3_conn)

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import (
     ConfigurationError,
     DeliveryError,
@@ -207,7 +208,7 @@ def test_every_recipient_refused_names_no_address_but_keeps_the_details(mail_env
     }
     request = MailRequest(sender="airflow@example.com", to=("a@example.com",), bcc=("hidden@example.com",), subject="s")
     with pytest.raises(DeliveryError) as info:
-        send_mail(request, hook=SecureSmtpHook())
+        send_mail(request, channel=MailChannel.for_conn())
     assert str(info.value) == "every recipient was refused: 2 recipient(s), SMTP code(s) 550"
     assert set(info.value.refused) == {"a@example.com", "hidden@example.com"}
     assert mail_env.smtp.messages == []
@@ -574,7 +575,7 @@ def test_policy_defaults_come_from_the_connection(mail_env):
     mail_env.set_smtp_conn(policy={"allowed_recipient_domains": ["example.org"], "max_recipients": 5})
     request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="s", text="b")
     with pytest.raises(PolicyViolation, match="allowed_recipient_domains"):
-        send_mail(request, hook=SecureSmtpHook())
+        send_mail(request, channel=MailChannel.for_conn())
     assert mail_env.smtp.connections == 0
 
 

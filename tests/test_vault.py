@@ -10,6 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ConfigurationError, SecureMailError, VaultSecretError
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.testing.faults import Fault, FaultyHttpProxy
@@ -199,7 +200,7 @@ def test_unanswering_transit_is_bounded_by_the_send_deadline(mail_env, faulty, t
     request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="s", text="x")
     started = time.monotonic()
     with pytest.raises(SecureMailError, match="within 5s"):
-        send_mail(request, hook=SecureSmtpHook(), archive=archive)
+        send_mail(request, channel=MailChannel.for_conn(), archive=archive)
     assert time.monotonic() - started < 5 + 10
     assert mail_env.smtp.connections == 0
 
@@ -326,7 +327,7 @@ def test_one_vault_login_per_process_shared_by_credentials_certificates_and_tran
     for n in range(2):  # two tasks' worth of hooks and archives in one process
         archive = MailArchive(f"file://{tmp_path}/a", transit_key=transit_key, vault_conn_id="vault_approle_once")
         request = MailRequest(sender="airflow@example.com", to=(f"r{n}@example.com",), subject=f"s{n}", text="x")
-        send_mail(request, hook=SecureSmtpHook(), archive=archive)
+        send_mail(request, channel=MailChannel.for_conn(), archive=archive)
     assert len(mail_env.smtp.messages) == 2
     assert _logins(bao, before) == ["auth/approle/login"]
 
@@ -367,7 +368,7 @@ def test_mail_through_vault_agent_worker_holds_no_credential_and_never_logs_in(
         for n in range(2):
             archive = MailArchive(f"file://{tmp_path}/a", transit_key=transit_key, vault_conn_id="vault_agent")
             request = MailRequest(sender="airflow@example.com", to=(f"r{n}@example.com",), subject=f"{n}", text="x")
-            send_mail(request, hook=SecureSmtpHook(), archive=archive)
+            send_mail(request, channel=MailChannel.for_conn(), archive=archive)
         seen = bao.audit_requests()[before:]
     assert len(mail_env.smtp.messages) == 2
     assert _logins(bao, before) == []

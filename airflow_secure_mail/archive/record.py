@@ -126,6 +126,11 @@ class ArchiveRecord:
     @property
     def metadata(self) -> dict[str, Any]:
         """The metadata as the JSON dict (deprecated: read :attr:`meta`)."""
+        import warnings
+
+        warnings.warn(
+            "ArchiveRecord.metadata is deprecated: read ArchiveRecord.meta.", DeprecationWarning, stacklevel=2
+        )
         return self.meta.to_dict()
 
 

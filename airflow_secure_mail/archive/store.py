@@ -79,6 +79,9 @@ class MailArchive(ArchiveReader):
     @property
     def envelope(self) -> Any:
         """Deprecated name of :attr:`sealer` (it never was a mail envelope)."""
+        import warnings
+
+        warnings.warn("MailArchive.envelope is deprecated: use MailArchive.sealer.", DeprecationWarning, stacklevel=2)
         return self.sealer
 
     # -- write-ahead -------------------------------------------------------------------------------

@@ -205,13 +205,12 @@ class MailRestoreOperator(BaseOperator):
     def _resend(self, found: list[Any], context: Context) -> list[str | None]:
         """Through the pipeline like any send: screened, archived as a resend, recorded; a retry sends nothing twice."""
         from airflow_secure_mail._sync import run_sync
-        from airflow_secure_mail.archive.restore import resend_copies
         from airflow_secure_mail.channel import MailChannel
-        from airflow_secure_mail.pipeline import asend_outgoing, identity_seed, origin_of
+        from airflow_secure_mail.pipeline import aresend, identity_seed, origin_of
 
-        channel = MailChannel.for_conn(self.conn_id)
-        copies = resend_copies(
-            found, resent_from=channel.sender(self.resent_from), resend_to=self.resend_to, seed=identity_seed(context)
-        )
-        run_sync(asend_outgoing(copies, channel=channel, archive=self.archive, origin=origin_of(context)))
-        return [c.message_id for c in copies]
+        return run_sync(
+            aresend(
+                found, channel=MailChannel.for_conn(self.conn_id), archive=self.archive, resent_from=self.resent_from,
+                resend_to=self.resend_to, seed=identity_seed(context), origin=origin_of(context),
+            )
+        )  # fmt: skip
