@@ -36,6 +36,8 @@ class Delivery:
     record: ArchiveRecord | None = None
     outcome: Outcome | None = None
     already_sent: bool = False
+    commit_error: ArchiveError | None = None
+    """The outcome could not be recorded (after retries): the task must fail, or a retry would send again."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,20 @@ def _found(store: MailArchive, d: Delivery) -> bool:
     d.record = record
     if record.delivered:
         d.already_sent = True
-        assert record.meta.receipt is not None  # delivered states always carry the server's receipt
-        d.outcome = SendReceipt.from_dict(dict(record.meta.receipt))
+        d.outcome = _stored_receipt(record, d.item)
     else:
         d.item = d.item.with_data(store.read_message(record))  # complete the staged send with the staged bytes
     return True
+
+
+def _stored_receipt(record: ArchiveRecord, item: Outgoing) -> SendReceipt:
+    """The receipt a committed record keeps; a stub for a legacy committed "unknown" (the reply was lost)."""
+    if record.meta.receipt:
+        return SendReceipt.from_dict(dict(record.meta.receipt))
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return SendReceipt(item.message_id, item.sender, item.recipients, {}, "", None, None, now, now)
 
 
 class _GroupCommit:
@@ -154,12 +165,17 @@ class _GroupCommit:
         await self.task
 
     async def _run(self) -> None:
+        """Every group is tried, also after one failed: its error stays on its deliveries (``commit_error``)."""
         while True:
             await self.ready.wait()
             self.ready.clear()
             group, self.waiting = self.waiting, []
             if group:
-                await asyncio.to_thread(_commit_group, self.store, group)
+                try:
+                    await asyncio.to_thread(_commit_group, self.store, group)
+                except ArchiveError as exc:
+                    for d in group:
+                        d.commit_error = d.commit_error or detached(exc)
             if self.closed and not self.waiting:
                 return
 

@@ -137,6 +137,9 @@ async def _send(
             log_already_sent(d.item, d.record.status if d.record is not None else "sent")
     now = [(d.item, d.outcome) for d in deliveries if not d.already_sent and d.outcome is not None]
     log_outcomes(channel.server, now, sum(d.already_sent for d in deliveries))
+    unrecorded = next((d.commit_error for d in deliveries if d.commit_error is not None), None)
+    if unrecorded is not None:  # logged above what went out; failing keeps the task from reporting success
+        raise unrecorded
     raise_for_outcomes([d.item for d in deliveries], [d.outcome for d in deliveries], allow_partial)  # type: ignore[misc]
     result = _result(prepared)
     result.receipts = [d.outcome for d in deliveries if isinstance(d.outcome, SendReceipt)]

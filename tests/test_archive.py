@@ -398,3 +398,35 @@ def test_write_once_or_same_accepts_a_re_run_and_refuses_different_bytes(tmp_pat
     with pytest.raises(ArchiveError, match="a.eml already exists; records are never overwritten"):
         store.write_once_or_same("a.eml", b"other bytes")
     assert (tmp_path / "out" / "a.eml").read_bytes() == b"same bytes"
+
+
+def test_resend_to_the_original_envelope_names_no_recipient(mail_env, tmp_path):
+    """The original envelope may hold Bcc recipients: without resend_to there is no Resent-To line at all."""
+    archive = MailArchive(f"file://{tmp_path}/a")
+    send_mail(_request(1, bcc=("secret.auditor@example.com",)), channel=MailChannel.for_conn(), archive=archive)
+    found = select(archive, RestoreSelection(*_window()))
+    resend(found, resent_from="archive@example.com")
+    resent = mail_env.smtp.messages[-1]
+    assert sorted(resent.rcpt_tos) == ["r1@example.com", "secret.auditor@example.com"]
+    head = resent.data.split(b"\r\n\r\n", 1)[0]
+    assert b"Resent-From: archive@example.com\r\n" in head and b"Resent-To" not in head
+    assert b"secret.auditor" not in resent.data
+
+
+def test_a_record_committed_by_an_older_release_as_unknown_is_never_sent_again(mail_env, tmp_path):
+    """Before this release a lost DATA reply was committed as final "unknown" (<key>.json): it stays final."""
+    import dataclasses
+
+    from airflow_secure_mail.archive.record import ArchiveStatus
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    mail_env.smtp.script.data_replies = ["554 5.7.1 rejected for now"]
+    with pytest.raises(DeliveryError, match="answered 554"):
+        _send(archive, 8)
+    [index] = list(Path(tmp_path, "a", "index").rglob("*.json"))
+    pending = archive.lookup(index.stem)
+    assert pending is not None and not pending.delivered
+    legacy = dataclasses.replace(pending.meta, status=ArchiveStatus.UNKNOWN, committed_at=pending.meta.staged_at)
+    archive.write_once(f"{pending.prefix}.json", legacy.to_json())
+    again = _send(archive, 8)
+    assert again.already_sent == 1 and mail_env.smtp.messages == []

@@ -171,3 +171,16 @@ def _spy(fn, calls):  # type: ignore[no-untyped-def]
         return await fn(smtp, data)
 
     return spied
+
+
+def test_wire_bytes_without_message_id_get_one_from_their_content(mail_env, tmp_path):
+    """The archive keys a copy by Message-ID: different bytes never share a key, the same bytes do (sent once)."""
+    from airflow_secure_mail.archive.store import MailArchive
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    hook = SecureSmtpHook()
+    first, second = (f"Subject: n{n}\r\n\r\nbody {n}\r\n".encode() for n in (1, 2))
+    ids = [hook.send(data, recipients=["ops@example.com"], archive=archive).message_id for data in (first, second)]
+    hook.send(first, recipients=["ops@example.com"], archive=archive)  # a retried task: the same bytes again
+    assert len(set(ids)) == 2 and all(i and i.endswith("@example.com>") for i in ids)
+    assert [m.data.split(b"\r\n", 1)[0] for m in mail_env.smtp.messages] == [f"Message-ID: {i}".encode() for i in ids]

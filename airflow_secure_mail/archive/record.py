@@ -114,6 +114,9 @@ class ArchiveRecord:
     key: str
     prefix: str
     meta: RecordMetadata
+    committed: bool = False
+    """Read from ``<key>.json``: final. Only delivered states are committed so; an archive written before
+    "unknown" was retried may hold committed "unknown" records, which stay final too (never sent twice)."""
 
     @property
     def status(self) -> ArchiveStatus:
@@ -121,7 +124,7 @@ class ArchiveRecord:
 
     @property
     def delivered(self) -> bool:
-        return self.meta.status.delivered
+        return self.committed or self.meta.status.delivered
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -96,28 +96,30 @@ def export(found: list[Restored], destination: str, *, conn_id: str | None = Non
     return ["restored.mbox"]
 
 
-def resent_headers(resent_from: str, resend_to: Sequence[str], *, seed: str | None = None) -> tuple[bytes, str]:
-    """``Resent-*`` lines (RFC 5322 §3.6.6) as bytes, with validated addresses only, and the Resent-Message-ID.
+def resent_headers(
+    resent_from: str, resend_to: Sequence[str], *, seed: str | None = None
+) -> tuple[bytes, str, tuple[str, ...]]:
+    """``Resent-*`` lines (RFC 5322 §3.6.6) as bytes, the Resent-Message-ID, and the validated recipients.
 
-    With ``seed`` (task identity + record key) the Resent-Message-ID is stable, so a retried restore finds
-    its resend already archived and sends nothing twice.
+    ``Resent-To`` names only recipients chosen for the resend (``resend_to``); resent to the original
+    envelope (an empty ``resend_to``) it is left out (it is optional), since that envelope may hold Bcc
+    recipients. With ``seed`` (task identity + record key) the Resent-Message-ID is stable, so a retried
+    restore finds its resend already archived and sends nothing twice.
     """
     from airflow_secure_mail.mail.addresses import parse_mailbox
 
     sender = parse_mailbox(resent_from, "resent_from").addr
-    rcpts = [parse_mailbox(r, "resend_to").addr for r in resend_to]
+    rcpts = tuple(parse_mailbox(r, "resend_to").addr for r in resend_to)
     domain = sender.rpartition("@")[2]
     if seed is None:
         message_id = make_msgid(domain=domain)
     else:
         message_id = f"<{hashlib.sha256(seed.encode()).hexdigest()[:40]}@{domain}>"
-    lines = [
-        f"Resent-Date: {format_datetime(datetime.now(UTC))}",
-        f"Resent-From: {sender}",
-        f"Resent-To: {', '.join(rcpts)}",
-        f"Resent-Message-ID: {message_id}",
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode("ascii"), message_id
+    lines = [f"Resent-Date: {format_datetime(datetime.now(UTC))}", f"Resent-From: {sender}"]
+    if rcpts:
+        lines.append(f"Resent-To: {', '.join(rcpts)}")
+    lines.append(f"Resent-Message-ID: {message_id}")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii"), message_id, rcpts
 
 
 def resend_copies(
@@ -127,17 +129,19 @@ def resend_copies(
     resend_to: str | Sequence[str] | None = None,
     seed: str | None = None,
 ) -> list[Outgoing]:
-    """Each archived message verbatim, prefixed only with ``Resent-*`` lines, as a copy for the pipeline."""
+    """Each archived message verbatim, prefixed only with ``Resent-*`` lines, as a copy for the pipeline.
+
+    Without ``resend_to`` a copy goes to the original envelope, whose recipients stay hidden (never named).
+    """
     from airflow_secure_mail.mail.addresses import parse_mailbox
 
     override = [resend_to] if isinstance(resend_to, str) else list(resend_to or [])
     sender = parse_mailbox(resent_from, "resent_from").addr
     copies = []
     for item in found:
-        rcpts = override or list(item.record.meta.recipients)
-        prefix, message_id = resent_headers(sender, rcpts, seed=f"{seed}|{item.record.key}" if seed else None)
-        envelope_to = tuple(parse_mailbox(r, "resend_to").addr for r in rcpts)
-        copies.append(
-            Outgoing(sender, envelope_to, prefix + item.data, message_id, resend_of=item.record.meta.message_id)
-        )
+        prefix, message_id, named = resent_headers(sender, override, seed=f"{seed}|{item.record.key}" if seed else None)
+        rcpts = named or item.record.meta.recipients
+        hidden = () if named else rcpts
+        data = prefix + item.data
+        copies.append(Outgoing(sender, rcpts, data, message_id, hidden=hidden, resend_of=item.record.meta.message_id))
     return copies

@@ -101,7 +101,7 @@ class MailArchive(ArchiveReader):
             raise ArchiveIntegrityError(f"archive index points at {prefix} but no record is there.", key=key)
         meta = RecordMetadata.from_json(raw, where=prefix) if raw is not None else pending
         assert meta is not None
-        return ArchiveRecord(key, prefix, meta)
+        return ArchiveRecord(key, prefix, meta, committed=committed is not None)
 
     def stage(self, item: Outgoing, **info: Any) -> ArchiveRecord:
         """Write the bytes about to be sent and a ``pending`` record, before anything is sent."""

@@ -9,7 +9,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 
 from airflow_secure_mail.errors import ConfigurationError
-from airflow_secure_mail.mail.addresses import parse_mailbox
+from airflow_secure_mail.mail.addresses import normalize_domain, parse_mailbox
 from airflow_secure_mail.mail.compose import Attachment
 from airflow_secure_mail.mail.outgoing import Outgoing
 
@@ -42,39 +42,51 @@ def outgoing_from(
         header_sender, header_rcpts, hidden = envelope_of(message)
         sender = sender or header_sender
         recipients = list(recipients) if recipients is not None else header_rcpts
-        message = _for_the_wire(message, sender)
-        message_id = message.get("Message-ID")
+        message = _without_bcc(message)
         data = message.as_bytes(policy=email_policy.SMTP)
     else:
         data = message
-        message_id = parsed(data).get("Message-ID")
     sender = sender or default_sender
     if not sender:
         raise ConfigurationError("no sender: pass sender= (or From) or set extra from_email on the connection.")
     if not recipients:
         raise ConfigurationError("no recipients: pass recipients= or set To/Cc/Bcc.")
+    envelope_sender = parse_mailbox(sender, "sender")
     rcpts = tuple(dict.fromkeys(parse_mailbox(r, "recipient").addr for r in recipients))
+    message_id, data = _with_message_id(data, normalize_domain(envelope_sender.domain))
     return Outgoing(
-        parse_mailbox(sender, "sender").addr,
+        envelope_sender.addr,
         rcpts,
         data,
-        str(message_id) if message_id else None,
+        message_id,
         hidden=tuple(r for r in rcpts if r in hidden),
         resend_of=resend_of,
     )
 
 
-def _for_the_wire(message: EmailMessage, sender: str | None) -> EmailMessage:
-    """A copy without Bcc and with a Message-ID (the archive key and the receipts need one); the caller's is kept."""
-    if "Bcc" not in message and "Message-ID" in message:
+def _without_bcc(message: EmailMessage) -> EmailMessage:
+    """A copy without the Bcc header; the caller's message is left alone."""
+    if "Bcc" not in message:
         return message
     message = copy.copy(message)
     del message["Bcc"]
-    if "Message-ID" not in message:
-        from email.utils import make_msgid
-
-        message["Message-ID"] = make_msgid(domain=(sender or "").rpartition("@")[2] or None)
     return message
+
+
+def _with_message_id(data: bytes, domain: str) -> tuple[str, bytes]:
+    """The message's Message-ID, or one derived from its bytes, prepended as a header line.
+
+    The archive keys a copy by Message-ID: derived from the content, the same message sent again by a retried
+    task keeps its key (sent once), and two different messages never share one.
+    """
+    import hashlib
+    from email.parser import BytesHeaderParser
+
+    found = BytesHeaderParser(policy=email_policy.default).parsebytes(data).get("Message-ID")
+    if found:
+        return str(found).strip(), data
+    message_id = f"<{hashlib.sha256(data).hexdigest()[:40]}@{domain}>"
+    return message_id, f"Message-ID: {message_id}\r\n".encode("ascii") + data
 
 
 def parsed(data: bytes) -> EmailMessage:
