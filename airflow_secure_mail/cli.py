@@ -43,6 +43,7 @@ def _vault_tls_check(vault_conn_id: str) -> Check:
     """Judge the Vault address the client will really use (the same scheme rule as ``vault.py``)."""
     from airflow.sdk import BaseHook
 
+    from airflow_secure_mail._vault_login import _flag
     from airflow_secure_mail.transport.tls import is_loopback
     from airflow_secure_mail.vault import vault_url
 
@@ -54,6 +55,8 @@ def _vault_tls_check(vault_conn_id: str) -> Check:
         return ("PASS", "Vault over TLS", f"{vault_conn_id} uses https")
     if is_loopback(vault.host or ""):
         return ("WARN", "Vault over TLS", f"{vault_conn_id} is plain http on loopback")
+    if _flag(vault.extra_dejson.get("allow_insecure_http")):  # the client accepts it too: say so, do not fail
+        return ("WARN", "Vault over TLS", f"{vault_conn_id} is plain http, allowed by allow_insecure_http")
     return ("FAIL", "Vault over TLS", f"{vault_conn_id} is plain http: set use_tls=true")
 
 

@@ -141,6 +141,7 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> list[SendReceipt]:
         """Sync facade over :meth:`asend_many`."""
+        messages = _warn_if_tuples(list(messages))
         coro = self.asend_many(
             messages, concurrency=concurrency, allow_partial=allow_partial, policy=policy, archive=archive
         )
@@ -185,11 +186,17 @@ def _as_outgoing(
 
     if isinstance(message, Outgoing):
         return message
-    if isinstance(message, tuple):
+    if isinstance(message, tuple):  # deprecated; send_many warns
+        sender, recipients, message = message
+    return outgoing_from(message, sender=sender, recipients=recipients, default_sender=from_email)
+
+
+def _warn_if_tuples(messages: list[Any]) -> list[Any]:
+    """Warn in the caller's frame (``send_many``'s): the conversion itself runs later, inside the event loop."""
+    if any(isinstance(m, tuple) for m in messages):
         warnings.warn(
             "send_many((sender, recipients, bytes)) is deprecated: pass Outgoing(sender, recipients, data).",
             DeprecationWarning,
-            stacklevel=5,
+            stacklevel=3,
         )
-        sender, recipients, message = message
-    return outgoing_from(message, sender=sender, recipients=recipients, default_sender=from_email)
+    return messages

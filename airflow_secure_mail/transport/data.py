@@ -39,12 +39,16 @@ async def _stream_data(smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRes
     protocol = smtp.protocol
     transport = smtp.transport
     assert protocol is not None and transport is not None
-    for piece in _stuffed_slices(data):
-        protocol.write(piece)
-        while transport.get_write_buffer_size() > _BUFFER_HIGH:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.002)
-    protocol.write(b".\r\n")
-    response = await protocol.read_response(timeout=smtp.timeout)
+    try:
+        for piece in _stuffed_slices(data):
+            protocol.write(piece)
+            while transport.get_write_buffer_size() > _BUFFER_HIGH:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.002)
+        protocol.write(b".\r\n")
+        response = await protocol.read_response(timeout=smtp.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()  # as aiosmtplib's data() does: a session cut inside DATA can carry no further command
+        raise
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
