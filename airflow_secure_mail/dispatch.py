@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import ArchiveError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.transport.batch import Outcome
 from airflow_secure_mail.transport.smtp import SendReceipt
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 
 log = logging.getLogger(__name__)
-Outcome = SendReceipt | SecureMailError
 _PARALLEL = 8
 """Copies staged (and outcomes committed) at once: parallel fsyncs share the file system's journal commits."""
 

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_secure_mail.errors import DeliveryError, SecureMailError
+from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.transport.batch import Outcome
 from airflow_secure_mail.transport.smtp import SendReceipt
 
 log = logging.getLogger(__name__)
-Outcome = SendReceipt | SecureMailError
 
 
 @dataclass

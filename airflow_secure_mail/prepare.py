@@ -69,7 +69,6 @@ async def prepare_request(
 
 async def prepare_outgoing(items: Sequence[Outgoing], policy: MailPolicy) -> Prepared:
     """Messages built elsewhere (``SecureSmtpHook.send``, a resend): screened as the bytes that will be sent."""
-    from airflow_secure_mail.mail.compose import MailRequest
     from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed
     from airflow_secure_mail.mail.html_screen import screen_html
     from airflow_secure_mail.mail.scan import scan_request
