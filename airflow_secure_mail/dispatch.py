@@ -109,6 +109,8 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
     except SecureMailError as exc:  # Vault (Transit) failed: nothing may go out unsealed
         return detached(exc)
     for d, result in zip(new, staged, strict=True):
+        if not isinstance(result, ArchiveError) and result.staged_earlier:
+            result = _staged_bytes(store, d, result)
         if not isinstance(result, ArchiveError):
             d.record = result
         elif store.on_error != "send":
@@ -116,6 +118,15 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
         else:
             log.warning("archive unavailable; sending %s without a record (on_error='send')", d.item.message_id)
     return None
+
+
+def _staged_bytes(store: MailArchive, d: Delivery, record: ArchiveRecord) -> ArchiveRecord | ArchiveError:
+    """Complete an earlier try's send with the bytes it archived (checked against their record)."""
+    try:
+        d.item = d.item.with_data(store.read_message(record))
+    except ArchiveError as exc:
+        return exc
+    return record
 
 
 def _found(store: MailArchive, d: Delivery) -> bool:

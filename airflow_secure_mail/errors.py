@@ -97,9 +97,11 @@ class EncryptionKeyMissing(SecureMailError, LookupError):
 class ArchiveError(SecureMailError, OSError):
     """The archive could not be read or written."""
 
-    def __init__(self, message: str, *, key: str | None = None) -> None:
+    def __init__(self, message: str, *, key: str | None = None, exists: bool = False) -> None:
         super().__init__(message)
         self.key = key
+        self.exists = exists
+        """The object was already there (write-once): nothing was written."""
 
 
 class ArchiveIntegrityError(ArchiveError):

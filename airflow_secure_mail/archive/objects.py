@@ -1,7 +1,7 @@
 """Write-once objects under one ``ObjectStoragePath`` location: the archive, a backup location, an export.
 
-Nothing is ever overwritten: local files are written to a temp file, fsynced and hard-linked into place
-(mode 0600); object stores get a conditional put (``If-None-Match: *``).
+Nothing is ever overwritten: local files are written to a temp file, made durable and hard-linked into place
+(mode 0600, ``_durable``); object stores get a conditional put (``If-None-Match: *``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import contextlib
 import functools
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,13 +59,13 @@ class ObjectStore:
     def write_once_many(self, items: Sequence[tuple[str, bytes]]) -> list[ArchiveError | None]:
         """:meth:`write_once` for several objects at once, one outcome each; durable when it returns.
 
-        Local files are fsynced together and each directory once (the journal commits them as a group);
-        object stores get their conditional puts in parallel.
+        Local files reach the disk as a group (one barrier per step, see ``_durable``); object stores get their
+        conditional puts in parallel.
         """
-        if self._local:
-            assert self._root is not None
-            paths = [(self._root / name, data) for name, data in items]
-            errors = _write_local_many(paths)
+        if self._root is not None:
+            from airflow_secure_mail.archive._durable import write_new
+
+            errors = write_new([(f"{self._root}/{name}", data) for name, data in items])
             return [None if e is None else _archive_error(n, e) for (n, _), e in zip(items, errors, strict=True)]
         return list(_pool().map(lambda item: self._put_once(*item), items))
 
@@ -77,17 +76,10 @@ class ObjectStore:
         """
         if self._root is None:
             return self.write_once_many([(new, data) for _, new, data in items])
-        root = self._root
-        results: list[ArchiveError | None] = []
-        for existing, new, _ in items:
-            try:
-                (root / new).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                os.link(root / existing, root / new)
-                results.append(None)
-            except OSError as exc:
-                results.append(_archive_error(new, exc))
-        _fsync_dirs(root / new for _, new, _ in items)
-        return results
+        from airflow_secure_mail.archive._durable import link_new
+
+        errors = link_new([(f"{self._root}/{old}", f"{self._root}/{new}") for old, new, _ in items])
+        return [None if e is None else _archive_error(n, e) for (_, n, _), e in zip(items, errors, strict=True)]
 
     def _put_once(self, name: str, data: bytes) -> ArchiveError | None:
         try:
@@ -146,7 +138,7 @@ def _precondition_failed(exc: BaseException) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
-    """Threads for fsyncs and conditional puts issued together, kept for the process."""
+    """Threads for conditional puts issued together, kept for the process."""
     return ThreadPoolExecutor(_PARALLEL, thread_name_prefix="asm-archive")
 
 
@@ -154,56 +146,10 @@ def _archive_error(name: str, exc: BaseException) -> ArchiveError:
     if isinstance(exc, ArchiveError):
         return exc
     if isinstance(exc, FileExistsError) or _precondition_failed(exc):  # If-None-Match: * found an object there
-        return ArchiveError(f"archive object {name} already exists; records are never overwritten.", key=name)
+        return ArchiveError(
+            f"archive object {name} already exists; records are never overwritten.", key=name, exists=True
+        )
     return ArchiveError(f"cannot write archive object {name} ({type(exc).__name__}): {exc}", key=name)
-
-
-def _write_local_many(targets: Sequence[tuple[Path, bytes]]) -> list[BaseException | None]:
-    """Temp file, fsync (all in parallel), hard link into place (exclusive), fsync each directory once."""
-    staged: list[tuple[int, str, Path] | BaseException] = []
-    for target, data in targets:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            os.fchmod(fd, 0o600)
-            _write_all(fd, data)
-            staged.append((fd, tmp, target))
-        except OSError as exc:
-            staged.append(exc)
-    fds = [s[0] for s in staged if isinstance(s, tuple)]
-    list(_pool().map(os.fsync, fds))
-    results: list[BaseException | None] = []
-    for entry in staged:
-        if isinstance(entry, BaseException):
-            results.append(entry)
-            continue
-        fd, tmp, target = entry
-        os.close(fd)
-        try:
-            os.link(tmp, target)  # atomic and exclusive: fails if target exists
-            results.append(None)
-        except OSError as exc:
-            results.append(exc)
-        finally:
-            os.unlink(tmp)
-    _fsync_dirs(t for t, _ in targets)
-    return results
-
-
-def _fsync_dirs(paths: Iterable[Path]) -> None:
-    """Make new directory entries durable: each parent directory once."""
-    for directory in dict.fromkeys(p.parent for p in paths):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _dumps(data: Any) -> bytes:

@@ -79,7 +79,7 @@ class RecordMetadata:
         return data
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), sort_keys=True, indent=1, default=str).encode()
+        return json.dumps(self.to_dict(), sort_keys=True, default=str).encode()  # no indent: the C encoder
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "record") -> RecordMetadata:
@@ -117,6 +117,8 @@ class ArchiveRecord:
     committed: bool = False
     """Read from ``<key>.json``: final. Only delivered states are committed so; an archive written before
     "unknown" was retried may hold committed "unknown" records, which stay final too (never sent twice)."""
+    staged_earlier: bool = False
+    """Staged by an earlier try that stopped before its index entry: the archived bytes are what to send."""
 
     @property
     def status(self) -> ArchiveStatus:

@@ -1,0 +1,132 @@
+"""The local archive's write path: whole files under their names, durable a group at a time, errors per item,
+and a copy staged by a try that stopped short of its index entry completed by the next try."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from airflow_secure_mail.archive import _durable
+from airflow_secure_mail.archive.store import MailArchive, ObjectStore
+from airflow_secure_mail.channel import MailChannel
+from airflow_secure_mail.errors import ArchiveError
+from airflow_secure_mail.mail.compose import MailRequest
+from airflow_secure_mail.pipeline import send_mail
+
+
+@pytest.fixture(params=["syncfs", "fsync"])
+def barrier(request, monkeypatch):
+    """Both ways a group reaches the disk: one syncfs (Linux 5.8+) or an fsync per file and directory."""
+    if request.param == "fsync":
+        monkeypatch.setattr(_durable, "_syncfs", None)
+    elif _durable._syncfs is None:
+        pytest.skip("no syncfs on this kernel")
+    return request.param
+
+
+def _names(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_a_group_is_written_whole_private_and_without_temp_files(tmp_path, barrier):
+    store = ObjectStore(f"file://{tmp_path}/s")
+    items = [(f"messages/2026/11/29/k{i}.eml", os.urandom(3000 + i)) for i in range(10)]
+    assert store.write_once_many(items) == [None] * 10
+    root = tmp_path / "s"
+    assert _names(root) == sorted(name for name, _ in items)  # no .tmp- file left behind
+    for name, data in items:
+        assert (root / name).read_bytes() == data
+        assert stat.S_IMODE((root / name).stat().st_mode) == 0o600
+
+
+def test_an_existing_name_fails_alone_and_keeps_its_bytes(tmp_path, barrier):
+    store = ObjectStore(f"file://{tmp_path}/s")
+    store.write_once("d/a.json", b"first")
+    results = store.write_once_many([("d/b.json", b"b"), ("d/a.json", b"second"), ("d/c.json", b"c")])
+    assert results[0] is None and results[2] is None
+    error = results[1]
+    assert isinstance(error, ArchiveError) and error.exists
+    assert str(error) == "archive object d/a.json already exists; records are never overwritten."
+    assert (tmp_path / "s/d/a.json").read_bytes() == b"first"
+    assert _names(tmp_path / "s") == ["d/a.json", "d/b.json", "d/c.json"]
+
+
+def test_a_second_name_links_the_same_file(tmp_path, barrier):
+    store = ObjectStore(f"file://{tmp_path}/s")
+    store.write_once("m/x.pending.json", b"{}")
+    assert store.copy_once_many([("m/x.pending.json", "index/ab/x.json", b"{}")]) == [None]
+    assert os.path.samefile(tmp_path / "s/m/x.pending.json", tmp_path / "s/index/ab/x.json")
+    [again] = store.copy_once_many([("m/x.pending.json", "index/ab/x.json", b"{}")])
+    assert again is not None and again.exists
+
+
+def test_a_write_error_reaching_the_disk_fails_every_item_and_leaves_no_file(tmp_path, barrier, monkeypatch):
+    # An I/O error from the disk cannot be caused on this machine's disk: the barrier is made to report EIO.
+    def broken(fds):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(_durable, "_barrier_files", broken)
+    store = ObjectStore(f"file://{tmp_path}/s")
+    results = store.write_once_many([("d/a.eml", b"a"), ("d/b.eml", b"b")])
+    assert [str(e) for e in results] == [
+        "cannot write archive object d/a.eml (OSError): [Errno 5] Input/output error",
+        "cannot write archive object d/b.eml (OSError): [Errno 5] Input/output error",
+    ]
+    assert all(isinstance(e, ArchiveError) and not e.exists for e in results)
+    assert _names(tmp_path / "s") == []  # neither the names nor their temp files
+
+
+def test_a_directory_entry_error_fails_the_names_made_in_that_step(tmp_path, monkeypatch):
+    # As above, EIO on the directory sync is simulated: the files are in place but not known durable.
+    def broken(paths):
+        list(paths)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(_durable, "_barrier_dirs", broken)
+    store = ObjectStore(f"file://{tmp_path}/s")
+    store_results = store.write_once_many([("d/a.eml", b"a")])
+    assert [str(e) for e in store_results] == [
+        "cannot write archive object d/a.eml (OSError): [Errno 5] Input/output error"
+    ]
+    assert _names(tmp_path / "s") == ["d/a.eml"]  # no temp file; the next try finds it and reports it exists
+
+
+def _request(n: int) -> MailRequest:
+    return MailRequest(
+        sender="airflow@example.com",
+        to=(f"r{n}@example.com",),
+        subject=f"report {n}",
+        text="Quarterly numbers attached.\n",
+        id_seed=f"dag|task|run|{n}",
+    )
+
+
+def test_a_copy_staged_without_its_index_entry_is_sent_by_the_next_try(mail_env, tmp_path, monkeypatch):
+    archive = MailArchive(f"file://{tmp_path}/a")
+    channel = MailChannel.for_conn()
+
+    def index_write_fails(self, items):  # a full disk when the index entry is written (simulated)
+        return [ArchiveError("cannot write archive object index (OSError): [Errno 28] No space left on device")]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MailArchive, "copy_once_many", index_write_fails)
+        with pytest.raises(ArchiveError, match=r"\[Errno 28\] No space left on device"):
+            send_mail(_request(1), channel=channel, archive=archive)
+    assert mail_env.smtp.messages == []  # nothing goes out without its record
+    [staged] = list((tmp_path / "a").rglob("*.eml"))
+    assert list((tmp_path / "a").rglob("index/*/*")) == []
+
+    result = send_mail(_request(1), channel=channel, archive=archive)
+
+    [received] = mail_env.smtp.messages
+    assert received.data == staged.read_bytes()  # the bytes the first try archived, sent once
+    key = staged.name.removesuffix(".eml")
+    record = archive.lookup(key)
+    assert record is not None and record.committed and record.status == "sent"
+    assert result.to_xcom()["message_ids"] == [record.meta.message_id]
+    send_mail(_request(1), channel=channel, archive=archive)
+    assert len(mail_env.smtp.messages) == 1  # and never again
