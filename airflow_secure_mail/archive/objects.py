@@ -100,9 +100,11 @@ class ObjectStore:
             raise
 
     def read(self, name: str) -> bytes | None:
-        path = self._root / name if self._root is not None else self._path(name)
         try:
-            return bytes(path.read_bytes())
+            if self._root is not None:
+                with open(f"{self._root}/{name}", "rb") as fh:
+                    return fh.read()
+            return bytes(self._path(name).read_bytes())
         except FileNotFoundError:
             return None
         except Exception as exc:
