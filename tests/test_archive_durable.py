@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,31 @@ from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.pipeline import send_mail
 
 
-@pytest.fixture(params=["syncfs", "fsync"])
+@pytest.fixture(params=["syncfs", "fsync", "not local"])
 def barrier(request, monkeypatch):
-    """Both ways a group reaches the disk: one syncfs (Linux 5.8+) or an fsync per file and directory."""
-    if request.param == "fsync":
+    """Each way a group reaches the disk, counted: one syncfs per step (a local file system on Linux 5.8+), or
+    an fsync per file and directory (no syncfs, or a file system such as NFS that is not on the local list)."""
+    calls = {"syncfs": 0, "fsync": 0}
+    real_syncfs, real_fsync = _durable._syncfs, os.fsync
+
+    def counted(name, call):
+        def run(fd):
+            calls[name] += 1
+            call(fd)
+
+        return run
+
+    monkeypatch.setattr(_durable, "_local_devices", {})
+    monkeypatch.setattr(_durable.os, "fsync", counted("fsync", real_fsync))
+    if request.param == "syncfs":
+        if real_syncfs is None:
+            pytest.skip("no syncfs on this kernel")
+        monkeypatch.setattr(_durable, "_syncfs", counted("syncfs", real_syncfs))
+    elif request.param == "fsync":
         monkeypatch.setattr(_durable, "_syncfs", None)
-    elif _durable._syncfs is None:
-        pytest.skip("no syncfs on this kernel")
-    return request.param
+    else:
+        monkeypatch.setattr(_durable, "_LOCAL_FILE_SYSTEMS", {})
+    return request.param, calls
 
 
 def _names(root: Path) -> list[str]:
@@ -41,9 +59,24 @@ def test_a_group_is_written_whole_private_and_without_temp_files(tmp_path, barri
     for name, data in items:
         assert (root / name).read_bytes() == data
         assert stat.S_IMODE((root / name).stat().st_mode) == 0o600
+    kind, calls = barrier
+    if kind == "syncfs":  # the temp files' bytes, then the new names: one syncfs each
+        assert calls == {"syncfs": 2, "fsync": 0}
+    else:  # ten files, then 29/ (the new names) and the parents of the five folders made: s/ ... 29/
+        assert calls == {"syncfs": 0, "fsync": 10 + 6}
 
 
-def test_an_existing_name_fails_alone_and_keeps_its_bytes(tmp_path, barrier):
+def test_the_file_system_type_is_read_as_statfs_reports_it(tmp_path):
+    judge = subprocess.run(["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True, check=True)
+    assert _durable.fs_type(str(tmp_path)) == int(judge.stdout, 16)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert _durable.fs_type(fd) == int(judge.stdout, 16)
+    finally:
+        os.close(fd)
+
+
+def test_an_existing_name_fails_alone_and_keeps_its_bytes(tmp_path, barrier):  # noqa: ARG001
     store = ObjectStore(f"file://{tmp_path}/s")
     store.write_once("d/a.json", b"first")
     results = store.write_once_many([("d/b.json", b"b"), ("d/a.json", b"second"), ("d/c.json", b"c")])

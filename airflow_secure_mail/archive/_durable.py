@@ -111,25 +111,24 @@ def _discard(fd: int, temp: str) -> None:
 
 
 def _barrier_files(fds: list[int]) -> None:
-    if not fds:
-        return
-    if _syncfs is not None:
-        for fd in _one_per_device(fds, os.fstat):
-            _syncfs(fd)
-        return
-    for _ in _pool().map(os.fsync, fds):
-        pass
+    """The bytes written through ``fds`` reach the disk."""
+    for device, group in _by_file_system(fds, os.fstat).items():
+        if _syncfs is not None and _local(device, group[0]):
+            _syncfs(group[0])
+        else:
+            for _ in _pool().map(os.fsync, group):
+                pass
 
 
 def _barrier_dirs(paths: Iterable[str]) -> None:
     """The directory entries of ``paths`` reach the disk: each parent directory synced once."""
     dirs = list(dict.fromkeys(os.path.dirname(path) for path in paths))
-    if _syncfs is not None:
-        for directory in _one_per_device(dirs, os.stat):
-            _sync_dir(directory, _syncfs)
-        return
-    for directory in dirs:
-        _sync_dir(directory, os.fsync)
+    for device, group in _by_file_system(dirs, os.stat).items():
+        if _syncfs is not None and _local(device, group[0]):
+            _sync_dir(group[0], _syncfs)
+        else:
+            for directory in group:
+                _sync_dir(directory, os.fsync)
 
 
 def _sync_dir(directory: str, sync: Callable[[int], None]) -> None:
@@ -140,12 +139,44 @@ def _sync_dir(directory: str, sync: Callable[[int], None]) -> None:
         os.close(fd)
 
 
-def _one_per_device(items: list[_T], stat: Callable[[_T], os.stat_result]) -> list[_T]:
-    """One item per file system: a syncfs through any of them flushes that whole file system."""
-    seen: dict[int, _T] = {}
+def _by_file_system(items: list[_T], stat: Callable[[_T], os.stat_result]) -> dict[int, list[_T]]:
+    """The items by device: a syncfs through any one of them flushes that whole file system."""
+    groups: dict[int, list[_T]] = {}
     for item in items:
-        seen.setdefault(stat(item).st_dev, item)
-    return list(seen.values())
+        groups.setdefault(stat(item).st_dev, []).append(item)
+    return groups
+
+
+_LOCAL_FILE_SYSTEMS = {
+    0xEF53: "ext2/3/4",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0xF2F52010: "f2fs",
+    0x2FC12FC1: "zfs",
+    0x01021994: "tmpfs",
+    0x794C7630: "overlayfs",
+}
+"""Where one syncfs is known to make everything written durable. Elsewhere (NFS, SMB, FUSE, ...) each file is
+fsynced: that is what those file systems promise to honour (NFS sends a COMMIT per file)."""
+
+_local_devices: dict[int, bool] = {}
+
+
+def _local(device: int, item: int | str) -> bool:
+    """True when ``device`` (``item``'s: a descriptor or a path) holds one of :data:`_LOCAL_FILE_SYSTEMS`."""
+    if device not in _local_devices:
+        _local_devices[device] = fs_type(item) in _LOCAL_FILE_SYSTEMS
+    return _local_devices[device]
+
+
+def fs_type(item: int | str) -> int | None:
+    """The file system's magic number (``statfs(2)`` ``f_type``) of a descriptor or path; None if unknown."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(512)  # struct statfs; f_type (a C long) comes first
+    failed = libc.fstatfs(item, buffer) if isinstance(item, int) else libc.statfs(os.fsencode(item), buffer)
+    return None if failed else ctypes.c_long.from_buffer(buffer).value
 
 
 def _load_syncfs() -> Callable[[int], None] | None:
