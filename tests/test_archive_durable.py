@@ -76,7 +76,7 @@ def test_the_file_system_type_is_read_as_statfs_reports_it(tmp_path):
         os.close(fd)
 
 
-def test_an_existing_name_fails_alone_and_keeps_its_bytes(tmp_path, barrier):  # noqa: ARG001
+def test_an_existing_name_fails_alone_and_keeps_its_bytes(tmp_path, barrier):
     store = ObjectStore(f"file://{tmp_path}/s")
     store.write_once("d/a.json", b"first")
     results = store.write_once_many([("d/b.json", b"b"), ("d/a.json", b"second"), ("d/c.json", b"c")])
