@@ -7,21 +7,24 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.hooks.settings import SmtpSettings
 
 Check = tuple[str, str, str]  # (status, what, detail)
 
 
-def _static_checks(conn: Any) -> list[Check]:
-    """What the connection's settings say, without opening any connection."""
+def _static_checks(conn: Any) -> tuple[list[Check], SmtpSettings | None]:
+    """What the connection's settings say, without opening any connection; the settings when they parse."""
     from airflow_secure_mail.hooks.connection_fields import read_extras
-    from airflow_secure_mail.hooks.smtp import SmtpSettings
+    from airflow_secure_mail.hooks.settings import SmtpSettings
     from airflow_secure_mail.transport.tls import default_security
 
     try:
         settings = SmtpSettings.from_connection(conn)
     except Exception as exc:
-        return [("FAIL", "connection", str(exc))]
+        return [("FAIL", "connection", str(exc))], None
     checks: list[Check] = [("PASS", "secrets not stored in the connection", "login, password and secret extras empty")]
     checks += [("WARN", "extra names", note) for note in read_extras(conn.extra_dejson or {})[1]]
     mode = settings.security or default_security(settings.port)
@@ -36,6 +39,30 @@ def _static_checks(conn: Any) -> list[Check]:
         else ("WARN", "CA pinning", "system trust store (set ca_cert to pin your relay's CA)")
     )
     checks.append(_vault_tls_check(settings.vault_conn_id))
+    return checks, settings
+
+
+def _live_checks(settings: SmtpSettings) -> list[Check]:
+    """Open one session with the settings already read (the connection is not looked up again); send nothing."""
+    from airflow_secure_mail._sync import run_sync
+    from airflow_secure_mail.hooks.session import session_info
+    from airflow_secure_mail.transport.describe import certificate_expiry
+    from airflow_secure_mail.vault import vault_for
+
+    try:
+        info = run_sync(session_info(settings, vault_for(settings.vault_conn_id)))
+    except Exception as exc:
+        return [("FAIL", "live connection", str(exc))]
+    checks: list[Check] = [
+        ("PASS", "TLS negotiated", f"{info.tls_version} {info.cipher}"),
+        ("PASS", "server certificate", f"{info.cert_subject} (issuer {info.cert_issuer})"),
+    ]
+    expiry = certificate_expiry(info)
+    if expiry is not None:
+        checks.append(("WARN" if expiry.renew_soon else "PASS", "certificate expiry", f"{expiry.days_left} days left"))
+    checks.append(("PASS", "AUTH", f"authenticated; offered {', '.join(info.auth_mechanisms) or 'none'}"))
+    if info.size_limit:
+        checks.append(("PASS", "SIZE limit", str(info.size_limit)))
     return checks
 
 
@@ -79,11 +106,13 @@ def _read_connections_like_airflow_cli() -> Iterator[None]:
 
 
 def doctor(conn_id: str) -> int:
-    """Print the checklist; exit 1 if anything failed, 0 otherwise (warnings included)."""
+    """Print the checklist; exit 1 if anything failed, 0 otherwise (warnings included).
+
+    The connection is looked up once: the static and the live checks judge the same settings.
+    """
     from airflow.sdk import BaseHook
 
-    from airflow_secure_mail._sync import run_sync
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.scan import scanner_checks
 
     try:
         conn = BaseHook.get_connection(conn_id)
@@ -91,26 +120,10 @@ def doctor(conn_id: str) -> int:
         where = "the metadata database, AIRFLOW_CONN_* variables and the secrets backends"
         print(f"FAIL  connection {conn_id}: {type(exc).__name__} (looked in {where})")
         return 1
-    checks = _static_checks(conn)
-    if not any(status == "FAIL" for status, _, _ in checks):
-        try:
-            from airflow_secure_mail.transport.describe import certificate_expiry
-
-            info = run_sync(SecureSmtpHook(conn_id).aconnection_info())
-            checks.append(("PASS", "TLS negotiated", f"{info.tls_version} {info.cipher}"))
-            checks.append(("PASS", "server certificate", f"{info.cert_subject} (issuer {info.cert_issuer})"))
-            expiry = certificate_expiry(info)
-            if expiry is not None:
-                status = "WARN" if expiry.renew_soon else "PASS"
-                checks.append((status, "certificate expiry", f"{expiry.days_left} days left"))
-            checks.append(("PASS", "AUTH", f"authenticated; offered {', '.join(info.auth_mechanisms) or 'none'}"))
-            if info.size_limit:
-                checks.append(("PASS", "SIZE limit", str(info.size_limit)))
-        except Exception as exc:
-            checks.append(("FAIL", "live connection", str(exc)))
-    from airflow_secure_mail.mail.scan import scanner_checks
-
-    checks.extend(scanner_checks(conn.extra_dejson.get("policy")))
+    checks, settings = _static_checks(conn)
+    if settings is not None and not any(status == "FAIL" for status, _, _ in checks):
+        checks += _live_checks(settings)
+    checks += scanner_checks(conn.extra_dejson.get("policy"))
     print(f"airflow-secure-mail doctor: {conn_id}")
     for status, what, detail in checks:
         print(f"  {status:<4}  {what:<38} {detail}")

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The copies ready to archive and deliver, with what the record should say about them."""
+    """The copies ready to archive and deliver, with what the record should say about them.
+
+    Each copy carries its own malware scan (``Outgoing.scan``) into its record; ``scan`` is the verdict the
+    task's result reports for all of them.
+    """
 
     items: tuple[Outgoing, ...]
     protection: str | None = None
@@ -30,7 +34,8 @@ class Prepared:
 
     @property
     def scan_metadata(self) -> dict[str, Any] | None:
-        return self.scan.to_metadata() if self.scan is not None else None
+        """None: no scan is shared by every record, each copy's own (``Outgoing.scan``) is archived with it."""
+        return None
 
 
 async def prepare_request(
@@ -63,44 +68,63 @@ async def prepare_request(
         screen_recipients(other.recipients, policy)
         check_size(other.size, policy)
     scan = await scan_request(request, policy.malware_scan)
-    items = await protect_all(plain, protection, vault, policy)
+    items = await protect_all([replace(item, scan=scan) for item in plain], protection, vault, policy)
     return Prepared(tuple(items), protection.describe() if protection is not None else None, scan)
 
 
 async def prepare_outgoing(items: Sequence[Outgoing], policy: MailPolicy) -> Prepared:
-    """Messages built elsewhere (``SecureSmtpHook.send``, a resend): screened as the bytes that will be sent."""
+    """Messages built elsewhere (``SecureSmtpHook.send``, a resend): screened as the bytes that will be sent.
+
+    Each copy keeps its own scan verdict (none when it has no attachment) for its archive record.
+    """
+    checked = [replace(item, scan=await _screen_outside(item, policy)) for item in items]
+    reports = [item.scan for item in checked if item.scan is not None]
+    return Prepared(tuple(checked), None, _overall(reports))
+
+
+async def _screen_outside(item: Outgoing, policy: MailPolicy) -> ScanReport | None:
+    """Screen one message built elsewhere and scan its attachments; raises on a violation or a finding."""
     from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed
     from airflow_secure_mail.mail.html_screen import screen_html
     from airflow_secure_mail.mail.scan import scan_request
 
-    scans = []
-    for item in items:
-        message = parsed(item.data)
-        protected = message.get_content_type() in PROTECTED_TYPES
-        attachments = () if protected else attachments_of(message)
-        screen(message, Envelope(item.sender, item.recipients, item.hidden), policy, attachments,
-               encoded_size=item.size)  # fmt: skip
-        for part in () if protected else message.walk():
-            if part.get_content_type() == "text/html" and part.get_content_disposition() != "attachment":
-                screen_html(str(part.get_content()), "refuse_active")  # bytes from outside are never rewritten
-        if attachments and policy.malware_scan is not None:
-            request = MailRequest(sender=item.sender, to=item.recipients, attachments=attachments)
-            scans.append(await scan_request(request, policy.malware_scan))
-    return Prepared(tuple(items), None, scans[0] if scans else None)  # any finding raised: all are clean
+    message = parsed(item.data)
+    protected = message.get_content_type() in PROTECTED_TYPES
+    attachments = () if protected else attachments_of(message)
+    screen(message, Envelope(item.sender, item.recipients, item.hidden), policy, attachments,
+           encoded_size=item.size)  # fmt: skip
+    for part in () if protected else message.walk():
+        if part.get_content_type() == "text/html" and part.get_content_disposition() != "attachment":
+            screen_html(str(part.get_content()), "refuse_active")  # bytes from outside are never rewritten
+    if not attachments or policy.malware_scan is None:
+        return None
+    request = MailRequest(sender=item.sender, to=item.recipients, attachments=attachments)
+    return await scan_request(request, policy.malware_scan)
+
+
+def _overall(reports: Sequence[ScanReport]) -> ScanReport | None:
+    """The result's verdict over several copies: the first unscanned, else the first clean (a finding raised)."""
+    from airflow_secure_mail.mail.scan import Verdict
+
+    return next((r for r in reports if r.verdict is Verdict.UNSCANNED), reports[0] if reports else None)
 
 
 async def protect_all(
     plain: Sequence[Outgoing], protection: Protection | None, vault: Any, policy: MailPolicy
 ) -> list[Outgoing]:
-    """Keys from Vault (I/O) then the pure protect step, both off the event loop; every result size-checked."""
+    """Keys from Vault (I/O) then the pure protect step, both off the event loop; every result size-checked.
+
+    Every recipient's key is resolved in one call; each copy is then encrypted to its own recipients only.
+    """
     if protection is None or not protection.active:
         return list(plain)
     from airflow_secure_mail.keys import resolve_keys
     from airflow_secure_mail.mail.protect import protect
 
+    everyone = list(dict.fromkeys(address for item in plain for address in item.recipients))
+    keys = await asyncio.to_thread(resolve_keys, protection, everyone, vault)  # once per request, not per copy
     out: list[Outgoing] = []
     for item in plain:
-        keys = await asyncio.to_thread(resolve_keys, protection, item.recipients, vault)
         for copy in await asyncio.to_thread(protect, item, protection, keys):
             check_size(copy.size, policy)
             out.append(copy)

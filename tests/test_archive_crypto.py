@@ -111,3 +111,56 @@ def test_transit_envelope_is_a_deprecated_alias_of_transit_sealer():
 
     with pytest.warns(DeprecationWarning, match="TransitEnvelope is deprecated: use TransitSealer"):
         assert crypto.TransitEnvelope is TransitSealer
+
+
+def test_threads_opening_one_data_key_at_once_cause_one_unwrap(mail_env, transit_key):
+    import threading
+
+    bao = mail_env.bao
+    sealed = [_sealer(transit_key).seal(b"x%d" % n, b"aad") for n in range(16)]
+    assert len({info["wrapped_key"] for _, info in sealed}) == 1
+    TransitSealer.forget_keys()
+    before = len(bao.audit_requests())
+    start = threading.Barrier(16)
+
+    def open_at_once(item):
+        start.wait()
+        return _sealer(transit_key).open(item[0], item[1], b"aad", name="m")
+
+    with ThreadPoolExecutor(16) as pool:
+        opened = list(pool.map(open_at_once, sealed))
+    assert opened == [b"x%d" % n for n in range(16)]
+    assert _calls(bao, before, f"transit/decrypt/{transit_key}") == 1
+
+
+def test_an_unwrap_in_flight_does_not_hold_up_another_data_keys_unwrap(mail_env, transit_key):
+    """The first unwrap waits (in its Vault call) until another key's unwrap has finished: a global lock held
+    during the call would make that wait run out. The real Transit call still runs for both."""
+    import threading
+
+    from airflow_secure_mail.vault import VaultSecrets
+
+    blob_a, info_a = _sealer(transit_key).seal(b"a", b"")
+    TransitSealer.forget_keys()
+    blob_b, info_b = _sealer(transit_key).seal(b"b", b"")
+    assert info_a["wrapped_key"] != info_b["wrapped_key"]
+    TransitSealer.forget_keys()
+    first_in_flight, other_done, saw_other_done = threading.Event(), threading.Event(), []
+    real = VaultSecrets.transit_unwrap
+
+    def unwrap(self, key_name, wrapped, *, mount="transit"):
+        if wrapped == info_a["wrapped_key"]:
+            first_in_flight.set()
+            saw_other_done.append(other_done.wait(timeout=20))
+        return real(self, key_name, wrapped, mount=mount)
+
+    before = len(mail_env.bao.audit_requests())
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(2) as pool:
+        patch.setattr(VaultSecrets, "transit_unwrap", unwrap)
+        first = pool.submit(_sealer(transit_key).open, blob_a, info_a, b"", name="a")
+        assert first_in_flight.wait(timeout=20)
+        assert _sealer(transit_key).open(blob_b, info_b, b"", name="b") == b"b"
+        other_done.set()
+        assert first.result() == b"a"
+    assert saw_other_done == [True]
+    assert _calls(mail_env.bao, before, f"transit/decrypt/{transit_key}") == 2

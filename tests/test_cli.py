@@ -85,3 +85,22 @@ def test_doctor_fails_a_missing_vault_connection_by_name(monkeypatch):
 
     monkeypatch.delenv("AIRFLOW_CONN_VAULT_NOWHERE", raising=False)
     assert _vault_tls_check("vault_nowhere") == ("FAIL", "Vault connection", "vault_nowhere: AirflowNotFoundException")
+
+
+def test_doctor_looks_the_connection_up_once(mail_env, capsys, monkeypatch):
+    from airflow.sdk import BaseHook
+
+    from airflow_secure_mail.cli import main
+
+    looked_up: list[str] = []
+    real = BaseHook.get_connection.__func__
+
+    def counting(cls, conn_id):  # the real lookup still runs; only counted
+        looked_up.append(conn_id)
+        return real(cls, conn_id)
+
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(counting))
+    assert main(["doctor", "--conn-id", "secure_smtp_default"]) == 0
+    assert looked_up.count("secure_smtp_default") == 1
+    out = capsys.readouterr().out
+    assert "PASS  TLS negotiated" in out and "PASS  AUTH" in out and "PASS  CA pinning" in out

@@ -361,3 +361,88 @@ def test_notifier_accepts_protection(keys_in_vault, pgp_ids):
     )
     [received] = keys_in_vault.smtp.messages
     assert b"multipart/encrypted" in received.data and b"secret table name" not in received.data
+
+
+# -- one message per recipient: keys resolved once, each copy to its own recipient ---------------------------
+
+
+def _count_resolutions(monkeypatch) -> list[tuple[str, ...]]:
+    """Every resolve_keys call's recipients; the real function still runs (a counting wrapper, no mock)."""
+    import airflow_secure_mail.keys as keys_module
+
+    calls: list[tuple[str, ...]] = []
+    real = keys_module.resolve_keys
+
+    def counting(protection, recipients, vault):
+        calls.append(tuple(recipients))
+        return real(protection, recipients, vault)
+
+    monkeypatch.setattr(keys_module, "resolve_keys", counting)
+    return calls
+
+
+def _send_each(protection: Protection) -> None:
+    """To alice and bob, one copy each."""
+    request = MailRequest(
+        sender="airflow@example.com", to=("alice@example.com", "bob@example.com"), subject="Q4", text=BODY
+    )
+    send_mail(request, channel=MailChannel.for_conn(), protection=protection, one_message_per_recipient=True)
+
+
+def _pgp_packets(armored: bytes) -> list[bytes]:
+    home = GpgHome()
+    try:
+        listed = home.run("--list-packets", input=armored).stdout
+    finally:
+        home.close()
+    return [line for line in listed.splitlines() if line.startswith(b":pubkey enc packet:")]
+
+
+def _gpg_opens(identity, armored: bytes) -> bool:
+    home = GpgHome(identity)
+    try:
+        out = home.run("--decrypt", input=armored, passphrase=identity.passphrase)
+    finally:
+        home.close()
+    return out.returncode == 0 and b"Quarterly numbers" in out.stdout
+
+
+def test_pgp_copies_per_recipient_resolve_keys_once_and_open_only_for_their_recipient(
+    pgp_backend, keys_in_vault, pgp_ids, monkeypatch
+):
+    calls = _count_resolutions(monkeypatch)
+    _send_each(Protection(encrypt="pgp", pgp_backend=pgp_backend))
+    assert calls == [("alice@example.com", "bob@example.com")]
+    copies = {tuple(m.rcpt_tos): m.data for m in keys_in_vault.smtp.messages}
+    assert set(copies) == {("alice@example.com",), ("bob@example.com",)}
+    for own, other in (("alice", "bob"), ("bob", "alice")):
+        armored = _parts_raw(copies[(f"{own}@example.com",)])[0][1].split(b"\r\n\r\n", 1)[1]
+        assert len(_pgp_packets(armored)) == 1
+        assert (_gpg_opens(pgp_ids[own], armored), _gpg_opens(pgp_ids[other], armored)) == (True, False)
+
+
+def _smime_opens(identity, data: bytes, tmp_path: Path) -> bool:
+    cert, key = tmp_path / "recipient.crt", tmp_path / "recipient.key"
+    cert.write_text(identity.certificate)
+    key.write_text(identity.private_key)
+    out = _openssl("-decrypt", "-recip", str(cert), "-inkey", str(key), input=data)
+    return out.returncode == 0 and b"Quarterly numbers" in out.stdout
+
+
+def test_smime_copies_per_recipient_resolve_keys_once_and_open_only_for_their_recipient(
+    keys_in_vault, smime_ids, monkeypatch, tmp_path
+):
+    identities = {"alice": smime_ids["alice"], "bob": smime_ids["ca"].issue("bob@example.com")}
+    keys_in_vault.bao.client().secrets.kv.v2.create_or_update_secret(
+        path="mail-keys/bob@example.com", secret={"smime_certificate": identities["bob"].certificate}
+    )
+    calls = _count_resolutions(monkeypatch)
+    _send_each(Protection(encrypt="smime"))
+    assert calls == [("alice@example.com", "bob@example.com")]
+    copies = {tuple(m.rcpt_tos): m.data for m in keys_in_vault.smtp.messages}
+    assert set(copies) == {("alice@example.com",), ("bob@example.com",)}
+    for own, other in (("alice", "bob"), ("bob", "alice")):
+        data = copies[(f"{own}@example.com",)]
+        assert _openssl("-cmsout", "-print", "-inform", "SMIME", input=data).stdout.count(b"d.ktri:") == 1
+        opens = (_smime_opens(identities[own], data, tmp_path), _smime_opens(identities[other], data, tmp_path))
+        assert opens == (True, False)

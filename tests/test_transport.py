@@ -666,3 +666,55 @@ def test_connection_test_reports_failure_without_raising(mail_env, server_factor
     mail_env.set_smtp_conn(starttls=True, port=broken.starttls_port)
     ok, detail = SecureSmtpHook().test_connection()
     assert not ok and "does not offer STARTTLS" in detail
+
+
+# -- one SSL context per TLS policy and certificate material ---------------------------------------
+
+
+@pytest.fixture
+def context_builds(monkeypatch):
+    """How many SSL contexts were built (the real ``TLSPolicy.ssl_context`` still runs)."""
+    from airflow_secure_mail.transport.tls import TLSPolicy
+
+    builds: list[str | None] = []
+    real = TLSPolicy.ssl_context
+
+    def counting(self):
+        builds.append(self.ca_cert)
+        return real(self)
+
+    monkeypatch.setattr(TLSPolicy, "ssl_context", counting)
+    return builds
+
+
+def test_sessions_of_one_connection_share_one_ssl_context(mail_env, context_builds, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text(mail_env.smtp.ca.pem)
+    mail_env.set_smtp_conn(ca_cert=str(ca))
+    hook = SecureSmtpHook()
+    hook.send(_message())
+    hook.send(_message())
+    SecureSmtpHook().send_many([_message(f"r{n}@example.com") for n in range(6)], concurrency=3)
+    assert len(mail_env.smtp.messages) == 8 and mail_env.smtp.connections >= 3
+    assert context_builds == [str(ca)]
+
+
+def test_a_rewritten_ca_file_gives_a_new_ssl_context(mail_env, context_builds, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text(mail_env.smtp.ca.pem)
+    mail_env.set_smtp_conn(ca_cert=str(ca))
+    SecureSmtpHook().send(_message())
+    ca.write_text(mail_env.smtp.ca.pem + mail_env.smtp.ca.pem)  # rotation: a bundle with the new CA beside
+    SecureSmtpHook().send(_message())
+    SecureSmtpHook().send(_message())
+    assert context_builds == [str(ca), str(ca)] and len(mail_env.smtp.messages) == 3
+
+
+def test_new_pem_text_gives_a_new_ssl_context(mail_env, context_builds):
+    SecureSmtpHook().send(_message())
+    rotated = (mail_env.smtp.ca.pem + mail_env.smtp.ca.pem).strip()  # a bundle: the new CA beside the old
+    mail_env.set_smtp_conn(ca_cert=rotated)
+    SecureSmtpHook().send(_message())
+    SecureSmtpHook().send(_message())
+    assert context_builds[-1] == rotated and context_builds.count(rotated) == 1
+    assert len(mail_env.smtp.messages) == 3

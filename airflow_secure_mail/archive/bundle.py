@@ -74,21 +74,20 @@ def manifests_overlapping(target: ObjectStore, start: datetime, end: datetime) -
 def resume_interval(archive: MailArchive, target: ObjectStore, end: datetime) -> tuple[datetime, datetime]:
     """The interval a backup up to ``end`` covers when none was given: from the end of the last backup.
 
-    The newest bundle (by its manifest's exact interval, verified) gives the start, so consecutive backups
-    meet without gap or overlap. A bundle already reaching ``end`` means a re-run: its own interval is
-    returned, and backing it up again finds it. Without any bundle: from the archive's first day.
+    Only the newest manifest is read (names carry the interval, so they sort by time) and its bundle must
+    verify: a damaged newest bundle raises rather than resuming from an older one. Its exact interval gives
+    the start, so consecutive backups meet without gap or overlap. A bundle already reaching ``end`` means a
+    re-run: its own interval is returned, and backing it up again finds it. A manifest listed but gone (a
+    retention run in between) is passed over for the next newest. Without any bundle: from the archive's
+    first day.
     """
-    names = [n for n in target.list_names("bundles") if (i := _manifest_interval(n)) and i[0] < end]
-    intervals = []
-    for name in names:
+    named = ((i[1], i[0], n) for n in target.list_names("bundles") if (i := _manifest_interval(n)) and i[0] < end)
+    for _, _, name in sorted(named, reverse=True):
         manifest = target.read_json(f"bundles/{name}")
         if manifest is not None:
+            verify_manifest(archive, target, manifest)
             first, last = (datetime.fromisoformat(t) for t in manifest["interval"])
-            intervals.append((last, first, name))
-    if intervals:
-        last, first, name = max(intervals)
-        verify_bundle(archive, target, f"bundles/{name}")
-        return (first, last) if last >= end else (last, end)
+            return (first, last) if last >= end else (last, end)
     start = _first_day(archive)
     return (start if start is not None and start < end else end - timedelta(days=1)), end
 
@@ -293,6 +292,11 @@ def verify_bundle(
     manifest = target.read_json(manifest_name)
     if manifest is None:
         raise ArchiveError(f"backup manifest {manifest_name} is missing.", key=manifest_name)
+    return manifest, verify_manifest(archive, target, manifest)
+
+
+def verify_manifest(archive: MailArchive, target: ObjectStore, manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """:func:`verify_bundle` for a manifest already read: the bundle's members, every hash checked."""
     name = str(manifest["bundle"])
     data = target.read(name)
     if data is None:
@@ -309,7 +313,7 @@ def verify_bundle(
             raise ArchiveIntegrityError(
                 f"metadata of {entry['prefix']} in bundle {name} is damaged.", key=entry["prefix"]
             )
-    return manifest, members
+    return members
 
 
 def records_in_bundle(

@@ -11,8 +11,10 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_secure_mail.errors import ArchiveIntegrityError
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 
 MAGIC = b"ASM-AESGCM-1\n"
 _NONCE = 12
+_T = TypeVar("_T")
+_M = TypeVar("_M")
 
 
 @dataclass
@@ -39,8 +43,10 @@ class TransitSealer:
     """
 
     _lock = threading.Lock()
+    """Guards the tables below; never held during a Vault call (see :meth:`_single_flight`)."""
     _current: dict[tuple[str, str, str], _DataKey] = {}
     _unwrapped: dict[tuple[str, str, str], bytes] = {}
+    _flights: dict[tuple[str, ...], Future[None]] = {}
 
     def __init__(
         self,
@@ -100,24 +106,65 @@ class TransitSealer:
     def _data_key(self) -> _DataKey:
         """The current data key, replaced when too old or used up; one Transit call however many threads seal."""
         ident = (self.vault.vault_conn_id, self.mount, self.transit_key)
-        with self._lock:
+
+        def take() -> _DataKey | None:
             key = self._current.get(ident)
             if key is None or key.uses >= self.max_uses or time.monotonic() - key.created > self.max_age:
-                plaintext, wrapped = self.vault.transit_data_key(self.transit_key, mount=self.mount)
-                key = _DataKey(plaintext, wrapped, time.monotonic())
-                self._current[ident] = key
-                self._unwrapped[(self.vault.vault_conn_id, self.mount, wrapped)] = plaintext
+                return None
             key.uses += 1
             return key
+
+        def store(made: tuple[bytes, str]) -> _DataKey:
+            key = self._current[ident] = _DataKey(made[0], made[1], time.monotonic(), uses=1)
+            self._unwrapped[(self.vault.vault_conn_id, self.mount, made[1])] = made[0]
+            return key
+
+        def generate() -> tuple[bytes, str]:
+            return self.vault.transit_data_key(self.transit_key, mount=self.mount)
+
+        return self._single_flight(("datakey", *ident), take, generate, store)
 
     def _unwrap(self, transit_key: str, wrapped: str) -> bytes:
         """The data key in ``wrapped``: asked of Transit once per process, however many threads open records."""
         ident = (self.vault.vault_conn_id, self.mount, wrapped)
-        with self._lock:
-            plaintext = self._unwrapped.get(ident)
-            if plaintext is None:
-                plaintext = self._unwrapped[ident] = self.vault.transit_unwrap(transit_key, wrapped, mount=self.mount)
+
+        def store(plaintext: bytes) -> bytes:
+            self._unwrapped[ident] = plaintext
             return plaintext
+
+        def unwrap() -> bytes:
+            return self.vault.transit_unwrap(transit_key, wrapped, mount=self.mount)
+
+        return self._single_flight(("unwrap", *ident), lambda: self._unwrapped.get(ident), unwrap, store)
+
+    def _single_flight(
+        self, flight: tuple[str, ...], take: Callable[[], _T | None], make: Callable[[], _M], store: Callable[[_M], _T]
+    ) -> _T:
+        """``take()`` if it finds a value, else one thread per ``flight`` runs ``make()`` (a Vault call) and the
+        others wait for it (and share its error); ``take`` and ``store`` run under the class lock, ``make`` never.
+        """
+        while True:
+            with self._lock:
+                value = take()
+                if value is not None:
+                    return value
+                pending = self._flights.get(flight)
+                if pending is None:
+                    pending = self._flights[flight] = Future()
+                    break
+            pending.result()  # the leader finished: look again (its error raises here)
+        try:
+            made = make()
+        except BaseException as exc:
+            with self._lock:
+                del self._flights[flight]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            value = store(made)
+            del self._flights[flight]
+        pending.set_result(None)
+        return value
 
 
 def __getattr__(name: str) -> Any:

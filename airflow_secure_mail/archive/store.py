@@ -217,7 +217,7 @@ def _pending(
         message_id=item.message_id,
         encryption=encryption,
         protection=protection or "none",
-        malware_scan=dict(scan) if scan else None,
+        malware_scan=item.scan.to_metadata() if item.scan is not None else dict(scan) if scan else None,
         airflow=dict(origin),
         resend_of=item.resend_of,
     )

@@ -1,15 +1,30 @@
-"""Opening one protected, authenticated SMTP session for a connection: its TLS policy and its Vault credentials."""
+"""Opening one protected, authenticated SMTP session for a connection: its TLS policy and its Vault credentials.
+
+The SSL context is built once per TLS policy and certificate material and shared by every session: loading a
+CA bundle costs milliseconds per session otherwise. New material (a rotated ``vault:`` PEM, a rewritten file)
+is a new key, hence a new context.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.transport.smtp import SessionInfo, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
+    import ssl
+
     from airflow_secure_mail.hooks.settings import SmtpSettings
+
+_CONTEXTS: OrderedDict[tuple[Any, ...], ssl.SSLContext] = OrderedDict()
+_CONTEXTS_LOCK = threading.Lock()
+_MAX_CONTEXTS = 8
+"""A few connections (and a rotation or two) per process; the oldest context goes first."""
 
 
 def tls_policy_for(settings: SmtpSettings, vault: Any) -> TLSPolicy:
@@ -31,6 +46,38 @@ def tls_policy_for(settings: SmtpSettings, vault: Any) -> TLSPolicy:
     )
 
 
+def tls_context_for(policy: TLSPolicy) -> ssl.SSLContext | None:
+    """The shared SSL context for ``policy`` and its certificate material (None without TLS); built once.
+
+    The system trust store (no ``ca_cert``) is read when the context is first built, not again in this process.
+    """
+    if not policy.uses_tls:
+        return None
+    key = (policy, _file_stamps(policy))
+    with _CONTEXTS_LOCK:  # single-flight: sessions opening together build one context
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _CONTEXTS[key] = policy.ssl_context()
+            while len(_CONTEXTS) > _MAX_CONTEXTS:
+                _CONTEXTS.popitem(last=False)
+        _CONTEXTS.move_to_end(key)
+    return context
+
+
+def _file_stamps(policy: TLSPolicy) -> tuple[tuple[Any, ...], ...]:
+    """Identity of each certificate given as a file path: a rewritten file is new material."""
+    stamps: list[tuple[Any, ...]] = []
+    for value in (policy.ca_cert, policy.client_cert, policy.client_key):
+        if value and "-----BEGIN" not in value:
+            try:
+                st = os.stat(value)
+            except OSError:
+                stamps.append((value,))  # ssl_context() says what is wrong with it
+                continue
+            stamps.append((value, st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
 async def open_session(settings: SmtpSettings, vault: Any) -> SmtpSession:
     """Credentials first (a sealed Vault opens no SMTP connection), then TLS and AUTH, within extra ``deadline``."""
     from airflow_secure_mail.hooks.credentials import read_credentials
@@ -41,7 +88,8 @@ async def open_session(settings: SmtpSettings, vault: Any) -> SmtpSession:
 
     with deadline(settings.deadline):
         policy = await asyncio.to_thread(tls_policy_for, settings, vault)
-        session = SmtpSession(policy, credentials, timeout=settings.timeout)
+        context = await asyncio.to_thread(tls_context_for, policy)
+        session = SmtpSession(policy, credentials, timeout=settings.timeout, tls_context=context)
         await session.open()
     return session
 

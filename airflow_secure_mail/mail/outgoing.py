@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.mail.scan import ScanReport
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Outgoing:
 
     ``hidden`` are the Bcc recipients among ``recipients``: errors and logs never name them.
     ``resend_of`` is the original Message-ID when this copy is a resend of an archived message.
+    ``scan`` is the malware scan of this copy's parts (None when nothing was scanned); its archive record keeps it.
     """
 
     sender: str
@@ -28,6 +33,7 @@ class Outgoing:
     dropped: tuple[Dropped, ...] = ()
     hidden: tuple[str, ...] = ()
     resend_of: str | None = None
+    scan: ScanReport | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.recipients, list):

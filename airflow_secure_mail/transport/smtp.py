@@ -17,6 +17,8 @@ from airflow_secure_mail.transport.tls import TLSPolicy
 from airflow_secure_mail.transport.transaction import transact
 
 if TYPE_CHECKING:
+    import ssl
+
     import aiosmtplib
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,11 @@ class SmtpSession:
         *,
         timeout: float = 30.0,
         local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls_context``: one the caller built from ``policy`` and shares between sessions; else built here."""
         self.policy = policy
+        self._tls_context = tls_context
         self._credentials = credentials
         self.timeout = timeout
         self.local_hostname = local_hostname
@@ -64,7 +69,7 @@ class SmtpSession:
             port=policy.port,
             use_tls=policy.security == "tls",
             start_tls=False,
-            tls_context=policy.ssl_context() if policy.uses_tls else None,
+            tls_context=(self._tls_context or policy.ssl_context()) if policy.uses_tls else None,
             timeout=self.timeout,
             local_hostname=self.local_hostname,
         )
