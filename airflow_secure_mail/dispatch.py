@@ -42,11 +42,11 @@ class Delivery:
 
 @dataclass(frozen=True)
 class RecordInfo:
-    """What the archive record says besides the bytes: where it came from, protection, the malware verdict."""
+    """What the archive record says besides the bytes: where it came from, the protection (each copy carries
+    its own malware verdict, ``Outgoing.scan``)."""
 
     origin: Mapping[str, Any] = field(default_factory=dict)
     protection: str | None = None
-    malware_scan: Mapping[str, Any] | None = None
 
 
 async def dispatch(
@@ -102,7 +102,7 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
     try:
         new = [d for d in group if not _found(store, d)]
         staged: list[ArchiveRecord | ArchiveError] = store.stage_many(
-            [d.item for d in new], origin=info.origin, protection=info.protection, malware_scan=info.malware_scan
+            [d.item for d in new], origin=info.origin, protection=info.protection
         )
     except ArchiveError as exc:
         staged, new = [exc] * len(group), group

@@ -130,7 +130,7 @@ async def _send(
     from airflow_secure_mail.dispatch import RecordInfo, dispatch
     from airflow_secure_mail.outcome import log_already_sent, log_outcomes, raise_for_outcomes
 
-    info = RecordInfo(dict(origin or {}), prepared.protection, prepared.scan_metadata)
+    info = RecordInfo(dict(origin or {}), prepared.protection)
     deliveries = await dispatch(prepared.items, channel.hook, as_archive(archive), info, concurrency=concurrency)
     for d in deliveries:
         if d.already_sent:

@@ -32,11 +32,6 @@ class Prepared:
     protection: str | None = None
     scan: ScanReport | None = None
 
-    @property
-    def scan_metadata(self) -> dict[str, Any] | None:
-        """None: no scan is shared by every record, each copy's own (``Outgoing.scan``) is archived with it."""
-        return None
-
 
 async def prepare_request(
     request: MailRequest,
