@@ -67,31 +67,35 @@ async def dispatch(
     sending: list[Delivery] = []
     committer = _GroupCommit(store)
 
-    async def staged() -> AsyncIterator[Outgoing]:
-        for start in range(0, len(deliveries), _PARALLEL):
-            chunk = deliveries[start : start + _PARALLEL]
-            error = await asyncio.to_thread(_stage_group, store, chunk, info)
-            if error is not None:  # stop: what is out commits, the rest reports the error (and stays pending)
-                for rest in deliveries[start:]:
-                    rest.outcome = rest.outcome or error
-                return
-            for d in chunk:
-                if not d.already_sent:
-                    sending.append(d)
-                    yield d.item
-
     async def on_outcome(index: int, item: Outgoing, outcome: Outcome) -> None:
         sending[index].outcome = outcome
         committer.add(sending[index])
 
     try:
-        await hook.adeliver(staged(), concurrency=concurrency, on_outcome=on_outcome)
+        await hook.adeliver(_staged(deliveries, store, info, sending), concurrency=concurrency, on_outcome=on_outcome)
     finally:
         await committer.close()
     for d in deliveries:  # the deadline ran out before their turn: staged, so a retry sends them
         if d.outcome is None:
             d.outcome = DeliveryError("not sent: the send deadline ran out before its turn.", transient=True)
     return deliveries
+
+
+async def _staged(
+    deliveries: list[Delivery], store: MailArchive, info: RecordInfo, sending: list[Delivery]
+) -> AsyncIterator[Outgoing]:
+    """The copies to send, staged a group at a time off the event loop (appended to ``sending`` as they go)."""
+    for start in range(0, len(deliveries), _PARALLEL):
+        chunk = deliveries[start : start + _PARALLEL]
+        error = await asyncio.to_thread(_stage_group, store, chunk, info)
+        if error is not None:  # stop: what is out commits, the rest reports the error (and stays pending)
+            for rest in deliveries[start:]:
+                rest.outcome = rest.outcome or error
+            return
+        for d in chunk:
+            if not d.already_sent:
+                sending.append(d)
+                yield d.item
 
 
 def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) -> SecureMailError | None:

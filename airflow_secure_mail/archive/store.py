@@ -129,28 +129,13 @@ class MailArchive(ArchiveReader):
             pending[record.key] = record.meta.to_json()
             objects += [(f"{record.prefix}.eml", stored), (f"{record.prefix}.pending.json", pending[record.key])]
         written = self.write_once_many(objects)
-        results = [self._staged_earlier(record, written[2 * i], written[2 * i + 1]) for i, record in enumerate(records)]
+        results = [
+            _staged_earlier(self, record, written[2 * i], written[2 * i + 1]) for i, record in enumerate(records)
+        ]
         ready = [r for r in results if isinstance(r, ArchiveRecord)]
         index = self.copy_once_many([(f"{r.prefix}.pending.json", _index_name(r.key), pending[r.key]) for r in ready])
         failed = {id(r): e for r, e in zip(ready, index, strict=True) if e is not None}
         return [failed.get(id(r), r) for r in results]
-
-    def _staged_earlier(
-        self, record: ArchiveRecord, message: ArchiveError | None, pending: ArchiveError | None
-    ) -> ArchiveRecord | ArchiveError:
-        """The staged record, or the one an earlier try wrote before it stopped short of the index entry.
-
-        Without this a copy whose index write failed (a full disk, a crash) could never be sent that day.
-        """
-        if message is None and pending is None:
-            return record
-        if message is None or pending is None or not (message.exists and pending.exists):
-            return message or pending or record
-        raw = self.read(f"{record.prefix}.pending.json")
-        earlier = RecordMetadata.from_json(raw, where=f"{record.prefix}.pending.json") if raw else None
-        if earlier is None or earlier.key != record.key or self.read(f"{record.prefix}.json") is not None:
-            return message
-        return ArchiveRecord(record.key, record.prefix, earlier, staged_earlier=True)
 
     def commit(
         self,
@@ -190,6 +175,24 @@ class MailArchive(ArchiveReader):
             if item.startswith(name + "."):
                 self.delete(f"{directory}/{item}")
         self.delete(_index_name(record.key))
+
+
+def _staged_earlier(
+    store: ObjectStore, record: ArchiveRecord, message: ArchiveError | None, pending: ArchiveError | None
+) -> ArchiveRecord | ArchiveError:
+    """The staged record, or the one an earlier try wrote before it stopped short of the index entry.
+
+    Without this a copy whose index write failed (a full disk, a crash) could never be sent that day.
+    """
+    if message is None and pending is None:
+        return record
+    if message is None or pending is None or not (message.exists and pending.exists):
+        return message or pending or record
+    raw = store.read(f"{record.prefix}.pending.json")
+    earlier = RecordMetadata.from_json(raw, where=f"{record.prefix}.pending.json") if raw else None
+    if earlier is None or earlier.key != record.key or store.read(f"{record.prefix}.json") is not None:
+        return message
+    return ArchiveRecord(record.key, record.prefix, earlier, staged_earlier=True)
 
 
 def _pending(
