@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _PARALLEL = 8
-"""Copies staged (and outcomes committed) at once: parallel fsyncs share the file system's journal commits."""
+"""Copies staged (and outcomes committed) at once: one durability barrier serves the whole group."""
+_COMMIT_WAIT = 0.025
+"""How long a delivered copy's outcome may wait for others to fill its commit group (seconds)."""
 
 
 @dataclass
@@ -182,8 +184,7 @@ class _GroupCommit:
     async def _run(self) -> None:
         """Every group is tried, also after one failed: its error stays on its deliveries (``commit_error``)."""
         while True:
-            await self.ready.wait()
-            self.ready.clear()
+            await self._gather()
             group, self.waiting = self.waiting, []
             if group:
                 try:
@@ -193,6 +194,21 @@ class _GroupCommit:
                         d.commit_error = d.commit_error or detached(exc)
             if self.closed and not self.waiting:
                 return
+
+    async def _gather(self) -> None:
+        """Wait for an outcome, then up to ``_COMMIT_WAIT`` for a whole group: one barrier commits them all."""
+        await self.ready.wait()
+        self.ready.clear()
+        deadline = asyncio.get_running_loop().time() + _COMMIT_WAIT
+        while len(self.waiting) < _PARALLEL and not self.closed:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self.ready.wait(), left)
+            except TimeoutError:
+                return
+            self.ready.clear()
 
 
 def _commit_group(store: MailArchive, group: list[Delivery]) -> None:
