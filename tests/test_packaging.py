@@ -6,16 +6,14 @@ import json
 import subprocess
 import sys
 
+from tests.helpers import create_transit_key, modules_loaded_by
+
 
 def test_importing_public_api_loads_no_heavy_dependency():
-    code = (
-        "import sys, json; import airflow.sdk; before = set(sys.modules);"
+    loaded = modules_loaded_by(
         "from airflow_secure_mail import SecureEmailOperator, SecureEmailNotifier, MailArchive, Protection,"
-        " MailPolicy, MailBackupOperator, MailRestoreOperator, SecureSmtpHook, TLSPolicy;"
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
+        " MailPolicy, MailBackupOperator, MailRestoreOperator, SecureSmtpHook, TLSPolicy"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
     heavy = {"hvac", "cryptography", "gnupg", "fsspec", "s3fs", "aiosmtplib", "requests", "jinja2", "tenacity"}
     assert not (loaded & heavy), loaded & heavy
 
@@ -40,13 +38,11 @@ def test_airflow_providers_list_shows_it(airflow_db):
 
 def test_encrypted_report_dag_sends_only_ciphertext(mail_env, airflow_db, monkeypatch, tmp_path):
     """The example DAG end to end (keys generated here, stored in Vault as the README describes)."""
-    from airflow_secure_mail.archive.crypto import TransitSealer
     from airflow_secure_mail.testing.keys import seed_vault_keys
     from tests.conftest import load_dag
 
     seed_vault_keys(mail_env.bao.client(), "board@example.com", "airflow@example.com")
-    mail_env.bao.client().secrets.transit.create_key(name="mail-archive-dag")
-    TransitSealer.forget_keys()
+    create_transit_key(mail_env.bao, "mail-archive-dag")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "mail-archive-dag")
     run = load_dag("secure_mail_encrypted_report.py", "secure_mail_encrypted_report").test()

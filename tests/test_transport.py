@@ -18,15 +18,8 @@ from airflow_secure_mail.errors import (
 )
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.testing.smtp import SmtpCatcher
-
-
-def _message(*to: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "airflow@example.com"
-    msg["To"] = ", ".join(to or ("ops@example.com",))
-    msg["Subject"] = "transport"
-    msg.set_content("body")
-    return msg
+from tests.helpers import audit_paths
+from tests.helpers import plain_message as _message
 
 
 def _send(api: str, hook: SecureSmtpHook, msg: EmailMessage | bytes, **kw):
@@ -545,7 +538,7 @@ def test_vault_token_is_renewed_before_it_expires(mail_env, monkeypatch):
     vault = VaultSecrets("vault_renew", cache_ttl=0)
     vault.read(mail_env.secret_path)  # login + lookup: 50 s left, already inside the 60 s renewal margin
     token = vault.client.token
-    paths = [r["request"]["path"] for r in mail_env.bao.audit_requests()[before:]]
+    paths = audit_paths(mail_env.bao, before)
     assert "auth/token/renew-self" in paths
     assert vault.client.token == token  # renewed, not replaced
 
