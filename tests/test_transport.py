@@ -17,6 +17,7 @@ from airflow_secure_mail.errors import (
     TransportSecurityError,
 )
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.testing.smtp import SmtpCatcher
 from tests.helpers import audit_paths
 from tests.helpers import plain_message as _message
@@ -647,7 +648,9 @@ def test_stuck_server_times_out_instead_of_hanging(mail_env):
 
 
 def test_send_many_spreads_over_a_bounded_number_of_sessions(mail_env):
-    messages = [("airflow@example.com", [f"r{n}@example.com"], b"Subject: n\r\n\r\nbody\r\n") for n in range(10)]
+    messages = [
+        Outgoing("airflow@example.com", (f"r{n}@example.com",), b"Subject: n\r\n\r\nbody\r\n") for n in range(10)
+    ]
     receipts = SecureSmtpHook().send_many(messages, concurrency=3)
     assert [r.accepted for r in receipts] == [(f"r{n}@example.com",) for n in range(10)]
     assert len(mail_env.smtp.messages) == 10
