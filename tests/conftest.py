@@ -52,6 +52,16 @@ def s3_conn(seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
     return "aws_seaweed"
 
 
+@pytest.fixture
+def transit_key(bao: OpenBaoDevServer) -> Iterator[str]:
+    """A new Transit key in the dev OpenBao (no data key of an earlier test cached before or after)."""
+    from airflow_secure_mail.archive.crypto import TransitSealer
+    from tests.helpers import create_transit_key
+
+    yield create_transit_key(bao, "mail-archive-" + secrets.token_hex(3))
+    TransitSealer.forget_keys()
+
+
 @pytest.fixture(scope="session")
 def ca() -> TestCA:
     return TestCA()

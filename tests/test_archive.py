@@ -19,16 +19,9 @@ from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, Deli
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.pipeline import aresend, send_mail
+from tests.helpers import audit_paths, window
 
 BODY = "Confidential payroll summary: total 1,234,567 EUR\n"
-
-
-@pytest.fixture
-def transit_key(bao):
-    name = "mail-archive-" + secrets.token_hex(3)
-    bao.client().secrets.transit.create_key(name=name)
-    TransitSealer.forget_keys()
-    return name
 
 
 def _request(n: int = 0, **kw) -> MailRequest:
@@ -51,11 +44,6 @@ def resend(found, *, resent_from, resend_to=None, archive=None, seed=None, polic
                             resend_to=resend_to, seed=seed, policy=policy))  # fmt: skip
 
 
-def _window():
-    now = datetime.now(UTC)
-    return now - timedelta(hours=1), now + timedelta(hours=1)
-
-
 def _send(archive, n=0, **kw):
     return send_mail(
         _request(n),
@@ -70,7 +58,7 @@ def test_restore_is_byte_identical_to_what_the_server_received(mail_env, tmp_pat
     archive = MailArchive(f"file://{tmp_path}/archive")
     for n in range(3):
         _send(archive, n)
-    restored = select(archive, RestoreSelection(*_window()))
+    restored = select(archive, RestoreSelection(*window()))
     received = {tuple(m.rcpt_tos): m.data for m in mail_env.smtp.messages}
     assert len(restored) == 3
     for item in restored:
@@ -86,7 +74,7 @@ def test_s3_archive_encrypted_at_rest_restores_identically(mail_env, s3_conn, se
     archive = MailArchive("s3://mail-test/archive-enc", conn_id=s3_conn, transit_key=transit_key)
     result = _send(archive, 7)
     [received] = mail_env.smtp.messages
-    [item] = select(archive, RestoreSelection(*_window(), recipient="r7@example.com"))
+    [item] = select(archive, RestoreSelection(*window(), recipient="r7@example.com"))
     assert item.data == received.data
     key = result.to_xcom()["archive_keys"][0]
     stored = seaweed.client().get_object(Bucket="mail-test", Key=f"archive-enc/{key}.eml")["Body"].read()
@@ -104,7 +92,7 @@ def test_records_stay_readable_after_transit_key_rotation(mail_env, tmp_path, tr
     mail_env.bao.client().secrets.transit.rotate_key(name=transit_key)
     TransitSealer.forget_keys()
     _send(archive, 2)
-    versions = {r.record.meta.encryption["key_version"] for r in select(archive, RestoreSelection(*_window()))}  # type: ignore[index]
+    versions = {r.record.meta.encryption["key_version"] for r in select(archive, RestoreSelection(*window()))}  # type: ignore[index]
     assert versions == {"v1", "v2"}
 
 
@@ -117,7 +105,7 @@ def test_flipped_byte_in_stored_message_is_detected(mail_env, tmp_path):
     eml.chmod(0o600)
     eml.write_bytes(bytes(data))
     with pytest.raises(ArchiveIntegrityError, match=eml.stem) as info:
-        select(archive, RestoreSelection(*_window()))
+        select(archive, RestoreSelection(*window()))
     assert eml.stem in info.value.key
 
 
@@ -135,7 +123,7 @@ def test_flipped_byte_in_encrypted_message_fails_aead(mail_env, tmp_path, transi
     meta["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # an attacker who also fixes the hash
     meta_file.write_bytes(json.dumps(meta).encode())
     with pytest.raises(ArchiveIntegrityError, match="AES-GCM authentication"):
-        select(archive, RestoreSelection(*_window()))
+        select(archive, RestoreSelection(*window()))
 
 
 def test_write_once_refuses_a_second_write(tmp_path):
@@ -240,9 +228,8 @@ def test_thousand_encrypted_records_cost_a_handful_of_vault_calls(bao, tmp_path,
             "airflow@example.com", ("x@example.com",), b"Subject: bulk\r\n\r\nbody %d\r\n" % n, f"<{n}@example.com>"
         )
         archive.stage(item)
-    calls = bao.audit_requests()[before:]
-    transit_calls = [r for r in calls if r["request"]["path"].startswith("transit/")]
-    assert 1 <= len(transit_calls) <= 5, [r["request"]["path"] for r in calls]
+    calls = audit_paths(bao, before)
+    assert 1 <= len([p for p in calls if p.startswith("transit/")]) <= 5, calls
     assert len(calls) <= 10
 
 
@@ -254,7 +241,7 @@ def test_backup_bundle_is_verified_idempotent_and_applies_retention(mail_env, tm
     for n in range(3):
         _send(archive, n)
     target = ObjectStore(f"file://{tmp_path}/backup")
-    start, end = _window()
+    start, end = window()
     lines: list[str] = []
     first = backup(archive, target, start, end, log_fn=lines.append)
     second = backup(archive, target, start, end)
@@ -276,7 +263,7 @@ def test_flipped_byte_in_bundle_is_detected(mail_env, tmp_path):
     archive = MailArchive(f"file://{tmp_path}/a")
     _send(archive, 1)
     target = ObjectStore(f"file://{tmp_path}/backup")
-    summary = backup(archive, target, *_window())
+    summary = backup(archive, target, *window())
     bundle = Path(tmp_path, "backup", summary.bundle)
     data = bytearray(bundle.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -284,7 +271,7 @@ def test_flipped_byte_in_bundle_is_detected(mail_env, tmp_path):
     with pytest.raises(ArchiveIntegrityError, match=summary.bundle):
         verify_bundle(archive, target, summary.manifest)
     with pytest.raises(ArchiveIntegrityError, match="does not match its SHA-256: it was altered"):
-        select(archive, RestoreSelection(*_window()), bundle_location=f"file://{tmp_path}/backup")
+        select(archive, RestoreSelection(*window()), bundle_location=f"file://{tmp_path}/backup")
     later = datetime.now(UTC) + timedelta(days=2)  # a restore of another interval never opens this bundle
     assert (
         select(archive, RestoreSelection(later, later + timedelta(days=1)), bundle_location=f"file://{tmp_path}/backup")
@@ -296,11 +283,11 @@ def test_export_eml_and_mbox(mail_env, tmp_path):
     archive = MailArchive(f"file://{tmp_path}/a")
     _send(archive, 1)
     _send(archive, 2)
-    found = select(archive, RestoreSelection(*_window(), message_id=None, recipient="r2@example.com"))
+    found = select(archive, RestoreSelection(*window(), message_id=None, recipient="r2@example.com"))
     assert len(found) == 1
     export(found, f"file://{tmp_path}/out")
     assert Path(tmp_path, "out", f"{found[0].record.key}.eml").read_bytes() == found[0].data
-    everything = select(archive, RestoreSelection(*_window()))
+    everything = select(archive, RestoreSelection(*window()))
     export(everything, f"file://{tmp_path}/mbox", fmt="mbox")
     box = mailbox.mbox(str(Path(tmp_path, "mbox", "restored.mbox")))
     assert sorted(m["To"] for m in box) == ["r1@example.com", "r2@example.com"]
@@ -310,7 +297,7 @@ def test_resend_prepends_resent_headers_and_keeps_bytes_verbatim(mail_env, tmp_p
     archive = MailArchive(f"file://{tmp_path}/a")
     _send(archive, 1)
     [original] = mail_env.smtp.messages
-    found = select(archive, RestoreSelection(*_window()))
+    found = select(archive, RestoreSelection(*window()))
     resend(found, resent_from="archive@example.com", resend_to=["auditor@example.com"])
     resent = mail_env.smtp.messages[1]
     assert resent.rcpt_tos == ["auditor@example.com"]
@@ -327,7 +314,7 @@ def test_resend_refuses_injected_addresses(mail_env, tmp_path):
     _send(archive, 1)
     with pytest.raises(PolicyViolation, match="resend_to"):
         resend(
-            select(archive, RestoreSelection(*_window())),
+            select(archive, RestoreSelection(*window())),
             resent_from="a@example.com",
             resend_to=["x@example.com\r\nBcc: evil@example.com"],
         )
@@ -339,12 +326,12 @@ def test_resend_is_archived_as_a_resend_and_a_retry_sends_nothing_twice(mail_env
 
     archive = MailArchive(f"file://{tmp_path}/a")
     _send(archive, 1)
-    [original] = select(archive, RestoreSelection(*_window()))
+    [original] = select(archive, RestoreSelection(*window()))
     for _ in range(2):  # the restore task and its retry: same seed
         [resent_id] = resend([original], resent_from="archive@example.com", resend_to=["auditor@example.com"],
                              archive=archive, seed="restore_dag|resend|run1|-1")  # fmt: skip
     assert [m.rcpt_tos for m in mail_env.smtp.messages] == [["r1@example.com"], ["auditor@example.com"]]
-    records = {r.record.meta.message_id: r.record for r in select(archive, RestoreSelection(*_window()))}
+    records = {r.record.meta.message_id: r.record for r in select(archive, RestoreSelection(*window()))}
     record = records[resent_id]
     assert record.status is ArchiveStatus.SENT
     assert record.meta.resend_of == original.record.meta.message_id
@@ -357,7 +344,7 @@ def test_resend_is_screened_like_any_send(mail_env, tmp_path):
 
     archive = MailArchive(f"file://{tmp_path}/a")
     _send(archive, 1)
-    found = select(archive, RestoreSelection(*_window()))
+    found = select(archive, RestoreSelection(*window()))
     policy = MailPolicy(allowed_recipient_domains=("example.com",))
     with pytest.raises(PolicyViolation, match="outside allowed_recipient_domains") as info:
         resend(found, resent_from="archive@example.com", resend_to=["someone@elsewhere.org"], policy=policy)
@@ -374,7 +361,7 @@ def test_backup_and_restore_dag(mail_env, airflow_db, tmp_path, monkeypatch):
     archive = MailArchive(f"file://{tmp_path}/archive")
     _send(archive, 1)
     dag = load_dag("secure_mail_backup_restore.py", "secure_mail_backup_restore")
-    start, end = _window()
+    start, end = window()
     run = dag.test(run_conf={"start": start.isoformat(), "end": end.isoformat()})
     assert run.state == "success"
     [restored] = list(Path(tmp_path, "restored").glob("*.eml"))
@@ -404,7 +391,7 @@ def test_resend_to_the_original_envelope_names_no_recipient(mail_env, tmp_path):
     """The original envelope may hold Bcc recipients: without resend_to there is no Resent-To line at all."""
     archive = MailArchive(f"file://{tmp_path}/a")
     send_mail(_request(1, bcc=("secret.auditor@example.com",)), channel=MailChannel.for_conn(), archive=archive)
-    found = select(archive, RestoreSelection(*_window()))
+    found = select(archive, RestoreSelection(*window()))
     resend(found, resent_from="archive@example.com")
     resent = mail_env.smtp.messages[-1]
     assert sorted(resent.rcpt_tos) == ["r1@example.com", "secret.auditor@example.com"]

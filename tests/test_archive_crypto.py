@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from airflow_secure_mail.archive.crypto import MAGIC, TransitSealer
 from airflow_secure_mail.errors import ArchiveIntegrityError
-
-
-@pytest.fixture
-def transit_key(mail_env):
-    name = "sealer-" + secrets.token_hex(3)
-    mail_env.bao.client().secrets.transit.create_key(name=name)
-    TransitSealer.forget_keys()
-    yield name
-    TransitSealer.forget_keys()
+from tests.helpers import audit_paths
 
 
 def _calls(bao, since: int, path: str) -> int:
-    return sum(1 for r in bao.audit_requests()[since:] if r["request"]["path"] == path)
+    return audit_paths(bao, since).count(path)
 
 
 def _sealer(transit_key: str, **kw) -> TransitSealer:

@@ -7,7 +7,6 @@ import json
 import logging
 import subprocess
 import sys
-from email.message import EmailMessage
 
 import pytest
 
@@ -15,15 +14,7 @@ from airflow_secure_mail.errors import ConfigurationError
 from airflow_secure_mail.hooks.connection_fields import FIELDS, FIELDS_BY_NAME, ui_form_extra
 from airflow_secure_mail.hooks.settings import SmtpSettings
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-
-
-def _message() -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "airflow@example.com"
-    msg["To"] = "ops@example.com"
-    msg["Subject"] = "form"
-    msg.set_content("sent with a connection made in the UI form")
-    return msg
+from tests.helpers import plain_message
 
 
 def _form_payload(**filled: object) -> dict[str, object]:
@@ -57,7 +48,7 @@ def test_ui_form_payload_with_nulls_tests_and_sends(mail_env):
     ok, detail = hook.test_connection()
     assert ok, detail
     assert "authenticated" in detail
-    hook.send(_message())
+    hook.send(plain_message())
     [received] = mail_env.smtp.messages
     assert received.auth_identity == "airflow" and received.rcpt_tos == ["ops@example.com"]
     s = hook.settings
@@ -90,7 +81,7 @@ def test_empty_strings_mean_not_set(mail_env):
         "ca_cert": mail_env.smtp.ca.pem,
     }
     _set_conn(mail_env, "blank", extra)
-    SecureSmtpHook("blank").send(_message())
+    SecureSmtpHook("blank").send(plain_message())
     assert len(mail_env.smtp.messages) == 1
 
 
@@ -228,7 +219,7 @@ def test_provider_load_and_connection_use_log_no_scheme_warning(monkeypatch):
 def test_connections_of_the_old_type_still_work(mail_env):
     extra = mail_env.smtp.connection_extra(vault_path=mail_env.secret_path)
     _set_conn(mail_env, "legacy", extra, conn_type="secure_smtp")
-    SecureSmtpHook("legacy").send(_message())
+    SecureSmtpHook("legacy").send(plain_message())
     assert len(mail_env.smtp.messages) == 1
 
 

@@ -13,6 +13,7 @@ from airflow_secure_mail.alerts.digest import AlertDigest, parse_duration
 from airflow_secure_mail.alerts.events import Event, Kind
 from airflow_secure_mail.errors import ConfigurationError
 from airflow_secure_mail.testing.browser import render
+from tests.helpers import alert_context, modules_loaded_by
 
 START = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 
@@ -390,18 +391,11 @@ def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, no
 
 
 def test_importing_digest_api_loads_no_heavy_dependency():
-    import json
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, json; import airflow.sdk; before = set(sys.modules);"
-        "from airflow_secure_mail import AlertDigest, AlertDigestFlushOperator, SecureEmailNotifier;"
-        "AlertDigest(state='s3://bucket/alerts', group_interval='1h');"
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    loaded = modules_loaded_by(
+        "from airflow_secure_mail import AlertDigest, AlertDigestFlushOperator, SecureEmailNotifier\n"
+        "AlertDigest(state='s3://bucket/alerts', group_interval='1h')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
+    loaded = {m.split(".")[0] for m in loaded}
     assert not loaded & {"fsspec", "s3fs", "aiosmtplib", "jinja2", "hvac", "cryptography", "tenacity"}
 
 
@@ -425,30 +419,17 @@ def test_a_new_alert_key_waits_for_group_interval_then_lists_the_whole_group(mai
 
 
 def test_digest_never_carries_a_masked_secret_or_a_traceback(mail_env, tmp_path):
-    from types import SimpleNamespace
 
     from airflow_secure_mail import SecureEmailNotifier
     from airflow_secure_mail._masking import mask
 
     mask("pa55-w0rd-in-a-dsn", "password")
     digest = AlertDigest(state=f"file://{tmp_path}/state")
-    ti = SimpleNamespace(
-        dag_id="sales",
-        task_id="load",
-        run_id="manual__1",
-        map_index=-1,
-        try_number=1,
-        max_tries=0,
-        state="failed",
-        log_url=None,
-    )
     try:
         raise ConnectionError("cannot connect to postgres://etl:pa55-w0rd-in-a-dsn@db/sales\nTraceback: line 2")
     except ConnectionError as exc:
         error = exc
-    SecureEmailNotifier(to="oncall@example.com", digest=digest).notify(
-        {"ti": ti, "dag": SimpleNamespace(dag_id="sales"), "run_id": "manual__1", "exception": error}
-    )
+    SecureEmailNotifier(to="oncall@example.com", digest=digest).notify(alert_context(error))
     [received] = mail_env.smtp.messages
     assert b"pa55-w0rd-in-a-dsn" not in received.data and b"Traceback" not in received.data
     assert "ConnectionError: cannot connect to postgres://etl:***@db/sales" in _text(received)

@@ -9,6 +9,7 @@ import runpy
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import DAGS
+from tests.helpers import alert_context
 
 STORM_DAG = """
 from datetime import datetime, timedelta
@@ -130,28 +131,12 @@ def test_retries_send_nothing_until_the_final_failure(mail_env, airflow_db, tmp_
 
 
 def test_the_same_callback_twice_is_one_event_and_one_mail(mail_env, tmp_path):
-    from types import SimpleNamespace
 
     from airflow_secure_mail import AlertDigest, SecureEmailNotifier
 
     digest = AlertDigest(state=f"file://{tmp_path}/state")
     alert = SecureEmailNotifier(to="oncall@example.com", digest=digest)
-    ti = SimpleNamespace(
-        dag_id="sales",
-        task_id="load",
-        run_id="manual__1",
-        map_index=-1,
-        try_number=1,
-        max_tries=0,
-        state="failed",
-        log_url="http://airflow.example/log",
-    )
-    context = {
-        "ti": ti,
-        "dag": SimpleNamespace(dag_id="sales"),
-        "run_id": "manual__1",
-        "exception": RuntimeError("boom"),
-    }
+    context = alert_context(RuntimeError("boom"), log_url="http://airflow.example/log")
     alert.notify(context)
     alert.notify(dict(context))
     assert len(mail_env.smtp.messages) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 
 from tests.conftest import load_dag
+from tests.helpers import create_transit_key
 
 
 def _subjects(mail_env) -> list[str]:
@@ -34,12 +35,10 @@ def test_weekly_report_dag_runs_without_logical_date(mail_env, airflow_db, monke
 
 
 def test_encrypted_report_dag_runs_without_logical_date(mail_env, airflow_db, monkeypatch, tmp_path):
-    from airflow_secure_mail.archive.crypto import TransitSealer
     from airflow_secure_mail.testing.keys import seed_vault_keys
 
     seed_vault_keys(mail_env.bao.client(), "board@example.com", "airflow@example.com")
-    mail_env.bao.client().secrets.transit.create_key(name="mail-archive-nold")
-    TransitSealer.forget_keys()
+    create_transit_key(mail_env.bao, "mail-archive-nold")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "mail-archive-nold")
     run = _run_without_logical_date("secure_mail_encrypted_report.py", "secure_mail_encrypted_report")

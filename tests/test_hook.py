@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from email.message import EmailMessage
 
 import pytest
 
@@ -11,21 +10,13 @@ from airflow_secure_mail.errors import TransportSecurityError
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.testing.smtp import SmtpCatcher, TestCA
 from tests.conftest import load_dag
-
-
-def _message(to: str = "ops@example.com") -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "airflow@example.com"
-    msg["To"] = to
-    msg["Subject"] = "foundation"
-    msg.set_content("hello over TLS")
-    return msg
+from tests.helpers import plain_message
 
 
 @pytest.mark.parametrize("starttls", [False, True], ids=["implicit_tls", "starttls"])
 def test_hook_send_delivers_over_tls_with_vault_credentials(mail_env, starttls):
     mail_env.set_smtp_conn(starttls=starttls)
-    receipt = SecureSmtpHook().send(_message())
+    receipt = SecureSmtpHook().send(plain_message(body="hello over TLS"))
     [received] = mail_env.smtp.messages
     assert received.rcpt_tos == ["ops@example.com"]
     assert received.tls_version in ("TLSv1.2", "TLSv1.3")
@@ -48,9 +39,9 @@ def test_dag_run_delivers_over_tls(mail_env, airflow_db, monkeypatch):
 
 def test_password_rotation_in_vault_is_picked_up_without_restart(mail_env):
     hook = SecureSmtpHook()
-    hook.send(_message())
+    hook.send(plain_message())
     mail_env.rotate("rotated-" + "x" * 20)
-    hook.send(_message())
+    hook.send(plain_message())
     assert len(mail_env.smtp.messages) == 2
     assert [a.ok for a in mail_env.smtp.auth_attempts] == [True, False, True]
 
@@ -60,7 +51,7 @@ def test_server_without_starttls_gets_no_auth_and_no_message(mail_env, ca):
     try:
         mail_env.set_smtp_conn(starttls=True, port=broken.starttls_port)
         with pytest.raises(TransportSecurityError, match="does not offer STARTTLS, and TLS is required"):
-            SecureSmtpHook().send(_message())
+            SecureSmtpHook().send(plain_message())
         assert broken.auth_attempts == []
         assert broken.messages == []
     finally:
@@ -73,7 +64,7 @@ def test_certificate_from_other_ca_gets_no_auth_and_no_message(mail_env, starttl
     try:
         mail_env.set_smtp_conn(starttls=starttls, port=rogue.port(starttls=starttls))
         with pytest.raises(TransportSecurityError, match="failed verification"):
-            SecureSmtpHook().send(_message())
+            SecureSmtpHook().send(plain_message())
         assert rogue.auth_attempts == []
         assert rogue.messages == []
     finally:
@@ -101,7 +92,7 @@ def test_secrets_never_in_logs_or_xcom(mail_env, airflow_db, caplog, capfd):
 def test_hook_send_is_screened_before_any_connection(mail_env):
     from airflow_secure_mail.errors import PolicyViolation
 
-    message = _message()
+    message = plain_message()
     message.add_attachment(b"MZ\x90\x00" + b"\x00" * 200, maintype="application", subtype="pdf", filename="r.pdf")
     before = mail_env.smtp.connections
     with pytest.raises(PolicyViolation, match="'r.pdf' is declared application/pdf but its content is") as info:
@@ -114,7 +105,7 @@ def test_hook_send_archives_the_exact_bytes_and_keeps_bcc_off_the_wire(mail_env,
     from airflow_secure_mail.archive.record import ArchiveStatus
     from airflow_secure_mail.archive.store import MailArchive
 
-    message = _message()
+    message = plain_message()
     message["Bcc"] = "hidden@example.com"
     archive = MailArchive(f"file://{tmp_path}/a")
     receipt = SecureSmtpHook().send(message, archive=archive)
@@ -135,7 +126,7 @@ def test_send_many_takes_outgoing_values_and_still_the_deprecated_tuples(mail_en
 
     from airflow_secure_mail.mail.outgoing import Outgoing
 
-    data = _message().as_bytes(policy=policy.SMTP)
+    data = plain_message().as_bytes(policy=policy.SMTP)
     hook = SecureSmtpHook()
     receipts = hook.send_many([Outgoing("airflow@example.com", ("a@example.com",), data)])
     with pytest.warns(DeprecationWarning, match="pass Outgoing"):
@@ -153,7 +144,7 @@ def test_a_large_message_is_streamed_and_arrives_byte_for_byte(mail_env, monkeyp
     from airflow_secure_mail.transport.data import STREAM_MIN
 
     body = "".join(f".line {n} starts with a dot\n..and this one with two\nplain {n}\n" for n in range(40_000))
-    message = _message()
+    message = plain_message()
     message.set_content(body, cte="quoted-printable")
     data = message.as_bytes(policy=policy.SMTP)
     assert len(data) > 2 * STREAM_MIN and b"\r\n.line 1 " in data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import Counter
 
 import pytest
 
@@ -11,6 +12,7 @@ from airflow_secure_mail.errors import ConfigurationError, VaultSecretError
 from airflow_secure_mail.keys import resolve_keys
 from airflow_secure_mail.mail.protect import Protection
 from airflow_secure_mail.testing.keys import seed_vault_keys
+from tests.helpers import audit_paths
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +33,9 @@ def seeded(bao):
 
 
 def _reads(bao, since: int) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in bao.audit_requests()[since:]:
-        if r["request"]["operation"] == "read" and r["request"]["path"].startswith("secret/data/"):
-            path = r["request"]["path"].removeprefix("secret/data/")
-            counts[path] = counts.get(path, 0) + 1
-    return counts
+    return dict(
+        Counter(p.removeprefix("secret/data/") for p in audit_paths(bao, since, "read") if p.startswith("secret/data/"))
+    )
 
 
 def test_thousand_resolutions_read_each_key_once_the_missing_one_included(mail_env, seeded):

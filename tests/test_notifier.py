@@ -6,12 +6,12 @@ import asyncio
 import email
 import email.policy
 import shutil
-from types import SimpleNamespace
 
 import pytest
 
 from airflow_secure_mail.testing.browser import render
 from tests.conftest import load_dag
+from tests.helpers import alert_context
 
 
 def _parsed(data: bytes):
@@ -19,24 +19,16 @@ def _parsed(data: bytes):
 
 
 def _context(exc: Exception | None = None):
-    ti = SimpleNamespace(
-        dag_id="sales",
-        task_id="load",
+    context = alert_context(
+        exc,
         run_id="scheduled__2026-11-27",
-        map_index=-1,
         try_number=2,
         max_tries=3,
         hostname="worker-7",
         state="up_for_retry",
         log_url="http://airflow.example/log?x=1",
     )
-    return {
-        "ti": ti,
-        "dag": SimpleNamespace(dag_id="sales"),
-        "run_id": ti.run_id,
-        "logical_date": "2026-11-27T00:00:00+00:00",
-        "exception": exc,
-    }
+    return {**context, "logical_date": "2026-11-27T00:00:00+00:00"}
 
 
 DAG_LEVEL_ALERT = """

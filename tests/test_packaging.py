@@ -6,31 +6,23 @@ import json
 import subprocess
 import sys
 
-
-def _modules_loaded_after_airflow_sdk(code: str) -> list[str]:
-    """The modules a fresh interpreter loads running ``code`` after ``import airflow.sdk`` (what a DAG file pays)."""
-    probe = (
-        f"import sys, json; import airflow.sdk; before = set(sys.modules)\n{code}\n"
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+from tests.helpers import create_transit_key, modules_loaded_by
 
 
 def test_building_an_operator_loads_only_the_operator_module():
     """The import-cost row of the benchmark: Airflow's provider discovery has already loaded our (stdlib-only)
     provider info, so a DAG file with one SecureEmailOperator adds the operator module and nothing else."""
-    loaded = _modules_loaded_after_airflow_sdk(
+    loaded = modules_loaded_by(
         "from airflow_secure_mail import SecureEmailOperator\n"
         "SecureEmailOperator(task_id='t', to=['a@example.com'], subject='s', text_content='x')"
     )
-    assert loaded == ["airflow_secure_mail.operators", "airflow_secure_mail.operators.email"]
+    assert loaded == {"airflow_secure_mail.operators", "airflow_secure_mail.operators.email"}
 
 
 def test_importing_public_api_loads_no_third_party_module():
     """Every public name (configuration objects included) costs only our own code and the stdlib: hvac,
     cryptography, fsspec, aiosmtplib, email-validator, jinja2... load when a task runs, never at DAG parse."""
-    loaded = _modules_loaded_after_airflow_sdk(
+    loaded = modules_loaded_by(
         "import airflow_secure_mail\nfor name in airflow_secure_mail.__all__: getattr(airflow_secure_mail, name)\n"
         "airflow_secure_mail.MailPolicy(allowed_recipient_domains=('example.com',))\n"
         "airflow_secure_mail.Protection(encrypt='pgp')\n"
@@ -60,13 +52,11 @@ def test_airflow_providers_list_shows_it(airflow_db):
 
 def test_encrypted_report_dag_sends_only_ciphertext(mail_env, airflow_db, monkeypatch, tmp_path):
     """The example DAG end to end (keys generated here, stored in Vault as the README describes)."""
-    from airflow_secure_mail.archive.crypto import TransitSealer
     from airflow_secure_mail.testing.keys import seed_vault_keys
     from tests.conftest import load_dag
 
     seed_vault_keys(mail_env.bao.client(), "board@example.com", "airflow@example.com")
-    mail_env.bao.client().secrets.transit.create_key(name="mail-archive-dag")
-    TransitSealer.forget_keys()
+    create_transit_key(mail_env.bao, "mail-archive-dag")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "mail-archive-dag")
     run = load_dag("secure_mail_encrypted_report.py", "secure_mail_encrypted_report").test()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from types import SimpleNamespace
 
 import pytest
 
@@ -13,6 +12,7 @@ from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.pipeline import send_mail
+from tests.helpers import alert_context
 
 ORIGIN = {"dag_id": "dag", "task_id": "task", "run_id": "run", "map_index": -1, "try_number": 1}
 ADDRESS = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+(?![^<]*>)")  # an address outside a <Message-ID>
@@ -81,9 +81,7 @@ def test_partial_failure_logs_which_copies_went_out_and_retry_sends_the_rest(mai
 def test_notifier_logs_when_it_sends(mail_env, caplog):
     from airflow_secure_mail.notifications.email import SecureEmailNotifier
 
-    ti = SimpleNamespace(dag_id="sales", task_id="load", run_id="r1", map_index=-1, try_number=1, max_tries=0,
-                         state="failed", hostname="w1")  # fmt: skip
-    context = {"ti": ti, "dag": SimpleNamespace(dag_id="sales"), "run_id": "r1", "exception": RuntimeError("boom")}
+    context = alert_context(RuntimeError("boom"), run_id="r1", hostname="w1")
     with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
         SecureEmailNotifier(to="oncall@example.com", bcc="hidden.auditor@example.com").notify(context)
     lines = _lines(caplog)

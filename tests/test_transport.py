@@ -17,16 +17,10 @@ from airflow_secure_mail.errors import (
     TransportSecurityError,
 )
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.testing.smtp import SmtpCatcher
-
-
-def _message(*to: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "airflow@example.com"
-    msg["To"] = ", ".join(to or ("ops@example.com",))
-    msg["Subject"] = "transport"
-    msg.set_content("body")
-    return msg
+from tests.helpers import audit_paths
+from tests.helpers import plain_message as _message
 
 
 def _send(api: str, hook: SecureSmtpHook, msg: EmailMessage | bytes, **kw):
@@ -545,7 +539,7 @@ def test_vault_token_is_renewed_before_it_expires(mail_env, monkeypatch):
     vault = VaultSecrets("vault_renew", cache_ttl=0)
     vault.read(mail_env.secret_path)  # login + lookup: 50 s left, already inside the 60 s renewal margin
     token = vault.client.token
-    paths = [r["request"]["path"] for r in mail_env.bao.audit_requests()[before:]]
+    paths = audit_paths(mail_env.bao, before)
     assert "auth/token/renew-self" in paths
     assert vault.client.token == token  # renewed, not replaced
 
@@ -654,7 +648,9 @@ def test_stuck_server_times_out_instead_of_hanging(mail_env):
 
 
 def test_send_many_spreads_over_a_bounded_number_of_sessions(mail_env):
-    messages = [("airflow@example.com", [f"r{n}@example.com"], b"Subject: n\r\n\r\nbody\r\n") for n in range(10)]
+    messages = [
+        Outgoing("airflow@example.com", (f"r{n}@example.com",), b"Subject: n\r\n\r\nbody\r\n") for n in range(10)
+    ]
     receipts = SecureSmtpHook().send_many(messages, concurrency=3)
     assert [r.accepted for r in receipts] == [(f"r{n}@example.com",) for n in range(10)]
     assert len(mail_env.smtp.messages) == 10

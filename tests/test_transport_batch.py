@@ -153,6 +153,11 @@ def test_recipient_throttled_until_the_deadline_is_refused_in_the_receipt_of_the
     assert throttler.throttled >= 2
 
 
+def _accepted(rcpt: str) -> list[tuple[str, str, int]]:
+    """The commands a server logs for one message to ``rcpt`` accepted at once."""
+    return [("MAIL", "airflow@example.com", 250), ("RCPT", rcpt, 250), ("DATA", "", 250)]
+
+
 def test_one_mailbox_throttled_at_rcpt_does_not_hold_the_other_messages(throttler, ca):
     """A busy mailbox gets a few waits, then this try moves on (its next try sends it); the others go out now."""
     throttler.stage, throttler.reply, throttler.throttle_first = "RCPT", "450 4.2.1 mailbox busy", None
@@ -167,8 +172,14 @@ def test_one_mailbox_throttled_at_rcpt_does_not_hold_the_other_messages(throttle
         str(busy)
         == "every recipient was refused: 1 recipient(s), SMTP code(s) 450; the server is throttling us at RCPT"
     )
-    assert sorted(a.rcpt_tos for a in throttler.arrivals) == [("keep1@example.com",), ("keep2@example.com",)]
-    assert throttler.throttled == 5  # the first try and four waits
+    busy_try = [("MAIL", "airflow@example.com", 250), ("RCPT", "busy@example.com", 450)]
+    assert throttler.commands == [
+        *_accepted("keep1@example.com"),
+        *busy_try * 5,  # the first try and four waits, each a MAIL transaction of its own
+        *_accepted("keep2@example.com"),
+    ]
+    assert [a.rcpt_tos for a in throttler.arrivals] == [("keep1@example.com",), ("keep2@example.com",)]
+    assert throttler.throttled == 5
 
 
 # -- the relay's rate --------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 
 import pytest
 
@@ -14,15 +13,7 @@ from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ConfigurationError, SecureMailError, VaultSecretError
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.testing.faults import Fault, FaultyHttpProxy
-
-
-def _message() -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "airflow@example.com"
-    msg["To"] = "ops@example.com"
-    msg["Subject"] = "vault"
-    msg.set_content("body")
-    return msg
+from tests.helpers import audit_paths, plain_message
 
 
 def _vault_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, host: str, port: int | None, token: str, **extra):
@@ -82,7 +73,7 @@ def test_ambiguous_vault_address_is_refused_before_any_request(mail_env, monkeyp
     _vault_conn(monkeypatch, "vault_tricky", host.format(port=recorder.port), None, mail_env.bao.root_token)
     mail_env.set_smtp_conn(vault_conn_id="vault_tricky")
     with pytest.raises(ConfigurationError, match="ambiguous address") as info:
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert recorder.seen == []
     assert mail_env.smtp.connections == 0
     assert mail_env.bao.root_token not in _chain_text(info.value)
@@ -93,7 +84,7 @@ def test_plain_http_to_unspecified_address_is_not_loopback(mail_env, monkeypatch
     _vault_conn(monkeypatch, "vault_remote", "0.0.0.0", recorder.port, mail_env.bao.root_token, use_tls=False)
     mail_env.set_smtp_conn(vault_conn_id="vault_remote")
     with pytest.raises(ConfigurationError, match="set extra use_tls=true"):
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert recorder.seen == []
 
 
@@ -105,7 +96,7 @@ def test_environment_proxy_never_sees_the_vault_token(mail_env, monkeypatch, rec
         monkeypatch.delenv(name, raising=False)
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, recorder.url)
-    SecureSmtpHook().send(_message())
+    SecureSmtpHook().send(plain_message())
     assert recorder.seen == []
     assert len(mail_env.smtp.messages) == 1
 
@@ -122,7 +113,7 @@ def test_explicit_proxy_on_the_vault_connection_is_used(mail_env, monkeypatch, r
     )
     mail_env.set_smtp_conn(vault_conn_id="vault_proxied")
     with pytest.raises(VaultSecretError):
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert recorder.seen and recorder.seen[0].target.startswith(f"http://127.0.0.1:{mail_env.bao.port}/v1/")
     assert mail_env.smtp.connections == 0
 
@@ -143,7 +134,7 @@ def test_explicit_proxy_on_the_vault_connection_is_used(mail_env, monkeypatch, r
 def test_one_transient_vault_error_is_retried(mail_env, faulty, fault):
     fault.path = mail_env.secret_path
     faulty.add(fault)
-    SecureSmtpHook().send(_message())
+    SecureSmtpHook().send(plain_message())
     reads = [r for r in faulty.seen if mail_env.secret_path in r.target]
     assert [r.fault for r in reads] == [fault.kind, None]
     assert len(mail_env.smtp.messages) == 1
@@ -152,7 +143,7 @@ def test_one_transient_vault_error_is_retried(mail_env, faulty, fault):
 def test_vault_4xx_is_not_retried(mail_env, faulty):
     faulty.add(Fault("status", status=400, body=b'{"errors": ["bad request"]}', path=mail_env.secret_path))
     with pytest.raises(VaultSecretError, match=f"secret/{mail_env.secret_path}"):
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert len([r for r in faulty.seen if mail_env.secret_path in r.target]) == 1
     assert mail_env.smtp.connections == 0
 
@@ -160,7 +151,7 @@ def test_vault_4xx_is_not_retried(mail_env, faulty):
 def test_persistent_vault_outage_gives_up_after_bounded_retries(mail_env, faulty):
     faulty.add(Fault("status", status=503, body=b"{}", path=mail_env.secret_path, times=100))
     with pytest.raises(VaultSecretError, match="sealed or down"):
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert len([r for r in faulty.seen if mail_env.secret_path in r.target]) == 4  # 1 + 3 retries
     assert mail_env.smtp.connections == 0
 
@@ -173,7 +164,7 @@ def test_unanswering_vault_ends_within_the_deadline(mail_env, faulty, kind):
     faulty.add(Fault(kind, path=mail_env.secret_path, times=100))
     started = time.monotonic()
     with pytest.raises(SecureMailError, match="within 5s"):
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     elapsed = time.monotonic() - started
     assert elapsed < 5 + 10, f"a {kind} Vault held the send for {elapsed:.0f}s"  # correctness bound, not speed
     assert mail_env.smtp.connections == 0
@@ -187,16 +178,14 @@ def test_unanswering_vault_fails_the_connection_test_within_the_deadline(mail_en
     assert time.monotonic() - started < 5 + 10
 
 
-def test_unanswering_transit_is_bounded_by_the_send_deadline(mail_env, faulty, tmp_path):
+def test_unanswering_transit_is_bounded_by_the_send_deadline(mail_env, faulty, tmp_path, transit_key):
     """Vault calls before delivery (the archive's Transit data key) count against the same deadline."""
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.mail.compose import MailRequest
     from airflow_secure_mail.pipeline import send_mail
 
-    key = "deadline-" + secrets.token_hex(3)
-    mail_env.bao.client().secrets.transit.create_key(name=key)
-    faulty.add(Fault("hang", path=f"transit/datakey/plaintext/{key}", times=100))
-    archive = MailArchive(f"file://{tmp_path}/a", transit_key=key, vault_conn_id="vault_faulty")
+    faulty.add(Fault("hang", path=f"transit/datakey/plaintext/{transit_key}", times=100))
+    archive = MailArchive(f"file://{tmp_path}/a", transit_key=transit_key, vault_conn_id="vault_faulty")
     request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="s", text="x")
     started = time.monotonic()
     with pytest.raises(SecureMailError, match="within 5s"):
@@ -221,7 +210,7 @@ def test_unanswering_transit_is_bounded_by_the_send_deadline(mail_env, faulty, t
 def test_unexpected_vault_reply_names_the_path_not_the_body(mail_env, faulty, body, content_type, shape):
     faulty.add(Fault("status", status=200, body=body, content_type=content_type, path=mail_env.secret_path))
     with pytest.raises(VaultSecretError, match="unexpected reply") as info:
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     message = str(info.value)
     assert f"secret/{mail_env.secret_path}" in message and shape in message
     assert "outage-7731" not in _chain_text(info.value)
@@ -233,7 +222,7 @@ def test_vault_error_bodies_echoing_the_token_stay_out_of_the_exception_chain(ma
     echo = json.dumps({"errors": [f"internal error for token {token}"]}).encode()
     faulty.add(Fault("status", status=500, body=echo, path=mail_env.secret_path, times=100))
     with pytest.raises(VaultSecretError) as info:
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert token not in _chain_text(info.value)
     assert info.value.__context__ is None and info.value.__cause__ is None
 
@@ -253,7 +242,7 @@ def test_vault_error_bodies_echoing_the_token_stay_out_of_the_exception_chain(ma
 def test_malformed_secret_field_is_named_before_connecting(mail_env, secret, field, kind):
     mail_env.bao.client().secrets.kv.v2.create_or_update_secret(path=mail_env.secret_path, secret=secret)
     with pytest.raises(VaultSecretError) as info:
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     message = str(info.value)
     assert f"field {field!r}" in message and kind in message
     assert "73519046" not in message and "x-canary-91f" not in message
@@ -290,22 +279,18 @@ def test_token_without_read_policy_is_told_to_grant_read(mail_env, monkeypatch):
 
 
 def _logins(bao, since: int) -> list[str]:
-    return [
-        r["request"]["path"]
-        for r in bao.audit_requests()[since:]
-        if r["request"]["path"].startswith("auth/") and r["request"]["path"].endswith("/login")
-    ]
+    return [p for p in audit_paths(bao, since) if p.startswith("auth/") and p.endswith("/login")]
 
 
-def test_one_vault_login_per_process_shared_by_credentials_certificates_and_transit(mail_env, monkeypatch, tmp_path):
+def test_one_vault_login_per_process_shared_by_credentials_certificates_and_transit(
+    mail_env, monkeypatch, tmp_path, transit_key
+):
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.mail.compose import MailRequest
     from airflow_secure_mail.pipeline import send_mail
 
     bao = mail_env.bao
     root = bao.client()
-    transit_key = "login-count-" + secrets.token_hex(3)
-    root.secrets.transit.create_key(name=transit_key)
     root.secrets.kv.v2.create_or_update_secret(path="smtp/ca", secret={"pem": mail_env.smtp.ca.pem})
     policy = (
         'path "secret/data/smtp/*" { capabilities = ["read"] }\n'
@@ -337,7 +322,7 @@ def test_one_vault_login_per_process_shared_by_credentials_certificates_and_tran
 
 @pytest.mark.parametrize("use_auto_auth_token", ["force", "true"])
 def test_mail_through_vault_agent_worker_holds_no_credential_and_never_logs_in(
-    mail_env, monkeypatch, tmp_path, use_auto_auth_token
+    mail_env, monkeypatch, tmp_path, use_auto_auth_token, transit_key
 ):
     """Credentials and the archive's Transit key read through a real ``bao agent``.
 
@@ -350,8 +335,6 @@ def test_mail_through_vault_agent_worker_holds_no_credential_and_never_logs_in(
     from airflow_secure_mail.testing.openbao import OpenBaoAgent
 
     bao = mail_env.bao
-    transit_key = "agent-" + secrets.token_hex(3)
-    bao.client().secrets.transit.create_key(name=transit_key)
     role = "airflow-agent-" + secrets.token_hex(3)
     policy = (
         'path "secret/data/smtp/*" { capabilities = ["read"] }\n'
@@ -395,9 +378,7 @@ def test_agent_connection_that_stores_a_credential_is_refused(mail_env, monkeypa
 
 def _reads(bao, since: int, path: str) -> int:
     """How many reads of ``path`` OpenBao's audit log shows since entry ``since`` (writes not counted)."""
-    return sum(
-        1 for r in bao.audit_requests()[since:] if r["request"]["path"] == path and r["request"]["operation"] == "read"
-    )
+    return audit_paths(bao, since, "read").count(path)
 
 
 def test_vault_for_gives_one_object_per_connection_until_clear_cache():
@@ -506,18 +487,15 @@ def test_twenty_sends_from_separate_hooks_read_the_credentials_once(mail_env):
     """Each send opens its own hook and session; the process-wide cache still answers all but the first."""
     before = len(mail_env.bao.audit_requests())
     for _ in range(20):
-        SecureSmtpHook().send(_message())
+        SecureSmtpHook().send(plain_message())
     assert len(mail_env.smtp.messages) == 20
     assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1
 
 
-def test_a_batch_of_protected_archived_sends_reads_each_secret_once(mail_env, tmp_path):
+def test_a_batch_of_protected_archived_sends_reads_each_secret_once(mail_env, tmp_path, transit_key):
     """Through the whole pipeline: 40 sends (each its own hook and channel, as 40 tasks in one worker would),
     PGP-encrypted to a key in Vault and archived sealed with Transit: one read of the SMTP credentials, one of
     the recipient's key, one Transit data key (issue 12: at most two per 1,000 messages)."""
-    import secrets
-
-    from airflow_secure_mail.archive.crypto import TransitSealer
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.compose import MailRequest
@@ -531,17 +509,14 @@ def test_a_batch_of_protected_archived_sends_reads_each_secret_once(mail_env, tm
     client.secrets.kv.v2.create_or_update_secret(
         path="mail-keys/alice@example.com", secret={"pgp_public_key": alice.public_key}
     )
-    transit = "batch-" + secrets.token_hex(3)
-    client.secrets.transit.create_key(name=transit)
     clear_cache()
-    TransitSealer.forget_keys()
     before = len(mail_env.bao.audit_requests())
     for n in range(40):
         request = MailRequest(sender="airflow@example.com", to=("alice@example.com",), subject=f"r{n}", text="x")
         send_mail(request, channel=MailChannel.for_conn(), protection=Protection(encrypt="pgp"),
-                  archive=MailArchive(f"file://{tmp_path}/a", transit_key=transit))  # fmt: skip
+                  archive=MailArchive(f"file://{tmp_path}/a", transit_key=transit_key))  # fmt: skip
     assert len(mail_env.smtp.messages) == 40
     assert _reads(mail_env.bao, before, f"secret/data/{mail_env.secret_path}") == 1
     assert _reads(mail_env.bao, before, "secret/data/mail-keys/alice@example.com") == 1
-    datakeys = [r for r in mail_env.bao.audit_requests()[before:] if r["request"]["path"].startswith("transit/datakey")]
+    datakeys = [p for p in audit_paths(mail_env.bao, before) if p.startswith("transit/datakey")]
     assert len(datakeys) == 1

@@ -125,8 +125,10 @@ class TestCA:
         )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if max_version is not None:
-            ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-            ctx.maximum_version = max_version
+            with warnings.catch_warnings():  # an outdated server is the point: the stdlib's warning is expected
+                warnings.filterwarnings("ignore", r"ssl\.TLSVersion\.\S+ is deprecated", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+                ctx.maximum_version = max_version
             ctx.set_ciphers("ALL:@SECLEVEL=0")
         cert.configure_cert(ctx)
         return ctx

@@ -43,23 +43,30 @@ class ThrottlingSmtpServer:
     only_recipients: tuple[str, ...] = ()
     """At RCPT: throttle only these addresses (the others are accepted)."""
     arrivals: list[Arrival] = field(default_factory=list)
+    commands: list[tuple[Stage, str, int]] = field(default_factory=list)
+    """Every MAIL, RCPT and DATA in the order received: (stage, address or "" for DATA, reply code)."""
     throttled: int = 0
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Any = None
 
-    def _throttle(self, stage: Stage, address: str | None = None) -> str | None:
-        """The throttling reply if this command is still to be throttled at ``stage``."""
+    def _throttle(self, stage: Stage, address: str = "") -> str | None:
+        """The throttling reply if this command is still to be throttled at ``stage``; logs the command."""
         with self._lock:
-            if stage != self.stage or (self.throttle_first is not None and self.throttled >= self.throttle_first):
-                return None
-            if self.only_recipients and address not in self.only_recipients:
-                return None
-            self.throttled += 1
-            return self.reply
+            reply = self._throttling_reply(stage, address)
+            self.throttled += reply is not None
+            self.commands.append((stage, address, int((reply or "250")[:3])))
+            return reply
+
+    def _throttling_reply(self, stage: Stage, address: str) -> str | None:
+        if stage != self.stage or (self.throttle_first is not None and self.throttled >= self.throttle_first):
+            return None
+        if self.only_recipients and (stage != "RCPT" or address not in self.only_recipients):
+            return None
+        return self.reply
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-        reply = self._throttle("MAIL")
+        reply = self._throttle("MAIL", address)
         if reply:
             return reply
         envelope.mail_from = address
