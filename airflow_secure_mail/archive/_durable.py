@@ -2,9 +2,9 @@
 
 A file appears under its name only whole (written to a temp file, then hard-linked: exclusive, never an
 overwrite) and only after its bytes are on disk. Each step ends with one barrier for the whole group: on Linux 5.8+
-one ``syncfs`` per file system (one journal commit for every file and directory entry of the group, as PostgreSQL's
-``recovery_init_sync_method = syncfs`` does; since 5.8 it reports write-back errors), elsewhere an ``fsync`` of
-every file and directory.
+and a local file system (:data:`_LOCAL_FILE_SYSTEMS`) one ``syncfs`` (one journal commit for every file and
+directory entry of the group, as PostgreSQL's ``recovery_init_sync_method = syncfs`` does; since 5.8 it reports
+write-back errors), elsewhere (NFS, SMB, FUSE, other systems) an ``fsync`` of every file and directory.
 """
 
 from __future__ import annotations
