@@ -68,3 +68,17 @@ def create_transit_key(bao: Any, name: str) -> str:
     bao.client().secrets.transit.create_key(name=name)
     TransitSealer.forget_keys()
     return name
+
+
+def numbered_request(n: int = 0, **fields: Any) -> Any:
+    """A request to ``r<n>@example.com`` whose Message-ID seed stands for one task instance (a retry reuses it)."""
+    from airflow_secure_mail.mail.compose import MailRequest
+
+    values: dict[str, Any] = {
+        "sender": "airflow@example.com",
+        "to": (f"r{n}@example.com",),
+        "subject": f"report {n}",
+        "text": "Quarterly numbers attached.\n",
+        "id_seed": f"dag|task|run|{n}",
+    }
+    return MailRequest(**(values | fields))

@@ -19,21 +19,13 @@ from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, Deli
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.pipeline import aresend, send_mail
-from tests.helpers import audit_paths, window
+from tests.helpers import audit_paths, numbered_request, window
 
 BODY = "Confidential payroll summary: total 1,234,567 EUR\n"
 
 
 def _request(n: int = 0, **kw) -> MailRequest:
-    base = {
-        "sender": "airflow@example.com",
-        "to": (f"r{n}@example.com",),
-        "subject": f"report {n}",
-        "text": BODY,
-        "id_seed": f"dag|task|run|{n}",
-    }
-    base.update(kw)
-    return MailRequest(**base)
+    return numbered_request(n, text=BODY, **kw)
 
 
 def resend(found, *, resent_from, resend_to=None, archive=None, seed=None, policy=None):

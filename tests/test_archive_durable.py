@@ -15,8 +15,8 @@ from airflow_secure_mail.archive import _durable
 from airflow_secure_mail.archive.store import MailArchive, ObjectStore
 from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ArchiveError
-from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.pipeline import send_mail
+from tests.helpers import numbered_request
 
 
 @pytest.fixture(params=["syncfs", "fsync", "not local"])
@@ -128,16 +128,6 @@ def test_a_directory_entry_error_fails_the_names_made_in_that_step(tmp_path, mon
     assert _names(tmp_path / "s") == ["d/a.eml"]  # no temp file; the next try finds it and reports it exists
 
 
-def _request(n: int) -> MailRequest:
-    return MailRequest(
-        sender="airflow@example.com",
-        to=(f"r{n}@example.com",),
-        subject=f"report {n}",
-        text="Quarterly numbers attached.\n",
-        id_seed=f"dag|task|run|{n}",
-    )
-
-
 def test_a_copy_staged_without_its_index_entry_is_sent_by_the_next_try(mail_env, tmp_path, monkeypatch):
     archive = MailArchive(f"file://{tmp_path}/a")
     channel = MailChannel.for_conn()
@@ -148,12 +138,12 @@ def test_a_copy_staged_without_its_index_entry_is_sent_by_the_next_try(mail_env,
     with monkeypatch.context() as patched:
         patched.setattr(MailArchive, "copy_once_many", index_write_fails)
         with pytest.raises(ArchiveError, match=r"\[Errno 28\] No space left on device"):
-            send_mail(_request(1), channel=channel, archive=archive)
+            send_mail(numbered_request(1), channel=channel, archive=archive)
     assert mail_env.smtp.messages == []  # nothing goes out without its record
     [staged] = list((tmp_path / "a").rglob("*.eml"))
     assert list((tmp_path / "a").rglob("index/*/*")) == []
 
-    result = send_mail(_request(1), channel=channel, archive=archive)
+    result = send_mail(numbered_request(1), channel=channel, archive=archive)
 
     [received] = mail_env.smtp.messages
     assert received.data == staged.read_bytes()  # the bytes the first try archived, sent once
@@ -161,5 +151,5 @@ def test_a_copy_staged_without_its_index_entry_is_sent_by_the_next_try(mail_env,
     record = archive.lookup(key)
     assert record is not None and record.committed and record.status == "sent"
     assert result.to_xcom()["message_ids"] == [record.meta.message_id]
-    send_mail(_request(1), channel=channel, archive=archive)
+    send_mail(numbered_request(1), channel=channel, archive=archive)
     assert len(mail_env.smtp.messages) == 1  # and never again

@@ -10,18 +10,8 @@ from airflow_secure_mail.archive.store import MailArchive
 from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import DeliveryError, SecureMailError
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.pipeline import send_mail
-
-
-def _request(n: int = 0) -> MailRequest:
-    return MailRequest(
-        sender="airflow@example.com",
-        to=(f"r{n}@example.com",),
-        subject=f"auth fault {n}",
-        text="body",
-        id_seed=f"dag|task|run|{n}",
-    )
+from tests.helpers import numbered_request
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -39,7 +29,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def test_535_then_drop_on_reread_auth_is_retried_on_a_fresh_connection(mail_env, tmp_path):
     mail_env.smtp.script.auth_replies = ["535 5.7.8 Authentication credentials invalid", "drop"]
     archive = MailArchive(f"file://{tmp_path}/a")
-    result = send_mail(_request(1), channel=MailChannel.for_conn(), archive=archive)
+    result = send_mail(numbered_request(1), channel=MailChannel.for_conn(), archive=archive)
     [received] = mail_env.smtp.messages
     assert received.rcpt_tos == ["r1@example.com"]
     assert mail_env.smtp.connections == 2
@@ -53,7 +43,7 @@ def test_persistent_drop_after_535_is_a_transient_failure_noted_in_the_archive(m
     mail_env.smtp.script.auth_replies = ["535 5.7.8 no", "drop"] * 2
     archive = MailArchive(f"file://{tmp_path}/a")
     with pytest.raises(DeliveryError, match="lost during AUTH") as info:
-        send_mail(_request(2), channel=MailChannel.for_conn(), archive=archive)
+        send_mail(numbered_request(2), channel=MailChannel.for_conn(), archive=archive)
     assert info.value.transient
     assert mail_env.smtp.messages == []
     [note] = list(Path(tmp_path, "a").rglob("*.failed-1.json"))
@@ -82,7 +72,7 @@ def test_persistent_535_with_echo_keeps_no_reply_in_context(mail_env):
 def _request_message():  # type: ignore[no-untyped-def]
     from airflow_secure_mail.mail.compose import compose
 
-    message, _ = compose(_request(9))
+    message, _ = compose(numbered_request(9))
     return message
 
 
