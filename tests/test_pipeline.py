@@ -12,7 +12,7 @@ from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.pipeline import send_mail
-from tests.helpers import alert_context
+from tests.helpers import alert_context, numbered_request
 
 ORIGIN = {"dag_id": "dag", "task_id": "task", "run_id": "run", "map_index": -1, "try_number": 1}
 ADDRESS = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+(?![^<]*>)")  # an address outside a <Message-ID>
@@ -127,3 +127,15 @@ def test_one_message_per_recipient_differs_only_in_to_and_message_id(mail_env, t
     again = _send(archive, split=True, **people)  # a retry of the task: same Message-IDs, nothing sent twice
     assert again.already_sent == 4 and len(mail_env.smtp.messages) == 4
     assert sorted(r.message_id for r in again.receipts) == sorted(r.message_id for r in first.receipts)
+
+
+def test_send_mail_with_the_deprecated_hook_argument_still_sends_and_warns(mail_env):
+    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+
+    message = r"send_mail\(hook=\.\.\.\) is deprecated: pass channel=MailChannel\.for_conn\(conn_id\)\."
+    with pytest.warns(DeprecationWarning, match=message):
+        result = send_mail(numbered_request(7), hook=SecureSmtpHook())
+    [received] = mail_env.smtp.messages
+    assert received.rcpt_tos == ["r7@example.com"]
+    [message_id] = result.to_xcom()["message_ids"]
+    assert f"Message-ID: {message_id}".encode() in received.data
