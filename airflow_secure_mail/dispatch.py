@@ -119,7 +119,7 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
             result = _staged_bytes(store, d, result)
         if not isinstance(result, ArchiveError):
             d.record = result
-        elif store.on_error != "send":
+        elif store.on_error != "send" or result.exists:  # "exists": another try owns it; sending could duplicate
             return result
         else:
             log.warning("archive unavailable; sending %s without a record (on_error='send')", d.item.message_id)
@@ -189,9 +189,10 @@ class _GroupCommit:
             if group:
                 try:
                     await asyncio.to_thread(_commit_group, self.store, group)
-                except ArchiveError as exc:
+                except Exception as exc:  # any failure stays with its group; later groups are still committed
+                    error = exc if isinstance(exc, ArchiveError) else ArchiveError(f"archive commit failed: {exc!r}")
                     for d in group:
-                        d.commit_error = d.commit_error or detached(exc)
+                        d.commit_error = d.commit_error or detached(error)
             if self.closed and not self.waiting:
                 return
 

@@ -98,13 +98,18 @@ class RecordMetadata:
 
     @classmethod
     def from_json(cls, raw: bytes, *, where: str = "record") -> RecordMetadata:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ArchiveIntegrityError(f"archive metadata {where} is not valid JSON.", key=where) from None
-        if not isinstance(data, dict):
-            raise ArchiveIntegrityError(f"archive metadata {where} is not a valid record.", key=where)
-        return cls.from_dict(data, where=where)
+        return cls.from_dict(json_object(raw, where=where), where=where)
+
+
+def json_object(raw: bytes, *, where: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; anything else is an ArchiveIntegrityError naming ``where``."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ArchiveIntegrityError(f"archive metadata {where} is not valid JSON.", key=where) from None
+    if not isinstance(data, dict):
+        raise ArchiveIntegrityError(f"archive metadata {where} is not a valid record.", key=where)
+    return data
 
 
 @dataclass(frozen=True)

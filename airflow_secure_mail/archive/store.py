@@ -14,7 +14,6 @@ Layout under ``location``::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from airflow_secure_mail.archive.record import (
     ArchiveRecord,
     ArchiveStatus,
     RecordMetadata,
+    json_object,
     record_key,
 )
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, ConfigurationError
@@ -93,8 +93,10 @@ class MailArchive(ArchiveReader):
         raw = self.read(_index_name(key))
         if raw is None:
             return None
-        pending = RecordMetadata.from_json(raw, where=_index_name(key)) if b'"prefix"' not in raw[:64] else None
-        prefix = _prefix(key, pending.staged_at) if pending else str(json.loads(raw)["prefix"])  # older index
+        entry = json_object(raw, where=_index_name(key))
+        older = "envelope" not in entry  # an index written by an older release: {"prefix": ...}
+        pending = None if older else RecordMetadata.from_dict(entry, where=_index_name(key))
+        prefix = str(entry.get("prefix")) if pending is None else _prefix(key, pending.staged_at)
         committed = self.read(f"{prefix}.json")
         raw = committed or (None if pending else self.read(f"{prefix}.pending.json"))
         if raw is None and pending is None:
@@ -133,6 +135,7 @@ class MailArchive(ArchiveReader):
             _staged_earlier(self, record, written[2 * i], written[2 * i + 1]) for i, record in enumerate(records)
         ]
         ready = [r for r in results if isinstance(r, ArchiveRecord)]
+        pending |= {r.key: r.meta.to_json() for r in ready if r.staged_earlier}  # an object store copies these
         index = self.copy_once_many([(f"{r.prefix}.pending.json", _index_name(r.key), pending[r.key]) for r in ready])
         failed = {id(r): e for r, e in zip(ready, index, strict=True) if e is not None}
         return [failed.get(id(r), r) for r in results]
@@ -188,10 +191,13 @@ def _staged_earlier(
         return record
     if message is None or pending is None or not (message.exists and pending.exists):
         return message or pending or record
-    raw = store.read(f"{record.prefix}.pending.json")
-    earlier = RecordMetadata.from_json(raw, where=f"{record.prefix}.pending.json") if raw else None
-    if earlier is None or earlier.key != record.key or store.read(f"{record.prefix}.json") is not None:
-        return message
+    try:
+        raw = store.read(f"{record.prefix}.pending.json")
+        earlier = RecordMetadata.from_json(raw, where=f"{record.prefix}.pending.json") if raw else None
+        if earlier is None or earlier.key != record.key or store.read(f"{record.prefix}.json") is not None:
+            return message
+    except ArchiveError as exc:  # this copy's earlier record is unreadable: this copy fails, not its group
+        return exc
     return ArchiveRecord(record.key, record.prefix, earlier, staged_earlier=True)
 
 
