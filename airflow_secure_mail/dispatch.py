@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 
 log = logging.getLogger(__name__)
-_PARALLEL = 8
+_PARALLEL = 16
 """Copies staged (and outcomes committed) at once: one durability barrier serves the whole group."""
 _COMMIT_WAIT = 0.025
 """How long a delivered copy's outcome may wait for others to fill its commit group (seconds)."""

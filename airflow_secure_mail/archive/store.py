@@ -120,7 +120,7 @@ class MailArchive(ArchiveReader):
         protection: str | None = None,
         malware_scan: Mapping[str, Any] | None = None,
     ) -> list[ArchiveRecord | ArchiveError]:
-        """:meth:`stage` for a group of copies, written and fsynced together; one outcome per copy.
+        """:meth:`stage` for a group of copies, written and made durable together; one outcome per copy.
 
         The index entry (what a retry looks up) is written only after the message and its record are durable.
         """
