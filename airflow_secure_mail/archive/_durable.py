@@ -14,7 +14,6 @@ import contextlib
 import functools
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
@@ -180,14 +179,13 @@ that is what NFS (a COMMIT per file), SMB and FUSE promise to honour, and overla
 its upper layer to the file's fsync, not to a syncfs of the overlay."""
 
 _local_devices: dict[int, bool] = {}
-_lock = threading.Lock()
+"""Per device: is it on a local file system (computed again if two threads race: the answer is the same)."""
 
 
 def _local(device: int, item: int | str) -> bool:
     """True when ``device`` (``item``'s: a descriptor or a path) holds one of :data:`_LOCAL_FILE_SYSTEMS`."""
     if device not in _local_devices:
-        with _lock:
-            _local_devices[device] = fs_type(item) in _LOCAL_FILE_SYSTEMS
+        _local_devices[device] = fs_type(item) in _LOCAL_FILE_SYSTEMS
     return _local_devices[device]
 
 

@@ -46,10 +46,6 @@ class ObjectStore:
         base = self.base
         return Path(base.path) if str(base.protocol) in ("file", "local") else None
 
-    @property
-    def _local(self) -> bool:
-        return self._root is not None
-
     def write_once(self, name: str, data: bytes) -> None:
         """Create ``name`` with ``data``; an existing object is an ArchiveError, never overwritten."""
         error = self.write_once_many([(name, data)])[0]

@@ -187,8 +187,6 @@ def _staged_earlier(
 
     Without this a copy whose index write failed (a full disk, a crash) could never be sent that day.
     """
-    if message is None and pending is None:
-        return record
     if message is None or pending is None or not (message.exists and pending.exists):
         return message or pending or record
     try:
