@@ -72,6 +72,10 @@ async def prepare_outgoing(items: Sequence[Outgoing], policy: MailPolicy) -> Pre
 
     Each copy keeps its own scan verdict (none when it has no attachment) for its archive record.
     """
+    from airflow_secure_mail.mail.external import checked as checked_outside
+
+    special = policy.allow_special_use_domains
+    items = [checked_outside(item, allow_special_use_domains=special) for item in items]  # all before any scan
     checked = [replace(item, scan=await _screen_outside(item, policy)) for item in items]
     reports = [item.scan for item in checked if item.scan is not None]
     return Prepared(tuple(checked), None, _overall(reports))

@@ -225,3 +225,15 @@ def test_the_parser_only_raises_policy_violation_and_returns_one_clean_addr_spec
     local, _, domain = box.addr.rpartition("@")
     assert box.addr.count("@") == 1 and "=?" not in local and domain == domain.lower()
     assert parse_mailbox(box.addr).addr == box.addr
+
+
+@pytest.mark.parametrize("value", ["jörg@example.com", "Jörg <jörg@example.com>", "用户@example.com"])
+def test_a_non_ascii_local_part_is_refused_because_smtputf8_is_not_supported(value):
+    with pytest.raises(PolicyViolation, match="non-ASCII local part: SMTPUTF8 is not supported") as info:
+        parse_mailbox(value, "to")
+    assert info.value.rule == "address"
+
+
+def test_a_non_ascii_display_name_and_idna_domain_still_parse():
+    mailbox = parse_mailbox("Jörg <joerg@Bücher.example>", "to")
+    assert (mailbox.name, mailbox.addr) == ("Jörg", "joerg@xn--bcher-kva.example")

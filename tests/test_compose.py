@@ -79,6 +79,21 @@ def test_custom_headers_may_not_replace_ours_or_be_malformed(name):
     assert (info.value.rule, info.value.item) == ("header_injection", name)
 
 
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        ({"headers": (("References", "<a@x>"), ("references", "<b@x>"))}, "references"),
+        ({"headers": (("In-Reply-To", "<a@x>"), ("In-Reply-To", "<b@x>"))}, "in-reply-to"),
+        ({"reply_to": "r@example.com", "headers": (("Reply-To", "evil@example.net"),)}, "reply-to"),
+    ],
+    ids=["references", "in_reply_to", "reply_to_twice"],
+)
+def test_a_single_use_header_given_twice_is_refused_not_a_raw_error(fields, name):
+    with pytest.raises(PolicyViolation, match=f"(?i)custom header {name!r} is given twice") as info:
+        compose(_request(**fields))
+    assert (info.value.rule, info.value.item.lower()) == ("duplicate_header", name)
+
+
 def test_a_request_without_recipients_is_refused():
     with pytest.raises(PolicyViolation, match="no recipients: give at least one of to, cc or bcc") as info:
         compose(_request(to=()))

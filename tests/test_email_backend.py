@@ -27,3 +27,19 @@ def test_email_backend_dryrun_screens_but_sends_nothing(mail_env):
             "ops@example.com", "dry\r\nBcc: x@evil.example", "<p>x</p>", dryrun=True, from_email="alerts@example.com"
         )
     assert mail_env.smtp.connections == 0
+
+
+def test_email_backend_honours_the_connections_allow_special_use_domains(mail_env, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__EMAIL__EMAIL_BACKEND", "airflow_secure_mail.email_backend.send_email")
+    monkeypatch.setenv("AIRFLOW__EMAIL__FROM_EMAIL", "airflow@airflow.internal")
+    from airflow.utils.email import send_email
+
+    from airflow_secure_mail.errors import PolicyViolation
+
+    with pytest.raises(PolicyViolation, match="allow_special_use_domains=True") as info:
+        send_email("ops@relay.internal", "alert", "<p>x</p>")
+    assert info.value.rule == "special_use_domain" and mail_env.smtp.connections == 0
+    mail_env.set_smtp_conn(policy={"allow_special_use_domains": True})
+    send_email("ops@relay.internal", "alert", "<p>x</p>")
+    [received] = mail_env.smtp.messages
+    assert (received.mail_from, received.rcpt_tos) == ("airflow@airflow.internal", ["ops@relay.internal"])

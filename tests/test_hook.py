@@ -175,3 +175,115 @@ def test_wire_bytes_without_message_id_get_one_from_their_content(mail_env, tmp_
     hook.send(first, recipients=["ops@example.com"], archive=archive)  # a retried task: the same bytes again
     assert len(set(ids)) == 2 and all(i and i.endswith("@example.com>") for i in ids)
     assert [m.data.split(b"\r\n", 1)[0] for m in mail_env.smtp.messages] == [f"Message-ID: {i}".encode() for i in ids]
+
+
+def _internal_message():  # type: ignore[no-untyped-def]
+    message = plain_message("ops@relay.internal")
+    del message["From"]
+    message["From"] = "airflow@airflow.internal"
+    return message
+
+
+@pytest.mark.parametrize("via", ["connection", "argument"])
+def test_hook_send_honours_allow_special_use_domains_for_messages_built_elsewhere(mail_env, via):
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+    if via == "connection":
+        mail_env.set_smtp_conn(policy={"allow_special_use_domains": True})
+    policy = MailPolicy(allow_special_use_domains=True) if via == "argument" else None
+    hook = SecureSmtpHook()
+    hook.send(_internal_message(), policy=policy)
+    hook.send(b"Subject: raw\r\n\r\nbody\r\n", sender="a@airflow.internal", recipients=["b@relay.internal"],
+              policy=policy)  # fmt: skip
+    assert [(m.mail_from, m.rcpt_tos) for m in mail_env.smtp.messages] == [
+        ("airflow@airflow.internal", ["ops@relay.internal"]),
+        ("a@airflow.internal", ["b@relay.internal"]),
+    ]
+
+
+def test_send_many_honours_allow_special_use_domains_and_refuses_without_it(mail_env):
+    from airflow_secure_mail.errors import PolicyViolation
+    from airflow_secure_mail.mail.outgoing import Outgoing
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+    data = b"Subject: raw\r\n\r\nbody\r\n"
+    outgoing = Outgoing("a@example.com", ("b@relay.internal",), data)
+    for message in (_internal_message(), outgoing):
+        with pytest.raises(PolicyViolation, match="allow_special_use_domains=True") as info:
+            SecureSmtpHook().send_many([message])
+        assert info.value.rule == "special_use_domain"
+    assert mail_env.smtp.connections == 0
+    allowed = MailPolicy(allow_special_use_domains=True)
+    SecureSmtpHook().send_many([_internal_message(), outgoing], policy=allowed)
+    assert sorted(m.rcpt_tos[0] for m in mail_env.smtp.messages) == ["b@relay.internal", "ops@relay.internal"]
+
+
+_RAW_BCC = (
+    b"From: airflow@example.com\r\nTo: ops@example.com\r\nBcc: hidden@example.com,\r\n"
+    b" also-hidden@example.com\r\nSubject: raw\r\n\r\nbody\r\n"
+)
+
+
+def test_a_bcc_field_in_raw_bytes_never_reaches_the_wire_or_the_archive(mail_env, tmp_path):
+    from airflow_secure_mail.archive.store import MailArchive
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    SecureSmtpHook().send(_RAW_BCC, recipients=["ops@example.com", "hidden@example.com"], archive=archive)
+    [received] = mail_env.smtp.messages
+    assert received.rcpt_tos == ["ops@example.com", "hidden@example.com"]
+    assert b"Bcc" not in received.data and b"hidden@example.com" not in received.data
+    assert received.data.endswith(b"To: ops@example.com\r\nSubject: raw\r\n\r\nbody\r\n")
+    [index] = list(tmp_path.glob("a/index/*/*.json"))
+    record = archive.lookup(index.stem)
+    assert record is not None and archive.read_message(record) == received.data
+
+
+@pytest.mark.parametrize(
+    ("data", "rule", "message"),
+    [
+        (
+            b"From: a@example.com\r\nFrom: CEO <ceo@example.com>\r\nSubject: s\r\n\r\nb\r\n",
+            "duplicate_header",
+            "more than one From field",
+        ),
+        (
+            b"From: a@example.com\r\nSubject: s\r\nsubject: t\r\n\r\nb\r\n",
+            "duplicate_header",
+            "more than one Subject field",
+        ),
+        (
+            b"From: a@example.com\r\nMessage-ID: <1@x>\r\nMessage-ID: <2@x>\r\n\r\nb\r\n",
+            "duplicate_header",
+            "more than one Message-Id field",
+        ),
+        (
+            b"From: a@example.com\r\nX-Long: " + b"a" * 1000 + b"\r\n\r\nb\r\n",
+            "header_line_length",
+            "header line 2 is 1008 octets, over the 998",
+        ),
+        (b"From: a@example.com\r\nSubject: s\nBcc: x@evil.example\r\n\r\nb\r\n", "header_injection", "a bare LF"),
+        (b"From: a@example.com\r\nSubject: s\rBcc: x@evil.example\r\n\r\nb\r\n", "header_injection", "a bare CR"),
+        (b"From: a@example.com\r\nSubject: s\x00t\r\n\r\nb\r\n", "header_injection", "a NUL"),
+    ],
+    ids=["second_from", "second_subject", "second_message_id", "long_line", "bare_lf", "bare_cr", "nul"],
+)
+def test_a_malformed_raw_header_block_is_refused_before_connecting(mail_env, data, rule, message):
+    from airflow_secure_mail.errors import PolicyViolation
+    from airflow_secure_mail.mail.outgoing import Outgoing
+
+    hook = SecureSmtpHook()
+    for sent in (data, Outgoing("a@example.com", ("ops@example.com",), data)):
+        with pytest.raises(PolicyViolation, match=message) as info:
+            hook.send(sent, recipients=["ops@example.com"])
+        assert info.value.rule == rule
+    assert mail_env.smtp.connections == 0 and mail_env.smtp.messages == []
+
+
+def test_an_email_message_with_two_from_fields_is_refused_before_connecting(mail_env):
+    from airflow_secure_mail.errors import PolicyViolation
+
+    message = plain_message()
+    message.set_raw("From", "CEO <ceo@example.com>")  # as a parsed message can hold: two From fields
+    with pytest.raises(PolicyViolation, match="more than one From field") as info:
+        SecureSmtpHook().send(message)
+    assert info.value.rule == "duplicate_header" and mail_env.smtp.connections == 0

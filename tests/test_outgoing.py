@@ -142,3 +142,17 @@ def test_renamed_names_still_work_for_one_release_and_say_what_replaces_them(tmp
     with pytest.warns(DeprecationWarning, match="crypto.TransitEnvelope is deprecated: use TransitSealer"):
         from airflow_secure_mail.archive.crypto import TransitEnvelope, TransitSealer
     assert TransitEnvelope is TransitSealer
+
+
+def test_an_outgoing_from_elsewhere_is_checked_and_a_refused_hidden_recipient_is_not_named() -> None:
+    from airflow_secure_mail.mail.external import checked
+
+    data = b"To: ops@example.com\r\nBcc: secret@relay.internal\r\n\r\nbody\r\n"
+    item = Outgoing(
+        "a@example.com", ("ops@example.com", "secret@relay.internal"), data, hidden=("secret@relay.internal",)
+    )
+    with pytest.raises(PolicyViolation, match="a hidden recipient of the message is refused") as info:
+        checked(item)
+    assert info.value.rule == "special_use_domain" and "secret" not in str(info.value)
+    allowed = checked(item, allow_special_use_domains=True)
+    assert allowed.data == b"To: ops@example.com\r\n\r\nbody\r\n" and allowed.recipients == item.recipients

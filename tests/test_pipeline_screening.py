@@ -140,3 +140,25 @@ def test_attachment_from_s3_object_storage(mail_env, s3_conn, seaweed):
     [part] = list(_parsed(mail_env.smtp.messages[0].data).iter_attachments())
     assert part.get_filename() == "q4.csv"
     assert part.get_content().replace("\r\n", "\n") == "region,total\nnorth,1\n"
+
+
+def test_a_non_ascii_local_part_in_a_per_recipient_batch_is_refused_before_any_copy_goes_out(mail_env):
+    request = _request(to=("ops@example.com", "jörg@example.com"))
+    with pytest.raises(PolicyViolation, match="non-ASCII local part: SMTPUTF8 is not supported") as info:
+        send_mail(request, channel=MailChannel.for_conn(), one_message_per_recipient=True)
+    assert info.value.rule == "address" and info.value.item == "jörg@example.com"
+    assert mail_env.smtp.connections == 0 and mail_env.smtp.messages == []
+
+
+def test_a_non_ascii_local_part_from_elsewhere_is_refused_before_connecting(mail_env):
+    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.mail.outgoing import Outgoing
+
+    data = b"Subject: s\r\n\r\nbody\r\n"
+    hook = SecureSmtpHook()
+    with pytest.raises(PolicyViolation, match="non-ASCII local part") as raw:
+        hook.send(data, sender="jörg@example.com", recipients=["ops@example.com"])
+    with pytest.raises(PolicyViolation, match="non-ASCII local part") as built:
+        hook.send_many([Outgoing("airflow@example.com", ("ops@example.com", "jörg@example.com"), data)])
+    assert raw.value.rule == built.value.rule == "address"
+    assert mail_env.smtp.connections == 0 and mail_env.smtp.messages == []

@@ -19,6 +19,7 @@ from airflow_secure_mail.transport.smtp import SendReceipt, SessionInfo, SmtpSes
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
+    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.transport.batch import Outcome
 
@@ -101,8 +102,9 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> SendReceipt:
         """Screen, archive (when given) and send one message; EmailMessage, wire bytes or an Outgoing."""
-        item = _as_outgoing(message, sender, recipients, self.settings.from_email)
-        return (await self._run([item], 1, allow_partial, policy, archive))[0]
+        channel, mail_policy = self._channel_and_policy(policy)
+        item = _as_outgoing(message, sender, recipients, channel.from_email, mail_policy.allow_special_use_domains)
+        return (await self._run(channel, [item], 1, allow_partial, mail_policy, archive))[0]
 
     def send(
         self,
@@ -128,8 +130,10 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> list[SendReceipt]:
         """Screen every message first, then send them over up to ``concurrency`` sessions; raises if any failed."""
-        items = [_as_outgoing(m, None, None, self.settings.from_email) for m in messages]
-        return await self._run(items, concurrency, allow_partial, policy, archive)
+        channel, mail_policy = self._channel_and_policy(policy)
+        special = mail_policy.allow_special_use_domains
+        items = [_as_outgoing(m, None, None, channel.from_email, special) for m in messages]
+        return await self._run(channel, items, concurrency, allow_partial, mail_policy, archive)
 
     def send_many(
         self,
@@ -147,15 +151,30 @@ class SecureSmtpHook(BaseHook):
         )
         return run_sync(coro)
 
-    async def _run(
-        self, items: list[Outgoing], concurrency: int, allow_partial: bool, policy: Any, archive: Any
-    ) -> list[SendReceipt]:
+    def _channel_and_policy(self, policy: MailPolicy | None) -> tuple[MailChannel, MailPolicy]:
+        """This connection as a channel, and the send's policy (``policy``, else the connection's default).
+
+        Known before a message built elsewhere is parsed: its envelope depends on it (special-use domains).
+        """
         from airflow_secure_mail.channel import MailChannel
+
+        channel = MailChannel.of(self)
+        return channel, channel.policy(policy)
+
+    async def _run(
+        self,
+        channel: MailChannel,
+        items: list[Outgoing],
+        concurrency: int,
+        allow_partial: bool,
+        policy: MailPolicy,
+        archive: Any,
+    ) -> list[SendReceipt]:
         from airflow_secure_mail.pipeline import asend_outgoing
 
         result = await asend_outgoing(
             items,
-            channel=MailChannel.of(self),
+            channel=channel,
             policy=policy,
             archive=archive,
             allow_partial=allow_partial,
@@ -180,15 +199,18 @@ class SecureSmtpHook(BaseHook):
 
 
 def _as_outgoing(
-    message: Any, sender: str | None, recipients: Sequence[str] | None, from_email: str | None
+    message: Any, sender: str | None, recipients: Sequence[str] | None, from_email: str | None, special: bool
 ) -> Outgoing:
+    """One message as an Outgoing; an Outgoing given as is is checked by the pipeline (prepare_outgoing)."""
     from airflow_secure_mail.mail.external import outgoing_from
 
     if isinstance(message, Outgoing):
         return message
     if isinstance(message, tuple):  # deprecated; send_many warns
         sender, recipients, message = message
-    return outgoing_from(message, sender=sender, recipients=recipients, default_sender=from_email)
+    return outgoing_from(
+        message, sender=sender, recipients=recipients, default_sender=from_email, allow_special_use_domains=special
+    )
 
 
 def _warn_if_tuples(messages: list[Any]) -> list[Any]:

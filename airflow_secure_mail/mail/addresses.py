@@ -97,6 +97,7 @@ def parse_mailbox(value: str, what: str = "address", *, allow_special_use_domain
             rule="address",
             item=addr,
         )
+    _check_ascii_local(local, addr, what)
     special = special_use_suffix(domain)
     if special and not allow_special_use_domains:
         raise PolicyViolation(
@@ -106,6 +107,22 @@ def parse_mailbox(value: str, what: str = "address", *, allow_special_use_domain
             item=addr,
         )
     return Mailbox(addr=_validated(addr, special, what), name=name)
+
+
+def _check_ascii_local(local: str, addr: str, what: str) -> None:
+    """Refuse a non-ASCII local part (``jörg@``): we do not speak SMTPUTF8 (RFC 6531).
+
+    Decision: refuse up front rather than negotiate SMTPUTF8. Supporting it would need the extension checked
+    per server, UTF-8 headers instead of encoded words, and a per-copy fallback; refusing here, for every path
+    (compose and messages built elsewhere), means no copy of a batch goes out before the error. Non-ASCII
+    *domains* are fine: they go on the wire IDNA-encoded.
+    """
+    if not local.isascii():
+        raise PolicyViolation(
+            f"{what} {addr!r} has a non-ASCII local part: SMTPUTF8 is not supported; use an ASCII address.",
+            rule="address",
+            item=addr,
+        )
 
 
 def _split_mailbox(value: str, what: str) -> tuple[str, str]:

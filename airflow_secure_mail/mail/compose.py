@@ -20,6 +20,7 @@ from airflow_secure_mail.mail.addresses import (
     parse_mailbox,
     parse_mailboxes,
 )
+from airflow_secure_mail.mail.header_block import SINGLE_FIELDS
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.mail.wire import with_headers
 
@@ -276,6 +277,12 @@ def _add_custom_headers(msg: EmailMessage, headers: tuple[tuple[str, str], ...])
             raise PolicyViolation(
                 f"custom header {name!r} is not allowed: use the dedicated parameter or an X- header.",
                 rule="header_injection",
+                item=name,
+            )
+        if name.lower() in SINGLE_FIELDS and name in msg:  # RFC 5322 allows one; EmailMessage checks only some
+            raise PolicyViolation(
+                f"custom header {name!r} is given twice (or also by its parameter): RFC 5322 allows one.",
+                rule="duplicate_header",
                 item=name,
             )
         msg[name] = str(value)

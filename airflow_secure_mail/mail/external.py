@@ -3,14 +3,14 @@ resend): their envelope, their wire bytes, and the parsed view that screening ju
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from email import policy as email_policy
 from email.message import EmailMessage
 
-from airflow_secure_mail.errors import ConfigurationError
+from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
 from airflow_secure_mail.mail.addresses import normalize_domain, parse_mailbox
 from airflow_secure_mail.mail.compose import Attachment
+from airflow_secure_mail.mail.header_block import field_value, screen_header_block
 from airflow_secure_mail.mail.outgoing import Outgoing
 
 
@@ -34,25 +34,32 @@ def outgoing_from(
     recipients: Sequence[str] | None,
     default_sender: str | None,
     resend_of: str | None = None,
+    allow_special_use_domains: bool = False,
 ) -> Outgoing:
-    """The copy to send: envelope from the arguments, else the headers; Bcc never reaches the wire bytes."""
-    message_id: str | None = None
+    """The copy to send: envelope from the arguments, else the headers; Bcc never reaches the wire bytes.
+
+    ``allow_special_use_domains`` is the send's ``MailPolicy.allow_special_use_domains``: the caller resolves
+    the policy (argument, else the connection's) before the envelope is parsed.
+    """
     hidden: list[str] = []
     if isinstance(message, EmailMessage):
         header_sender, header_rcpts, hidden = envelope_of(message)
         sender = sender or header_sender
         recipients = list(recipients) if recipients is not None else header_rcpts
-        message = _without_bcc(message)
-        data = message.as_bytes(policy=email_policy.SMTP)
+        data = message.as_bytes(policy=email_policy.SMTP)  # its Bcc goes below, with the raw bytes' one
     else:
         data = message
+    data = screen_header_block(data)
     sender = sender or default_sender
     if not sender:
         raise ConfigurationError("no sender: pass sender= (or From) or set extra from_email on the connection.")
     if not recipients:
         raise ConfigurationError("no recipients: pass recipients= or set To/Cc/Bcc.")
-    envelope_sender = parse_mailbox(sender, "sender")
-    rcpts = tuple(dict.fromkeys(parse_mailbox(r, "recipient").addr for r in recipients))
+    special = allow_special_use_domains
+    envelope_sender = parse_mailbox(sender, "sender", allow_special_use_domains=special)
+    rcpts = tuple(
+        dict.fromkeys(parse_mailbox(r, "recipient", allow_special_use_domains=special).addr for r in recipients)
+    )
     message_id, data = _with_message_id(data, normalize_domain(envelope_sender.domain))
     return Outgoing(
         envelope_sender.addr,
@@ -64,13 +71,22 @@ def outgoing_from(
     )
 
 
-def _without_bcc(message: EmailMessage) -> EmailMessage:
-    """A copy without the Bcc header; the caller's message is left alone."""
-    if "Bcc" not in message:
-        return message
-    message = copy.copy(message)
-    del message["Bcc"]
-    return message
+def checked(item: Outgoing, *, allow_special_use_domains: bool = False) -> Outgoing:
+    """An Outgoing built elsewhere (given as is, or a resend) held to the rules :func:`outgoing_from` applies:
+    its header block screened (Bcc removed), its envelope addresses valid under the send's policy."""
+    special = allow_special_use_domains
+    data = screen_header_block(item.data)
+    parse_mailbox(item.sender, "sender", allow_special_use_domains=special)
+    for rcpt in item.recipients:
+        try:
+            parse_mailbox(rcpt, "recipient", allow_special_use_domains=special)
+        except PolicyViolation as exc:
+            if rcpt not in item.hidden:
+                raise
+            raise PolicyViolation(  # errors never name a hidden recipient
+                f"a hidden recipient of the message is refused ({exc.rule}): fix the envelope.", rule=exc.rule
+            ) from None
+    return item if data is item.data else item.with_data(data)
 
 
 def _with_message_id(data: bytes, domain: str) -> tuple[str, bytes]:
@@ -80,11 +96,10 @@ def _with_message_id(data: bytes, domain: str) -> tuple[str, bytes]:
     task keeps its key (sent once), and two different messages never share one.
     """
     import hashlib
-    from email.parser import BytesHeaderParser
 
-    found = BytesHeaderParser(policy=email_policy.default).parsebytes(data).get("Message-ID")
+    found = field_value(data, "Message-ID")
     if found:
-        return str(found).strip(), data
+        return found, data
     message_id = f"<{hashlib.sha256(data).hexdigest()[:40]}@{domain}>"
     return message_id, f"Message-ID: {message_id}\r\n".encode("ascii") + data
 
