@@ -192,6 +192,28 @@ def test_css_without_generated_content_passes(render):
     assert screen_html(html) == html
 
 
+@pytest.mark.parametrize(
+    ("html", "shown"),
+    [
+        ('<a href="https://evil.example/">paypal<span>.com</span></a>', "paypal.com"),
+        ('<a href="https://evil.example/">Log in at pay<wbr>pal<!-- -->.<b>com</b></a>', "paypal.com"),
+        ('<a href="https://evil.example/">https://<i>bank</i>.co.uk/login</a>', "bank.co.uk"),
+    ],
+    ids=["span", "wbr_comment_bold", "url_in_pieces"],
+)
+def test_link_text_split_by_inline_elements_is_read_as_chromium_shows_it(render, html, shown):
+    assert shown in render(html).anchors[0]["text"]  # the case is real: the reader sees the host whole
+    with pytest.raises(PolicyViolation, match=f"shows {shown} but points to evil.example") as info:
+        screen_html(html)
+    assert info.value.rule == "html_deceptive_link"
+
+
+def test_link_text_broken_by_blocks_is_not_joined(render):
+    html = '<a href="https://dbt.example.com/m/1"><div>Model analytics</div><div>orders</div></a><p>x.com</p>'
+    assert "analytics\norders" in render(html).anchors[0]["text"]
+    assert screen_html(html) == html
+
+
 # Item 7: <noscript> is markup for the screen (scripting off) and text that ends early for the reader.
 _NOSCRIPT = [
     '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></p></noscript>',

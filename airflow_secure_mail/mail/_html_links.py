@@ -20,6 +20,12 @@ _LABEL = re.compile(r"^[^\W_](?:[^\W_]|-){0,62}$")  # letters, digits, inner hyp
 # Top-level domains that are also common file extensions, read as file names in a data pipeline's mail:
 # ``report.zip``, ``clip.mov``, ``README.md``, ``etl.py``. Country domains people visit more than such files
 # (.ai .au .me .pl .tr .ms) stay host names.
+_UNSHOWN = frozenset({"script", "style", "template", "title", "noscript"})
+_BREAKS = frozenset(
+    {"address", "article", "aside", "blockquote", "br", "caption", "center", "dd", "details", "dialog", "div", "dl",
+     "dt", "fieldset", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
+     "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "td", "th", "tr", "ul"}
+)  # fmt: skip
 _FILE_EXTENSIONS = frozenset({"zip", "mov", "movie", "md", "py", "sh", "so", "ps", "rs", "nc", "tz", "dot", "man"})
 
 
@@ -38,11 +44,28 @@ def deceit(node: Any, bases: tuple[str, ...]) -> tuple[str, str] | None:
     targets = _targets(href, bases) if href is not None else set()
     if not targets:
         return None
-    for shown in hosts_named(node.text(deep=True, separator=" ")):
+    # Two readings of the text: as the browser lays it out, where inline elements join (``paypal<b>.com</b>``
+    # shows paypal.com) and blocks and <br> separate; and words split at every element, as read before.
+    readings = (_laid_out_text(node), node.text(deep=True, separator=" "))
+    for shown in dict.fromkeys(h for reading in readings for h in hosts_named(reading)):
         for target in sorted(targets):
             if not _same_site(shown, target):
                 return shown, target
     return None
+
+
+def _laid_out_text(node: Any) -> str:
+    """The text as a browser shows it: inline elements run together, block elements and ``<br>`` break words."""
+    parts: list[str] = []
+    for child in node.iter(include_text=True):
+        tag = (child.tag or "").lower()
+        if tag == "-text":
+            parts.append(child.text_content or "")
+        elif tag in _BREAKS:
+            parts.append(f" {_laid_out_text(child)} ")
+        elif not tag.startswith("-") and tag not in _UNSHOWN:
+            parts.append(_laid_out_text(child))
+    return "".join(parts)
 
 
 def _targets(href: str, bases: tuple[str, ...]) -> set[str]:
