@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from airflow_secure_mail.errors import PolicyViolation
 from airflow_secure_mail.mail.html_screen import screen_html
@@ -260,3 +262,22 @@ def test_strip_refuses_output_that_changes_when_parsed_again():
     with pytest.raises(PolicyViolation, match="changes when parsed again") as info:
         screen_html("<form><math><mtext></form><form><mglyph><style></math><img src onerror=alert(1)>", "strip")
     assert info.value.rule == "html_mutation"
+
+
+_PIECES = [
+    "<svg>", "</svg>", "<math>", "</math>", "<mtext>", "<mglyph>", "<mi>", "<annotation-xml encoding=text/html>",
+    "<foreignObject>", "<desc>", "<style>", "</style>", "<table>", "<form>", "</form>", "<p>", "</p>", "<select>",
+    "<template>", "<textarea>", "<title>", "<xmp>", "<noembed>", "<!--", "-->", "<a id=\"", "\">", "<br>",
+    "<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(2)&gt;", "<img title=\"</style><img src=x onerror=alert(3)>\">",
+]  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_PIECES), min_size=2, max_size=9), st.sampled_from(["refuse_active", "strip"]))
+def test_markup_built_from_mxss_pieces_is_refused_or_inert_in_chromium(render, pieces, mode):
+    try:
+        sent = screen_html("".join(pieces), mode)
+    except PolicyViolation as refused:
+        assert refused.rule.startswith("html_")
+        return
+    assert render(sent).inert(), sent
