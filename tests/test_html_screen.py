@@ -196,3 +196,36 @@ def test_the_built_in_tld_list_covers_the_systems_public_suffix_list():
     missing = sorted(t for t in tlds if not is_tld(t.encode("idna").decode("ascii")))
     assert missing == []
     assert not any(is_tld(word) for word in ("orders", "users", "yaml", "sql", "parquet", "yml", "csv", "json"))
+
+
+@pytest.mark.parametrize(
+    ("html", "rule", "message", "element"),
+    [
+        ("<noscript><p>Enable images</p></noscript>", "html_noscript", "<noscript> reads differently", "<noscript>"),
+        ('<base href="https://x.example/"><p>x</p>', "html_base", "<base> redirects every relative link", "<base"),
+        ('<link rel="Stylesheet" href="https://x.example/a.css">', "html_generated_text", "remote stylesheet", "<link"),
+        ("<style>@import url(https://x.example/a.css);</style>", "html_generated_text", "CSS @import", "<style>"),
+        ("<style>p::after{content:'x'}</style>", "html_generated_text", "CSS content: declarations", "<style>"),
+        ('<p style="CONTENT : url(x.png)">x</p>', "html_generated_text", "in style= on <p>", "<p style="),
+        ('<svg><a xlink:href="https://evil.example/"><text>paypal.com</text></a></svg>', "html_deceptive_link",
+         "shows paypal.com but points to evil.example", "<a xlink:href="),
+        ("<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>", "html_mutation",
+         "changes when parsed again and then holds this: event handler onerror=", '<img src="x" onerror='),
+    ],
+    ids=["noscript", "base", "link_stylesheet", "import", "content", "content_in_style_attribute", "svg_link", "mxss"],
+)  # fmt: skip
+def test_markup_the_reader_reads_differently_is_refused(html, rule, message, element):
+    with pytest.raises(PolicyViolation, match=re.escape(message)) as info:
+        screen_html(html)
+    assert info.value.rule == rule
+    assert info.value.item is not None and element in info.value.item
+
+
+def test_strip_mode_removes_what_the_reader_reads_differently():
+    html = (
+        '<base href="https://x.example/"><link rel="stylesheet" href="https://x.example/a.css">'
+        "<style>p{color:red}</style><style>p::after{content:'x'}</style>"
+        '<p style="content:url(x.png)">Totals</p><noscript><p>Enable scripts</p></noscript>'
+    )
+    sent = screen_html(html, "strip")
+    assert sent == "<html><head><style>p{color:red}</style></head><body><p>Totals</p></body></html>"

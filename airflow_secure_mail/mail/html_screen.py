@@ -148,9 +148,11 @@ def _reader_dependent(node: Any, tag: str) -> _Finding | None:
     if tag == "style":
         css = generated_text(node.text(deep=True))
         if css is not None:
-            return _Finding("html_generated_text", f"{css} in <style> show text that is not in the markup.", node)
+            return _Finding(
+                "html_generated_text", f"{css} in <style> can show text that is not in the markup; remove them.", node
+            )
     if tag == "link" and is_remote_stylesheet(node.attributes.get("rel")):
-        what = "a remote stylesheet (<link rel=stylesheet>) can add CSS content text; inline the CSS."
+        what = "a remote stylesheet (<link rel=stylesheet>) can show text the screen cannot read; inline the CSS."
         return _Finding("html_generated_text", what, node)
     return None
 
@@ -159,7 +161,7 @@ def _attribute_finding(node: Any, tag: str, name: str, value: str) -> _Finding |
     if name.startswith("on"):
         return _Finding("html_event_handler", f"event handler {name}= on <{tag}> is not allowed in mail.", node, name)
     if name == "style" and generated_text(value) is not None:
-        what = f"{generated_text(value)} in style= on <{tag}> show text that is not in the markup."
+        what = f"{generated_text(value)} in style= on <{tag}> can show text that is not in the markup; remove them."
         return _Finding("html_generated_text", what, node, name)
     if name in _URL_ATTRIBUTES or (name == "style" and "javascript:" in _INVISIBLE.sub("", value).lower()):
         compact = _INVISIBLE.sub("", value).lower()
