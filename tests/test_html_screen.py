@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,3 +144,88 @@ def test_links_naming_an_unrelated_host_are_refused_and_subdomains_pass(bank, ev
     assert info.value.rule == "html_deceptive_link"
     honest = f'<a href="https://{sub}.{shown}/login">{text}</a>'
     assert screen_html(honest) == honest
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "analytics.orders", "public.users", "config.yaml", "model.sql", "orders_v2.parquet", "dbt_project.yml",
+        "report.zip", "clip.mov", "README.md", "etl.py", "run.sh", "raw_data.events", "warehouse.public.users",
+        "libfoo.so", "metrics.nc",
+    ],
+)  # fmt: skip
+def test_dotted_names_that_are_not_hosts_may_link_anywhere(shown):
+    html = f'<p>Model <a href="https://dbt.example.com/#!/model/{shown}">{shown}</a> failed.</p>'
+    assert screen_html(html) == html
+    assert screen_html(html, "strip") == html
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("paypal.com", "paypal.com"),
+        ("https://bank.com/login", "bank.com"),
+        ("http://orders.internal/", "orders.internal"),
+        ("www.bank.events", "www.bank.events"),
+        ("allegro.pl", "allegro.pl"),
+        ("openai.ai", "openai.ai"),
+        ("BANK.EXAMPLE.CO.UK", "bank.example.co.uk"),
+        ("support@bank.de", "bank.de"),
+        ("bank.xn--p1ai", "bank.xn--p1ai"),
+        ("банк.рф", "xn--80ab2al.xn--p1ai"),
+    ],
+    ids=["com", "url", "url_any_tld", "www", "pl", "ai", "uppercase_cctld", "address", "idn_tld_ascii", "idn_tld"],
+)
+def test_host_claims_are_still_judged(text, shown):
+    with pytest.raises(PolicyViolation, match=f"shows {re.escape(shown)} but points to evil.example") as info:
+        screen_html(f'<a href="https://evil.example/">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+
+
+def test_the_built_in_tld_list_covers_the_systems_public_suffix_list():
+    """The list is a snapshot: Debian's publicsuffix package, where installed, says whether it went stale."""
+    from pathlib import Path
+
+    from airflow_secure_mail.mail._tlds import is_tld
+
+    psl = Path("/usr/share/publicsuffix/public_suffix_list.dat")
+    if not psl.exists():
+        pytest.skip("Debian's publicsuffix package is not installed")
+    icann = psl.read_text(encoding="utf-8").partition("// ===END ICANN DOMAINS===")[0].splitlines()
+    tlds = {line.strip().lstrip("!*.").rpartition(".")[2] for line in icann if line.strip() and line[0] != "/"}
+    missing = sorted(t for t in tlds if not is_tld(t.encode("idna").decode("ascii")))
+    assert missing == []
+    assert not any(is_tld(word) for word in ("orders", "users", "yaml", "sql", "parquet", "yml", "csv", "json"))
+
+
+@pytest.mark.parametrize(
+    ("html", "rule", "message", "element"),
+    [
+        ("<noscript><p>Enable images</p></noscript>", "html_noscript", "<noscript> reads differently", "<noscript>"),
+        ('<base href="https://x.example/"><p>x</p>', "html_base", "<base> redirects every relative link", "<base"),
+        ('<link rel="Stylesheet" href="https://x.example/a.css">', "html_generated_text", "remote stylesheet", "<link"),
+        ("<style>@import url(https://x.example/a.css);</style>", "html_generated_text", "CSS @import", "<style>"),
+        ("<style>p::after{content:'x'}</style>", "html_generated_text", "CSS content: declarations", "<style>"),
+        ('<p style="CONTENT : url(x.png)">x</p>', "html_generated_text", "in style= on <p>", "<p style="),
+        ('<svg><a xlink:href="https://evil.example/"><text>paypal.com</text></a></svg>', "html_deceptive_link",
+         "shows paypal.com but points to evil.example", "<a xlink:href="),
+        ("<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>", "html_mutation",
+         "changes when parsed again and then holds this: event handler onerror=", '<img src="x" onerror='),
+    ],
+    ids=["noscript", "base", "link_stylesheet", "import", "content", "content_in_style_attribute", "svg_link", "mxss"],
+)  # fmt: skip
+def test_markup_the_reader_reads_differently_is_refused(html, rule, message, element):
+    with pytest.raises(PolicyViolation, match=re.escape(message)) as info:
+        screen_html(html)
+    assert info.value.rule == rule
+    assert info.value.item is not None and element in info.value.item
+
+
+def test_strip_mode_removes_what_the_reader_reads_differently():
+    html = (
+        '<base href="https://x.example/"><link rel="stylesheet" href="https://x.example/a.css">'
+        "<style>p{color:red}</style><style>p::after{content:'x'}</style>"
+        '<p style="content:url(x.png)">Totals</p><noscript><p>Enable scripts</p></noscript>'
+    )
+    sent = screen_html(html, "strip")
+    assert sent == "<html><head><style>p{color:red}</style></head><body><p>Totals</p></body></html>"

@@ -2,20 +2,22 @@
 
 Markup is judged the way the recipient's mail client will parse it, by an HTML5-conformant parser
 (selectolax on Lexbor), not by the stdlib's ``html.parser``, whose tokenizer differs from browsers on
-comments, ``</script`` and malformed tags in exactly the places filters are bypassed. Deceptive links are
-refused in both modes: stripping cannot make a lying link honest, the template must change.
+comments, ``</script`` and malformed tags in exactly the places filters are bypassed. Where the reading
+depends on the reader, the screen refuses rather than guess: ``<noscript>`` (markup with scripting off, text
+with it on), ``<base>`` (moves every relative link), CSS that generates text, and markup that parses into
+something else when parsed again (mutation XSS through SVG/MathML), whether as sent or after stripping.
+Deceptive links are refused in both modes: stripping cannot make a lying link honest, the template must change.
 """
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
+from airflow_secure_mail.mail._html_css import generated_text, is_remote_stylesheet
+from airflow_secure_mail.mail._html_links import deceit, document_bases
 
 HTML_MODES = ("refuse_active", "strip")
 _SCRIPT = frozenset({"script"})
@@ -27,10 +29,9 @@ _URL_ATTRIBUTES = frozenset(
      "longdesc", "dynsrc", "lowsrc", "to", "from", "values", "srcdoc"}
 )  # fmt: skip
 _ACTIVE_SCHEMES = ("javascript:", "vbscript:", "data:text/html", "data:image/svg+xml")
-_LINK_SCHEMES = frozenset({"http", "https", "ftp"})
 _INVISIBLE = re.compile(r"[\x00-\x20\x7f]+")
-_BARE_HOST = re.compile(r"^(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+([^\W\d_]{2,63})$")
-_PUNCTUATION = "()[]<>{}\"',;:!?.\u2018\u2019\u201c\u201d"
+_DECEPTIVE = "html_deceptive_link"
+_MUTATION = "html_mutation"
 
 
 @dataclass(frozen=True)
@@ -49,29 +50,60 @@ def check_html_mode(mode: str) -> None:
 def screen_html(html: str, mode: str = "refuse_active") -> str:
     """The body to send: ``html`` itself when clean, else stripped (``strip``) or refused (PolicyViolation).
 
-    Rules: ``html_script``, ``html_embedded``, ``html_form``, ``html_event_handler``,
-    ``html_javascript_url`` and ``html_deceptive_link``; the error names the offending element.
+    Rules: ``html_script``, ``html_embedded``, ``html_form``, ``html_event_handler``, ``html_javascript_url``,
+    ``html_noscript``, ``html_base``, ``html_generated_text``, ``html_deceptive_link`` and ``html_mutation``;
+    the error names the offending element.
     """
     check_html_mode(mode)
-    from selectolax.lexbor import LexborHTMLParser
-
-    tree = LexborHTMLParser(html)
-    findings = _findings(tree.root)
+    tree = _parse(html)
+    findings = _findings(tree)
     if not findings:
+        _refuse_if_unstable(tree.html or "")  # what the reader's parser may read differently from ours
         return html
-    deceptive = [f for f in findings if f.rule == "html_deceptive_link"]
+    deceptive = [f for f in findings if f.rule == _DECEPTIVE]
     first = deceptive[0] if mode == "strip" and deceptive else findings[0]
-    if mode == "refuse_active" or first.rule == "html_deceptive_link":
+    if mode == "refuse_active" or first.rule == _DECEPTIVE:
         raise PolicyViolation(f"HTML body: {first.what}", rule=first.rule, item=_start_tag(first.node))
     for finding in findings:
         _strip(finding)
-    return str(tree.html)
+    stripped = tree.html or ""
+    _refuse_if_unstable(stripped)
+    return stripped
 
 
-def _findings(root: Any) -> list[_Finding]:
+def _parse(html: str) -> Any:
+    from selectolax.lexbor import LexborHTMLParser
+
+    return LexborHTMLParser(html)
+
+
+def _refuse_if_unstable(serialized: str) -> None:
+    """Refuse markup that is active, or different, when the reader's browser parses what we send.
+
+    Serializing a parsed tree does not always give back that tree (SVG/MathML foreign content, misnested
+    forms): a sanitizer that judged the first parse passes what the second parse turns into a handler.
+    """
+    again = _parse(serialized)
+    found = _findings(again)
+    if found:
+        raise PolicyViolation(
+            f"HTML body: the markup changes when parsed again and then holds this: {found[0].what}",
+            rule=_MUTATION,
+            item=_start_tag(found[0].node),
+        )
+    if (again.html or "") != serialized:
+        raise PolicyViolation(
+            "HTML body: the markup changes when parsed again (misnested SVG/MathML or forms, as in mutation XSS); "
+            "simplify it.",
+            rule=_MUTATION,
+        )
+
+
+def _findings(tree: Any) -> list[_Finding]:
     """Every rule breach in document order; a removed element's descendants are not visited again."""
+    bases = document_bases(tree)
     found: list[_Finding] = []
-    stack = [root] if root is not None else []
+    stack = [tree.root] if tree.root is not None else []
     while stack:
         node = stack.pop()
         tag = (node.tag or "").lower()
@@ -85,9 +117,7 @@ def _findings(root: Any) -> list[_Finding]:
             if attribute is not None:
                 found.append(attribute)
         if tag == "a":
-            deceit = _deceptive_link(node)
-            if deceit is not None:
-                found.append(deceit)
+            found.extend(_deceptive_link(node, bases))
         stack.extend(reversed(list(node.iter(include_text=False))))
     return found
 
@@ -103,12 +133,36 @@ def _element_finding(node: Any, tag: str) -> _Finding | None:
         return _Finding("html_form", f"form control <{tag}> is not allowed in mail.", node)
     if tag == "meta" and (node.attributes.get("http-equiv") or "").lower() == "refresh":
         return _Finding("html_javascript_url", "<meta http-equiv=refresh> redirects are not allowed in mail.", node)
+    return _reader_dependent(node, tag)
+
+
+def _reader_dependent(node: Any, tag: str) -> _Finding | None:
+    """Elements whose effect the screen cannot read from the markup: it depends on the reader's browser."""
+    if tag == "noscript":
+        # Parsed here with scripting off (its content is markup), in the reader's client with scripting on
+        # (its content is text up to the first "</noscript>"): one reading is inert, the other can hold a handler.
+        return _Finding("html_noscript", "<noscript> reads differently with scripting on; remove it.", node)
+    if tag == "base":
+        # Kept, it would move every relative link (and the screen's reading of it) to its host.
+        return _Finding("html_base", "<base> redirects every relative link; write absolute links instead.", node)
+    if tag == "style":
+        css = generated_text(node.text(deep=True))
+        if css is not None:
+            return _Finding(
+                "html_generated_text", f"{css} in <style> can show text that is not in the markup; remove them.", node
+            )
+    if tag == "link" and is_remote_stylesheet(node.attributes.get("rel")):
+        what = "a remote stylesheet (<link rel=stylesheet>) can show text the screen cannot read; inline the CSS."
+        return _Finding("html_generated_text", what, node)
     return None
 
 
 def _attribute_finding(node: Any, tag: str, name: str, value: str) -> _Finding | None:
     if name.startswith("on"):
         return _Finding("html_event_handler", f"event handler {name}= on <{tag}> is not allowed in mail.", node, name)
+    if name == "style" and generated_text(value) is not None:
+        what = f"{generated_text(value)} in style= on <{tag}> can show text that is not in the markup; remove them."
+        return _Finding("html_generated_text", what, node, name)
     if name in _URL_ATTRIBUTES or (name == "style" and "javascript:" in _INVISIBLE.sub("", value).lower()):
         compact = _INVISIBLE.sub("", value).lower()
         scheme = next((s for s in _ACTIVE_SCHEMES if compact.startswith(s) or f"url({s}" in compact), None)
@@ -117,81 +171,17 @@ def _attribute_finding(node: Any, tag: str, name: str, value: str) -> _Finding |
     return None
 
 
-def _deceptive_link(node: Any) -> _Finding | None:
-    """A link whose visible text names a host other than (a parent or child of) the one it points to."""
-    target = _link_host(node.attributes.get("href") or "")
-    if target is None:
-        return None
-    for shown in _hosts_named(node.text(deep=True, separator=" ")):
-        if not _same_site(shown, target):
-            return _Finding(
-                "html_deceptive_link",
-                f"a link shows {shown} but points to {target}: make the visible text match the link.",
-                node,
-            )
-    return None
-
-
-def _link_host(href: str) -> str | None:
-    compact = _INVISIBLE.sub("", href)
-    if compact.lower().startswith("mailto:"):
-        return _normalize(compact.partition("?")[0].rpartition("@")[2]) if "@" in compact else None
-    try:
-        parts = urlsplit(compact)
-        return _normalize(parts.hostname) if parts.scheme.lower() in _LINK_SCHEMES and parts.hostname else None
-    except ValueError:
-        return "(an unparseable address)"
-
-
-def _hosts_named(text: str) -> list[str]:
-    hosts: list[str] = []
-    for word in (w.strip(_PUNCTUATION) for w in text.split()):
-        lowered = word.lower()
-        host: str | None = None
-        try:
-            if "://" in word:
-                host = urlsplit(word).hostname
-            elif lowered.startswith("www."):
-                host = urlsplit(f"http://{word}").hostname
-            elif "@" in word and _looks_like_host(word.rpartition("@")[2]):
-                host = word.rpartition("@")[2]
-            elif _looks_like_host(word.rstrip("/")):
-                host = word.rstrip("/")
-        except ValueError:
-            continue
-        if host:
-            hosts.append(_normalize(host))
-    return hosts
-
-
-def _looks_like_host(word: str) -> bool:
-    """``example.com`` yes, ``report.pdf`` no: a dotted name whose last label is not a file extension."""
-    match = _BARE_HOST.match(word)
-    return match is not None and _file_types().guess_type(f"x.{match.group(1)}", strict=False)[0] is None
-
-
-@cache
-def _file_types() -> mimetypes.MimeTypes:
-    """Python's built-in extension table only: Debian's /etc/mime.types lists ``.com`` as a program."""
-    return mimetypes.MimeTypes(filenames=())
-
-
-def _normalize(host: str) -> str:
-    host = host.strip().rstrip(".").lower()
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host
-
-
-def _same_site(shown: str, target: str) -> bool:
-    """Equal, or one a subdomain of the other (``www.`` aside): whoever holds a domain holds the names under it.
-
-    Sibling names (``a.example.com`` and ``b.example.com``) differ: without the public suffix list
-    ``a.github.io`` and ``b.github.io`` would look alike, and they have different owners.
-    """
-    shown, target = shown.removeprefix("www."), target.removeprefix("www.")
-    return shown == target or shown.endswith("." + target) or target.endswith("." + shown)
+def _deceptive_link(node: Any, bases: tuple[str, ...]) -> list[_Finding]:
+    """A link whose visible text names a host other than (a parent or child of) the one the browser goes to."""
+    lie = deceit(node, bases)
+    if lie is None:
+        return []
+    shown, target = lie
+    return [
+        _Finding(
+            _DECEPTIVE, f"a link shows {shown} but points to {target}: make the visible text match the link.", node
+        )
+    ]
 
 
 def _start_tag(node: Any) -> str:
