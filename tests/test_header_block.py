@@ -78,9 +78,15 @@ def test_bare_cr_bare_lf_and_nul_in_the_header_block_are_refused(head, what):
     assert info.value.rule == "header_injection"
 
 
-def test_a_message_with_lf_line_endings_is_refused_with_what_to_do():
+def test_a_message_with_lf_line_endings_only_gets_crlf_throughout():
+    assert screen_header_block(b"From: a@example.com\nSubject: s\n\nbody\n") == (
+        b"From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n"
+    )
+
+
+def test_a_message_mixing_lf_and_crlf_is_refused_with_what_to_do():
     with pytest.raises(PolicyViolation, match=r"end every header line with CRLF \(serialize with email.policy.SMTP\)"):
-        screen_header_block(b"From: a@example.com\nSubject: s\n\nbody\n")
+        screen_header_block(b"From: a@example.com\r\nSubject: s\nBcc: x@evil.example\n\nbody\n")
 
 
 @pytest.mark.parametrize(

@@ -238,6 +238,21 @@ def test_a_bcc_field_in_raw_bytes_never_reaches_the_wire_or_the_archive(mail_env
     assert record is not None and archive.read_message(record) == received.data
 
 
+def test_a_message_written_with_lf_line_endings_is_sent_and_archived_with_crlf(mail_env, tmp_path):
+    """``as_bytes()`` with the default policy writes LF only: ordinary mail, sent as the SMTP client writes it."""
+    from airflow_secure_mail.archive.store import MailArchive
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    data = plain_message().as_bytes()
+    assert b"\r" not in data
+    SecureSmtpHook().send(data, recipients=["ops@example.com"], archive=archive)
+    [received] = mail_env.smtp.messages
+    assert b"\r" not in received.data.replace(b"\r\n", b"") and received.data.endswith(b"\r\n")
+    [index] = list(tmp_path.glob("a/index/*/*.json"))
+    record = archive.lookup(index.stem)
+    assert record is not None and archive.read_message(record) == received.data
+
+
 @pytest.mark.parametrize(
     ("data", "rule", "message"),
     [

@@ -28,8 +28,10 @@ def screen_header_block(data: bytes) -> bytes:
 
     Refused with a PolicyViolation: a bare CR, bare LF or NUL in the header block (``header_injection``), a
     line over 998 octets (``header_line_length``), a line that is no field (``header_syntax``), a second
-    single-use field such as ``From`` (``duplicate_header``). The rest of the bytes is left as it was.
+    single-use field such as ``From`` (``duplicate_header``). The rest of the bytes is left as it was, but for
+    a message written with LF line endings only, which gets CRLF throughout.
     """
+    data = _with_crlf(data)
     head, rest = _split(data)
     fields = _fields(head)
     _refuse_duplicates(fields)
@@ -39,6 +41,12 @@ def screen_header_block(data: bytes) -> bytes:
     if not kept:  # Bcc was the only field: the block is now empty, the body follows the empty line
         return rest[len(_CRLF) :]
     return _CRLF.join(line for lines in kept for line in lines) + rest
+
+
+def _with_crlf(data: bytes) -> bytes:
+    """LF line endings throughout (no CR anywhere, as ``as_bytes()`` with the default policy writes) become
+    CRLF, as the SMTP client would send them, so the archive holds the wire bytes; a mix stays refused."""
+    return data.replace(b"\n", _CRLF) if b"\r" not in data and b"\n" in data else data
 
 
 def field_value(data: bytes, name: str) -> str | None:
