@@ -113,7 +113,14 @@ async def aresend(
     archived as resends, recorded. ``seed`` (the task instance) keeps a retried restore from resending twice."""
     from airflow_secure_mail.archive.restore import resend_copies
 
-    copies = resend_copies(list(found), resent_from=channel.sender(resent_from), resend_to=resend_to, seed=seed)
+    policy = channel.policy(policy)
+    copies = resend_copies(
+        list(found),
+        resent_from=channel.sender(resent_from),
+        resend_to=resend_to,
+        seed=seed,
+        allow_special_use_domains=policy.allow_special_use_domains,
+    )
     await asend_outgoing(copies, channel=channel, policy=policy, archive=archive, origin=origin)
     return [c.message_id for c in copies]
 

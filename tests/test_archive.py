@@ -299,6 +299,22 @@ def test_resend_prepends_resent_headers_and_keeps_bytes_verbatim(mail_env, tmp_p
     assert rest.split(b"\r\n", 1)[1] == original.data
 
 
+def test_resend_to_an_internal_relay_honours_allow_special_use_domains(mail_env, tmp_path):
+    from airflow_secure_mail.errors import PolicyViolation
+    from airflow_secure_mail.mail.screen import MailPolicy
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    _send(archive, 1)
+    found = select(archive, RestoreSelection(*window()))
+    with pytest.raises(PolicyViolation, match="special-use"):
+        resend(found, resent_from="archive@airflow.internal", resend_to=["audit@mail.internal"])
+    assert len(mail_env.smtp.messages) == 1
+    resend(found, resent_from="archive@airflow.internal", resend_to=["audit@mail.internal"],
+           policy=MailPolicy(allow_special_use_domains=True))  # fmt: skip
+    resent = mail_env.smtp.messages[1]
+    assert resent.mail_from == "archive@airflow.internal" and resent.rcpt_tos == ["audit@mail.internal"]
+
+
 def test_resend_refuses_injected_addresses(mail_env, tmp_path):
     from airflow_secure_mail.errors import PolicyViolation
 

@@ -97,7 +97,11 @@ def export(found: list[Restored], destination: str, *, conn_id: str | None = Non
 
 
 def resent_headers(
-    resent_from: str, resend_to: Sequence[str], *, seed: str | None = None
+    resent_from: str,
+    resend_to: Sequence[str],
+    *,
+    seed: str | None = None,
+    allow_special_use_domains: bool = False,
 ) -> tuple[bytes, str, tuple[str, ...]]:
     """``Resent-*`` lines (RFC 5322 §3.6.6) as bytes, the Resent-Message-ID, and the validated recipients.
 
@@ -108,8 +112,9 @@ def resent_headers(
     """
     from airflow_secure_mail.mail.addresses import parse_mailbox
 
-    sender = parse_mailbox(resent_from, "resent_from").addr
-    rcpts = tuple(parse_mailbox(r, "resend_to").addr for r in resend_to)
+    special = allow_special_use_domains
+    sender = parse_mailbox(resent_from, "resent_from", allow_special_use_domains=special).addr
+    rcpts = tuple(parse_mailbox(r, "resend_to", allow_special_use_domains=special).addr for r in resend_to)
     domain = sender.rpartition("@")[2]
     if seed is None:
         message_id = make_msgid(domain=domain)
@@ -128,18 +133,22 @@ def resend_copies(
     resent_from: str,
     resend_to: str | Sequence[str] | None = None,
     seed: str | None = None,
+    allow_special_use_domains: bool = False,
 ) -> list[Outgoing]:
     """Each archived message verbatim, prefixed only with ``Resent-*`` lines, as a copy for the pipeline.
 
     Without ``resend_to`` a copy goes to the original envelope, whose recipients stay hidden (never named).
+    ``allow_special_use_domains`` is the send's policy switch (``.internal`` relays and mailboxes).
     """
     from airflow_secure_mail.mail.addresses import parse_mailbox
 
     override = [resend_to] if isinstance(resend_to, str) else list(resend_to or [])
-    sender = parse_mailbox(resent_from, "resent_from").addr
+    special = allow_special_use_domains
+    sender = parse_mailbox(resent_from, "resent_from", allow_special_use_domains=special).addr
     copies = []
     for item in found:
-        prefix, message_id, named = resent_headers(sender, override, seed=f"{seed}|{item.record.key}" if seed else None)
+        seeded = f"{seed}|{item.record.key}" if seed else None
+        prefix, message_id, named = resent_headers(sender, override, seed=seeded, allow_special_use_domains=special)
         rcpts = named or item.record.meta.recipients
         hidden = () if named else rcpts
         data = prefix + item.data
