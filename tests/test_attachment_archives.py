@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -92,7 +93,7 @@ def test_depth_is_refused_exactly_past_max_depth(depth, max_depth):
 
 def test_a_member_whose_headers_understate_its_size_is_inflated_and_refused():
     """50 MB of zeros (about 50 KB deflated) declared as 1000 bytes in both headers: the real bytes are counted."""
-    liar = patched_zip(zip_of("zeros.bin", bytes(50 * MB)), local={"file_size": 1000}, central={"file_size": 1000})
+    liar = patched_zip(zip_of("zeros.bin", bytes(50 * MB)), **_declaring_1000_zero_bytes())
     with pytest.raises(
         ArchiveUnchecked, match=r"^small\.zip/zeros\.bin inflates past 1048576 bytes, over the scan limit"
     ):
@@ -167,3 +168,9 @@ def test_bzip2_and_lzma_bombs_stop_at_the_budget(method):
     liar = patched_zip(buf.getvalue(), local={"file_size": 100}, central={"file_size": 100})
     with pytest.raises(ArchiveUnchecked, match=r"bomb\.zip/zeros\.bin inflates past 1048576 bytes"):
         _check("bomb.zip", liar)
+
+
+def _declaring_1000_zero_bytes() -> dict[str, dict[str, int]]:
+    """Header fields of a member claiming to be 1000 zero bytes, CRC included: a consistent lie."""
+    fields = {"file_size": 1000, "crc": zlib.crc32(bytes(1000))}
+    return {"local": fields, "central": fields}
