@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
 from airflow_secure_mail.mail.compose import Attachment, Envelope, MailRequest, compose
 from airflow_secure_mail.mail.screen import MailPolicy, screen, sniff
+from airflow_secure_mail.testing.clamd import patched_zip
 from tests.strategies import encoded_controls
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -87,6 +88,32 @@ def test_office_and_odf_containers_are_known_by_their_members():
     assert sniff(Attachment("a.xlsx", xlsx)) == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     assert sniff(Attachment("a.ods", ods)) == "application/vnd.oasis.opendocument.spreadsheet"
     _screen(_request(Attachment("a.xlsx", xlsx), Attachment("a.ods", ods)))
+
+
+_ODS_MIMETYPE = b"application/vnd.oasis.opendocument.spreadsheet"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"local": {"method": 99}, "central": {"method": 99}},
+        {"local": {"crc": 1}, "central": {"crc": 1}},
+        {"local": {"file_size": 3}},
+    ],
+    ids=["unknown_method", "bad_crc", "local_header_disagrees"],
+)
+def test_a_corrupt_container_is_refused_by_content_never_with_a_zipfile_error(broken):
+    ods = patched_zip(_office(("mimetype", _ODS_MIMETYPE), ("content.xml", b"<x/>")), **broken)
+    with pytest.raises(PolicyViolation, match=r"'a\.ods' is application/octet-stream by content") as info:
+        _screen(_request(Attachment("a.ods", ods)))
+    assert info.value.rule == "allowed_attachment_types"
+
+
+def test_an_odf_mimetype_member_is_read_only_when_stored_small_as_the_format_requires():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mimetype", _ODS_MIMETYPE + b" " * 8_000_000, compress_type=zipfile.ZIP_BZIP2)
+    assert sniff(Attachment("a.ods", buf.getvalue())) == "application/zip"
 
 
 def test_shell_script_disguised_as_text_is_refused():

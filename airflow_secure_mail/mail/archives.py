@@ -18,7 +18,7 @@ import io
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ _ZIP64_SIZE = 0xFFFFFFFF  # the real size is in the zip64 extra field, which zip
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # APPNOTE 4.3.7, as zipfile.structFileHeader
 _CHUNK = 64 * 1024
 # What zipfile, zlib, bz2 (OSError), lzma (LZMAError, an Exception) raise on a damaged archive: never raw.
-_BROKEN = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, struct.error, ValueError, OSError)
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, struct.error, ValueError, OSError)
 
 
 class ArchiveUnchecked(SecureMailError):
@@ -59,7 +59,7 @@ class _Walk:
             archive = zipfile.ZipFile(io.BytesIO(data))
         except (zipfile.BadZipFile, ValueError, EOFError):
             return  # no readable central directory: clamd judges the bytes as they are
-        except _BROKEN as exc:
+        except ZIP_ERRORS as exc:
             raise ArchiveCorrupt(f"{path} is corrupt: {_why(exc)}") from None
         if depth > self.max_depth:
             raise ArchiveUnchecked(f"{path} nests archives deeper than max_archive_depth={self.max_depth}")
@@ -69,8 +69,6 @@ class _Walk:
 
     def _member(self, path: str, data: bytes, info: zipfile.ZipInfo, depth: int) -> None:
         """Inflate one member within the budget; recurse into it if it is itself a zip."""
-        from lzma import LZMAError
-
         member = f"{path}/{info.filename}"
         if info.flag_bits & _ENCRYPTED:
             self._encrypted(member)
@@ -78,12 +76,7 @@ class _Walk:
         limit = min(self.max_bytes, self.remaining)
         if info.file_size > limit:  # a declared size over the limit is believed; a smaller one is checked
             raise ArchiveUnchecked(f"{member} inflates to {info.file_size} bytes, over the scan limit")
-        try:
-            inflated, keep = _inflate(data, info, limit)
-        except _Overrun:
-            raise ArchiveUnchecked(f"{member} inflates past {limit} bytes, over the scan limit") from None
-        except (*_BROKEN, LZMAError) as exc:
-            raise ArchiveCorrupt(f"{member} is corrupt: {_why(exc)}") from None
+        inflated, keep = inflate_member(member, data, info, limit, keep=lambda head: head.startswith(_ZIP_MAGIC))
         self.remaining -= inflated
         if keep is not None:
             self.visit(member, keep, depth + 1)
@@ -103,14 +96,28 @@ class _Overrun(Exception):
     """A member inflated past its byte budget."""
 
 
-def _inflate(data: bytes, info: zipfile.ZipInfo, limit: int) -> tuple[int, bytes | None]:
-    """Inflate one member counting real bytes; its size and CRC must be what the headers say.
+def inflate_member(
+    where: str, data: bytes, info: zipfile.ZipInfo, limit: int, *, keep: Callable[[bytes], bool] = lambda _: True
+) -> tuple[int, bytes | None]:
+    """Inflate one member of the zip ``data`` counting real bytes; its size and CRC must be what the headers say.
 
-    Returns the bytes inflated and, if the member is itself a zip, its bytes (to walk); raises _Overrun
-    past ``limit`` and BadZipFile (or the codec's error) for a damaged member.
+    Returns the bytes inflated and the member's bytes if ``keep`` accepts their first four (else None).
+    Raises ArchiveUnchecked past ``limit`` and ArchiveCorrupt for a damaged or lying member (``where`` names it).
     """
+    from lzma import LZMAError
+
+    try:
+        return _inflate(data, info, limit, keep)
+    except _Overrun:
+        raise ArchiveUnchecked(f"{where} inflates past {limit} bytes, over the scan limit") from None
+    except (*ZIP_ERRORS, LZMAError) as exc:
+        raise ArchiveCorrupt(f"{where} is corrupt: {_why(exc)}") from None
+
+
+def _inflate(data: bytes, info: zipfile.ZipInfo, limit: int, keep: Callable[[bytes], bool]) -> tuple[int, bytes | None]:
     total, crc = 0, 0
-    kept: list[bytes] | None = []  # kept while the member may still be a zip (its first four bytes decide)
+    kept: list[bytes] | None = []
+    head = b""  # the first bytes, until there are enough for ``keep`` to decide
     for chunk in _chunks(info.compress_type, _member_body(data, info)):
         total += len(chunk)
         if total > limit:
@@ -118,14 +125,16 @@ def _inflate(data: bytes, info: zipfile.ZipInfo, limit: int) -> tuple[int, bytes
         crc = zlib.crc32(chunk, crc)
         if kept is not None:
             kept.append(chunk)
-            if total >= len(_ZIP_MAGIC) and not b"".join(kept).startswith(_ZIP_MAGIC):
-                kept = None
+            if len(head) < len(_ZIP_MAGIC):
+                head += chunk[: len(_ZIP_MAGIC)]
+                kept = kept if len(head) < len(_ZIP_MAGIC) or keep(head) else None
     if total != info.file_size:
         raise zipfile.BadZipFile(f"it inflates to {total} bytes, not the {info.file_size} its headers declare")
     if crc != info.CRC:
         raise zipfile.BadZipFile("CRC-32 mismatch")
-    whole = b"".join(kept) if kept is not None else b""
-    return total, whole if whole.startswith(_ZIP_MAGIC) else None
+    if kept is None or (len(head) < len(_ZIP_MAGIC) and not keep(head)):
+        return total, None
+    return total, b"".join(kept)
 
 
 def _member_body(data: bytes, info: zipfile.ZipInfo) -> bytes:

@@ -49,6 +49,7 @@ _OOXML = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "word/",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation": "ppt/",
 }
+_ODF_MIMETYPE_MAX = 256
 _SCRIPT_START = re.compile(rb"^\s*(#!|<\?php|<script|@echo off|MZ)", re.IGNORECASE)
 
 
@@ -144,7 +145,13 @@ def _is_text(data: bytes) -> bool:
 
 
 def _zip_kind(data: bytes) -> str:
-    """Zip containers by their members: macros anywhere, OOXML parts, the ODF ``mimetype`` entry."""
+    """Zip containers by their members: macros anywhere, OOXML parts, the ODF ``mimetype`` entry.
+
+    A zip that cannot be read, or whose ``mimetype`` entry is damaged or lies about its size, is
+    ``application/octet-stream``: never a raw zipfile error, never a guess.
+    """
+    from airflow_secure_mail.mail.archives import ZIP_ERRORS, ArchiveUnchecked
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
@@ -155,10 +162,20 @@ def _zip_kind(data: bytes) -> str:
                     if any(n.startswith(prefix) for n in names):
                         return kind
             if "mimetype" in names:
-                return zf.read("mimetype").decode("ascii", "replace").strip() or "application/zip"
-    except zipfile.BadZipFile:
+                return _odf_mimetype(data, zf.getinfo("mimetype"))
+    except (*ZIP_ERRORS, ArchiveUnchecked):
         return "application/octet-stream"
     return "application/zip"
+
+
+def _odf_mimetype(data: bytes, info: zipfile.ZipInfo) -> str:
+    """An ODF file's declared type: its small, unencrypted ``mimetype`` entry, read within a byte budget."""
+    from airflow_secure_mail.mail.archives import inflate_member
+
+    if info.file_size > _ODF_MIMETYPE_MAX or info.flag_bits & 0x1:
+        return "application/zip"  # not an ODF mimetype entry (the format keeps it short and in the clear)
+    _, raw = inflate_member("mimetype", data, info, _ODF_MIMETYPE_MAX)
+    return (raw or b"").decode("ascii", "replace").strip() or "application/zip"
 
 
 def _extension_agrees(filename: str, sniffed: str) -> bool:
