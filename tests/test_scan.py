@@ -290,3 +290,31 @@ def _declaring_1000_zero_bytes() -> dict[str, dict[str, int]]:
     """Header fields of a member claiming to be 1000 zero bytes, CRC included: a consistent lie."""
     fields = {"file_size": 1000, "crc": zlib.crc32(bytes(1000))}
     return {"local": fields, "central": fields}
+
+
+def test_scanner_text_reaches_log_archive_and_xcom_without_line_breaks(mail_env, tmp_path, caplog):
+    """A hostile clamd's VERSION and reply carry CR/LF: what is logged and archived is one printable line each."""
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    hostile = [b"stream: Heuristics.Limits.Exceeded\r\nX-Injected: 1 FOUND"]
+    with (
+        ScriptedClamd(hostile, version=b"ClamAV 1.4.6\r\nX-Injected: 2\x1b[0m") as fake,
+        caplog.at_level(logging.DEBUG, logger="airflow_secure_mail"),
+    ):
+        result = _send(
+            _request(Attachment("sales.csv", b"a,b\n")), ClamdScanner(fake.address, on_error="allow"), archive=archive
+        )
+    assert result.to_xcom()["malware_scan"] == "unscanned" and len(mail_env.smtp.messages) == 1
+    [record] = _records(tmp_path)
+    assert record["malware_scan"] == {
+        "verdict": "unscanned",
+        "signature": None,
+        "scanner": "ClamAV 1.4.6X-Injected: 2[0m",
+        "item": "text body",  # the first part judged; every part got the same reply
+        "reason": "clamd stopped at a scan limit (Heuristics.Limits.ExceededX-Injected: 1)",
+    }
+    logged = [r.getMessage() for r in caplog.records]
+    assert (
+        "sending unscanned: text body: clamd stopped at a scan limit (Heuristics.Limits.ExceededX-Injected: 1)"
+        in logged
+    )
+    assert not [m for m in logged if "Injected" in m and any(c in m for c in "\r\n\x1b")]
