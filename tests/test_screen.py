@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import gzip
 import io
 import zipfile
 
@@ -114,6 +115,65 @@ def test_an_odf_mimetype_member_is_read_only_when_stored_small_as_the_format_req
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("mimetype", _ODS_MIMETYPE + b" " * 8_000_000, compress_type=zipfile.ZIP_BZIP2)
     assert sniff(Attachment("a.ods", buf.getvalue())) == "application/zip"
+
+
+# -- gzip (issue 19 item 3): the allow-list names application/gzip, so gzip files must be sendable ------------
+
+GZ_CSV = gzip.compress(CSV)
+GZIP_NAMES = ["report.csv.gz", "report.gz", "backup.tgz", "backup.tar.gz", "events.json.gz"]
+
+
+@pytest.mark.parametrize("declared", ["application/gzip", "application/x-gzip"])
+@pytest.mark.parametrize("filename", GZIP_NAMES)
+def test_gzip_files_are_sent_under_the_gzip_type_they_declare(filename, declared):
+    data, _ = _screen(_request(Attachment(filename, GZ_CSV, content_type=declared)))
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    [part] = parsed.iter_attachments()
+    assert (part.get_filename(), part.get_content_type(), part.get_content()) == (filename, declared, GZ_CSV)
+
+
+@pytest.mark.parametrize("filename", ["backup.tgz", "backup.tar.gz"])
+def test_a_gzipped_tarball_may_be_declared_a_tar_where_tar_is_allowed(filename):
+    policy = MailPolicy(allowed_attachment_types=(*MailPolicy().allowed_attachment_types, "application/x-tar"))
+    _screen(_request(Attachment(filename, GZ_CSV, content_type="application/x-tar")), policy)
+    with pytest.raises(PolicyViolation, match=r"'report\.csv\.gz' is declared application/x-tar but its content is "):
+        _screen(_request(Attachment("report.csv.gz", GZ_CSV, content_type="application/x-tar")), policy)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "content_type", "rule", "message"),
+    [
+        ("report.csv.gz", CSV, None, "extension_mismatch", r"'report\.csv\.gz' holds text/(csv|plain) but its"),
+        ("report.csv.gz", CSV, "application/gzip", "declared_type_mismatch", r"declared application/gzip but its co"),
+        ("report.gz", PDF, "application/gzip", "declared_type_mismatch", r"its content is application/pdf"),
+        ("report.gz", _office(("a.csv", CSV)), "application/x-gzip", "declared_type_mismatch", r"content is application/zip"),
+    ],
+    ids=["csv_text", "csv_text_declared_gzip", "pdf", "zip"],
+)  # fmt: skip
+def test_a_gz_name_on_content_that_is_not_gzip_is_refused(filename, content, content_type, rule, message):
+    with pytest.raises(PolicyViolation, match=message) as info:
+        _screen(_request(Attachment(filename, content, content_type=content_type)))
+    assert (info.value.rule, info.value.item) == (rule, filename)
+
+
+def test_gzip_sniffed_as_x_gzip_agrees_with_either_name():
+    assert sniff(Attachment("report.csv.gz", GZ_CSV)) == "application/gzip"
+    assert MailPolicy(allowed_attachment_types=("application/x-gzip",)).allowed_attachment_types == (
+        "application/gzip",
+    )
+
+
+@pytest.mark.parametrize("filename", ["report.csv.gz", "backup.tgz", "events.json.gz"])
+def test_gzip_bytes_never_go_out_under_the_type_inside_them(filename):
+    """Without content_type the wire type comes from the name: gzip bytes are never labelled text/csv or tar."""
+    try:
+        data, _ = _screen(_request(Attachment(filename, GZ_CSV)))
+    except PolicyViolation as exc:  # refused until compose labels a gzip-encoded name application/gzip
+        assert exc.rule in ("declared_type_mismatch", "allowed_attachment_types"), exc
+        assert exc.rule != "declared_type_mismatch" or "set content_type='application/gzip'" in str(exc)
+    else:
+        [part] = email.message_from_bytes(data, policy=email.policy.default).iter_attachments()
+        assert part.get_content_type() == "application/gzip"
 
 
 def test_shell_script_disguised_as_text_is_refused():
