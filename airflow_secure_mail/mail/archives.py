@@ -115,6 +115,7 @@ def inflate_member(
 
 
 def _inflate(data: bytes, info: zipfile.ZipInfo, limit: int, keep: Callable[[bytes], bool]) -> tuple[int, bytes | None]:
+    """inflate_member's work: raises _Overrun, or BadZipFile / the codec's error for a damaged member."""
     total, crc = 0, 0
     kept: list[bytes] | None = []
     head = b""  # the first bytes, until there are enough for ``keep`` to decide

@@ -1,5 +1,8 @@
 """clamd's wire protocol (``man clamd``): one NUL-terminated command per connection; INSTREAM sends the
 payload as chunks each after its 4-byte big-endian length, ended by a zero length; the reply is one line.
+
+Only a reply after that zero length is a verdict. Every reply leaves here through ``printable``: the
+text is the server's, and it goes on into errors, logs and archive metadata.
 """
 
 from __future__ import annotations
@@ -92,11 +95,12 @@ class _Reply:
         if self.received or self.task.done():
             return True
         try:
-            return sock.recv(1, socket.MSG_PEEK) is not None  # b"" (hang-up) counts too
+            sock.recv(1, socket.MSG_PEEK)  # a byte, or b"" for a hang-up: either way the server has spoken
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
-            return True
+            return True  # reset: the server is gone before the end of the stream
+        return True
 
     async def _read(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
         """Bytes up to clamd's NUL terminator (or whatever came before it hung up)."""
@@ -137,8 +141,9 @@ async def _stream(loop: asyncio.AbstractEventLoop, sock: socket.socket, payload:
     (the server has not seen the end), so sending stops and False says the stream was not complete. A
     reply whose bytes reach us only after the terminator was written cannot be told from a verdict.
     """
-    frames = [payload[start : start + _CHUNK] for start in range(0, len(payload), _CHUNK)]
-    for chunk in [*frames, b""]:
+    view = memoryview(payload)
+    for start in (*range(0, len(payload), _CHUNK), len(payload)):  # the last slice is empty: the terminator
+        chunk = view[start : start + _CHUNK]
         await asyncio.sleep(0)  # a send that never blocks never yields: let the reply reader run
         if reply.arrived(sock):
             return False
