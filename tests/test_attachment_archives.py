@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_secure_mail.errors import PolicyViolation
-from airflow_secure_mail.mail.archives import ArchiveUnchecked, check_archive
-from airflow_secure_mail.testing.clamd import encrypted_zip, zip_of
+from airflow_secure_mail.errors import PolicyViolation, SecureMailError
+from airflow_secure_mail.mail.archives import ArchiveCorrupt, ArchiveUnchecked, check_archive
+from airflow_secure_mail.testing.clamd import encrypted_zip, patched_zip, zip_of
 
 MB = 1024 * 1024
 
@@ -88,3 +89,88 @@ def test_depth_is_refused_exactly_past_max_depth(depth, max_depth):
     else:
         with pytest.raises(ArchiveUnchecked, match=f"deeper than max_archive_depth={max_depth}"):
             _check("n.zip", data, max_depth=max_depth)
+
+
+def test_a_member_whose_headers_understate_its_size_is_inflated_and_refused():
+    """50 MB of zeros (about 50 KB deflated) declared as 1000 bytes in both headers: the real bytes are counted."""
+    liar = patched_zip(zip_of("zeros.bin", bytes(50 * MB)), **_declaring_1000_zero_bytes())
+    with pytest.raises(
+        ArchiveUnchecked, match=r"^small\.zip/zeros\.bin inflates past 1048576 bytes, over the scan limit"
+    ):
+        _check("small.zip", liar)
+
+
+def test_a_member_that_inflates_to_more_than_it_declares_within_the_limit_is_corrupt():
+    liar = patched_zip(zip_of("a.csv", b"a,b\n" * 1000), local={"file_size": 10}, central={"file_size": 10})
+    with pytest.raises(
+        ArchiveCorrupt,
+        match=r"^small\.zip/a\.csv is corrupt: it inflates to 4000 bytes, not the 10 its headers declare$",
+    ):
+        _check("small.zip", liar)
+
+
+def test_the_inflation_budget_in_total_counts_real_bytes():
+    """Members that each stay under max_bytes but declare nothing near it still exhaust four times max_bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(6):
+            zf.writestr(f"part{i}.bin", bytes(900_000))
+    # each member is under max_bytes (1 MB); six of them are over four times that in all
+    with pytest.raises(ArchiveUnchecked, match=r"many\.zip/part\d\.bin inflates (past|to) \d+ bytes"):
+        _check("many.zip", buf.getvalue())
+
+
+CSV = b"region,total\nnorth,12\n" * 50
+_PLAIN = zip_of("q3.csv", CSV)
+_CRC = zipfile.ZipFile(io.BytesIO(_PLAIN)).infolist()[0].CRC
+_SIZE = len(CSV)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (patched_zip(_PLAIN, local={"crc": _CRC ^ 1}, central={"crc": _CRC ^ 1}), r"CRC-32 mismatch"),
+        (zip_of("inner.zip", patched_zip(_PLAIN, local={"crc": _CRC ^ 1}, central={"crc": _CRC ^ 1})), r"CRC-32"),
+        (patched_zip(zip_of("inner.zip", _PLAIN), local={"crc": 7}, central={"crc": 7}), r"CRC-32 mismatch"),
+        (patched_zip(_PLAIN, local={"file_size": _SIZE + 1}), r"local header .*central directory"),
+        (patched_zip(_PLAIN, local={"method": 0}), r"local header .*central directory"),
+        (_PLAIN.replace(b"q3.csv", b"q4.csv", 1), r"local header .*central directory"),
+        (patched_zip(_PLAIN, local={"method": 99}, central={"method": 99}), r"compression method 99"),
+        (patched_zip(_PLAIN, local={"compress_size": 4}, central={"compress_size": 4}), r"inflates to \d+ bytes, not the"),
+        (patched_zip(_PLAIN, local={"compress_size": 9999}, central={"compress_size": 9999}), r"runs past the end"),
+    ],
+    ids=[
+        "bad_crc", "bad_crc_inside_a_zip", "bad_crc_on_a_nested_zip", "local_size_disagrees",
+        "local_method_disagrees", "local_name_disagrees", "unknown_method", "truncated_stream", "past_the_end",
+    ],
+)  # fmt: skip
+def test_a_corrupt_zip_raises_our_error_never_a_zipfile_one(data, reason):
+    with pytest.raises(ArchiveCorrupt, match=f"^q3\\.zip/.* is corrupt: .*{reason}") as info:
+        _check("q3.zip", data)
+    assert isinstance(info.value, ArchiveUnchecked) and isinstance(info.value, SecureMailError)
+    assert "\n" not in str(info.value)
+
+
+def test_zip_members_in_every_method_python_writes_are_inflated_and_pass():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            zf.writestr(f"m{method}.csv", CSV, compress_type=method)
+            zf.writestr(f"m{method}.zip", _nested(CSV, 1), compress_type=method)
+    assert _check("methods.zip", buf.getvalue()) == []
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
+def test_bzip2_and_lzma_bombs_stop_at_the_budget(method):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("zeros.bin", bytes(8 * MB), compress_type=method)
+    liar = patched_zip(buf.getvalue(), local={"file_size": 100}, central={"file_size": 100})
+    with pytest.raises(ArchiveUnchecked, match=r"bomb\.zip/zeros\.bin inflates past 1048576 bytes"):
+        _check("bomb.zip", liar)
+
+
+def _declaring_1000_zero_bytes() -> dict[str, dict[str, int]]:
+    """Header fields of a member claiming to be 1000 zero bytes, CRC included: a consistent lie."""
+    fields = {"file_size": 1000, "crc": zlib.crc32(bytes(1000))}
+    return {"local": fields, "central": fields}

@@ -7,6 +7,7 @@ The real clamd is tests/test_scan.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -70,8 +71,8 @@ def test_a_command_without_payload_sends_only_the_command():
     assert seen == [b"zVERSION\0", b""]
 
 
-def test_a_reply_sent_while_the_payload_is_still_streaming_is_kept():
-    """clamd answers an over-long stream at once; the client must read that answer, not fail on sending."""
+def test_a_size_limit_reply_before_the_end_is_unscannable_saying_why():
+    """clamd answers an over-long stream at once: the client keeps that answer (not a broken pipe) as the reason."""
 
     async def clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\0")
@@ -81,8 +82,57 @@ def test_a_reply_sent_while_the_payload_is_still_streaming_is_kept():
         await writer.drain()
         writer.close()  # with megabytes unread: the client's next send fails (reset or broken pipe)
 
-    reply = asyncio.run(_exchange_with(clamd, b"INSTREAM", b"x" * (4 * 1024 * 1024)))
-    assert reply == "INSTREAM size limit exceeded. ERROR"
+    with pytest.raises(ScanUnavailable, match=r"^clamd's StreamMaxLength is smaller than the part$"):
+        asyncio.run(_exchange_with(clamd, b"INSTREAM", b"x" * (4 * 1024 * 1024)))
+
+
+def test_a_reply_before_the_terminating_chunk_is_not_a_verdict():
+    """A clamd that says OK right after the command has judged nothing: the part is unscannable, never clean."""
+    received: list[int] = []
+
+    async def clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\0")
+        writer.write(b"stream: OK\0")
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the client's stream backs up meanwhile
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            received.extend(len(frame) for frame in await _read_frames(reader))
+        writer.close()
+
+    with pytest.raises(
+        ScanUnavailable,
+        match=r"^clamd at tcp://127\.0\.0\.1:\d+ answered 'stream: OK' before the whole stream was sent$",
+    ):
+        asyncio.run(_exchange_with(clamd, b"INSTREAM", b"x" * (1024 * 1024)))
+    assert sum(received) < 1024 * 1024  # the client stopped streaming once the early answer was seen
+
+
+def test_a_server_that_hangs_up_before_the_end_of_the_stream_is_unavailable():
+    async def clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\0")
+        writer.close()
+
+    with pytest.raises(ScanUnavailable, match=r"closed the connection before the whole stream was sent"):
+        asyncio.run(_exchange_with(clamd, b"INSTREAM", b"x" * (1024 * 1024)))
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        (b"stream: Evil\r\nX-Injected: 1 FOUND", "stream: EvilX-Injected: 1 FOUND"),
+        (b"stream: Bad\x1b[31m\x07\x7f\x85Name\xc3\xa9 FOUND", "stream: Bad[31m?Name? FOUND"),
+        (b"stream: " + b"A" * 500 + b" FOUND", "stream: " + "A" * 192),
+    ],
+    ids=["crlf", "controls_and_non_ascii", "long"],
+)
+def test_reply_text_is_printable_ascii_on_one_line_and_capped(reply, text):
+    async def clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\0")
+        await _read_frames(reader)
+        writer.write(reply + b"\0")
+        writer.close()
+
+    assert asyncio.run(_exchange_with(clamd, b"INSTREAM", b"data")) == text
 
 
 def test_a_server_that_hangs_up_without_a_word_is_unavailable():

@@ -152,3 +152,42 @@ def test_database_date_is_read_from_an_official_version_string():
     assert built is not None and (built.year, built.month, built.day) == (2023, 10, 18)
     assert database_date("ClamAV 1.4.6") is None
     assert database_date("ClamAV 1.4.6/27065/not a date") is None
+
+
+# -- a clamd that answers too early or injects lines (issue 19 items 12, 13) -------------------------------------
+
+# About 8 MB, more than loopback buffers hold while the hostile server waits before reading: the client's
+# sending blocks, so the early answer is there before the end whatever the thread scheduling.
+BIG = b"region,total\n" + b"north,12\n" * 900_000
+
+
+def test_a_reply_before_the_stream_ended_refuses_rather_than_passes():
+    with (
+        ScriptedClamd([b"stream: OK"], answer_early=True) as fake,
+        pytest.raises(
+            MalwareScanError,
+            match=r"^'sales\.csv' could not be scanned \(clamd at .* answered 'stream: OK' "
+            r"before the whole stream was sent\); nothing was sent\.",
+        ) as info,
+    ):
+        _scan(ClamdScanner(fake.address), ("sales.csv", BIG))
+    assert info.value.rule == "malware_scan" and info.value.item == "sales.csv"
+
+
+def test_a_reply_before_the_stream_ended_is_unscanned_with_on_error_allow():
+    with ScriptedClamd([b"stream: OK"], answer_early=True) as fake:
+        report = _scan(ClamdScanner(fake.address, on_error="allow"), ("sales.csv", BIG))
+    assert (report.verdict, report.item) == (Verdict.UNSCANNED, "sales.csv")
+    assert report.reason is not None and report.reason.endswith(
+        "answered 'stream: OK' before the whole stream was sent"
+    )
+
+
+def test_a_signature_name_carrying_line_breaks_reaches_the_error_on_one_line():
+    with (
+        ScriptedClamd([b"stream: Evil\r\nX-Injected: 1 FOUND"]) as fake,
+        pytest.raises(MalwareFound) as info,
+    ):
+        _scan(ClamdScanner(fake.address), ("invoice.pdf", b"%PDF"))
+    assert str(info.value) == "malware in 'invoice.pdf': clamd found EvilX-Injected: 1; nothing was sent."
+    assert info.value.signature == "EvilX-Injected: 1"

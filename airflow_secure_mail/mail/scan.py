@@ -65,8 +65,9 @@ class ClamdScanner:
     """clamd over ``tcp://host:port`` or ``unix:///path``; ``on_error="allow"`` lets unscannable mail through.
 
     A finding always refuses the message. An outage, a timeout, clamd's size-limit reply,
-    ``Heuristics.Limits.Exceeded``, a part above ``max_bytes`` or archives nested deeper than
-    ``max_archive_depth`` refuse it too, unless ``on_error="allow"`` (then it is sent marked unscanned).
+    ``Heuristics.Limits.Exceeded``, a reply before the whole stream was sent, a part above ``max_bytes``,
+    a zip member inflating past it, a corrupt zip or archives nested deeper than ``max_archive_depth``
+    refuse it too, unless ``on_error="allow"`` (then it is sent marked unscanned).
     """
 
     address: str = "unix:///run/clamav/clamd.ctl"

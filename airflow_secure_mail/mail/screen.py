@@ -49,6 +49,12 @@ _OOXML = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "word/",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation": "ppt/",
 }
+_GZIP = "application/gzip"
+_TYPE_ALIASES = {"application/x-gzip": _GZIP}
+"""Legacy names of one format (RFC 6713 registered application/gzip): declared, sniffed or allowed alike."""
+_GZIPPED_TAR_TYPES = {"application/x-tar", "application/x-gtar", "application/x-compressed-tar", "application/x-tgz"}
+"""What a ``.tgz`` / ``.tar.gz`` may be declared as: a tarball, gzip on the wire (as Python's mimetypes says)."""
+_ODF_MIMETYPE_MAX = 256
 _SCRIPT_START = re.compile(rb"^\s*(#!|<\?php|<script|@echo off|MZ)", re.IGNORECASE)
 
 
@@ -75,7 +81,8 @@ class MailPolicy:
             raise ConfigurationError("MailPolicy.max_message_bytes must be positive.")
         if self.max_recipients <= 0:
             raise ConfigurationError("MailPolicy.max_recipients must be positive.")
-        object.__setattr__(self, "allowed_attachment_types", tuple(t.lower() for t in self.allowed_attachment_types))
+        allowed = dict.fromkeys(_canonical(t) for t in self.allowed_attachment_types)
+        object.__setattr__(self, "allowed_attachment_types", tuple(allowed))
         if self.allowed_recipient_domains is not None:
             if isinstance(self.allowed_recipient_domains, str):
                 raise ConfigurationError("MailPolicy.allowed_recipient_domains must be a list of domains.")
@@ -103,7 +110,7 @@ def sniff(att: Attachment) -> str:
     if kind in ("application/zip", "application/x-zip-compressed") or data[:4] == b"PK\x03\x04":
         return _zip_kind(data)
     if kind:
-        return kind
+        return _canonical(kind)
     if _is_text(data):
         declared = att.declared_type
         if declared == "text/html" and _HTML_START.match(data[:1024]):
@@ -144,7 +151,13 @@ def _is_text(data: bytes) -> bool:
 
 
 def _zip_kind(data: bytes) -> str:
-    """Zip containers by their members: macros anywhere, OOXML parts, the ODF ``mimetype`` entry."""
+    """Zip containers by their members: macros anywhere, OOXML parts, the ODF ``mimetype`` entry.
+
+    A zip that cannot be read, or whose ``mimetype`` entry is damaged or lies about its size, is
+    ``application/octet-stream``: never a raw zipfile error, never a guess.
+    """
+    from airflow_secure_mail.mail.archives import ZIP_ERRORS, ArchiveUnchecked
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
@@ -155,16 +168,48 @@ def _zip_kind(data: bytes) -> str:
                     if any(n.startswith(prefix) for n in names):
                         return kind
             if "mimetype" in names:
-                return zf.read("mimetype").decode("ascii", "replace").strip() or "application/zip"
-    except zipfile.BadZipFile:
+                return _odf_mimetype(data, zf.getinfo("mimetype"))
+    except (*ZIP_ERRORS, ArchiveUnchecked):
         return "application/octet-stream"
     return "application/zip"
 
 
+def _odf_mimetype(data: bytes, info: zipfile.ZipInfo) -> str:
+    """An ODF file's declared type: its small, unencrypted ``mimetype`` entry, read within a byte budget."""
+    from airflow_secure_mail.mail.archives import inflate_member
+
+    if info.file_size > _ODF_MIMETYPE_MAX or info.flag_bits & 0x1:
+        return "application/zip"  # not an ODF mimetype entry (the format keeps it short and in the clear)
+    _, raw = inflate_member("mimetype", data, info, _ODF_MIMETYPE_MAX)
+    return (raw or b"").decode("ascii", "replace").strip() or "application/zip"
+
+
+def _canonical(kind: str) -> str:
+    """One name per format: ``application/x-gzip`` is ``application/gzip``."""
+    kind = kind.lower()
+    return _TYPE_ALIASES.get(kind, kind)
+
+
+def _implied_type(filename: str) -> str | None:
+    """The type a file name says its bytes are: ``.gz``, ``.tgz``, ``.csv.gz`` and the like are gzip.
+
+    mimetypes reports ``report.csv.gz`` as text/csv with encoding gzip: the bytes are the gzip, not the csv.
+    """
+    guessed, encoding = mimetypes.guess_type(filename)
+    return _GZIP if encoding == "gzip" else guessed
+
+
 def _extension_agrees(filename: str, sniffed: str) -> bool:
     """The type the file name's extension implies is what the bytes are (an unknown extension never agrees)."""
-    guessed = mimetypes.guess_type(filename)[0]
-    return guessed is not None and _types_agree(guessed, sniffed)
+    implied = _implied_type(filename)
+    return implied is not None and _types_agree(implied, sniffed)
+
+
+def _declared_agrees(filename: str, wire: str, sniffed: str) -> bool:
+    """The type on the wire names the bytes; a gzipped tarball may also go as a tar type under a tarball's name."""
+    if sniffed == _GZIP and wire in _GZIPPED_TAR_TYPES:
+        return mimetypes.guess_type(filename) == ("application/x-tar", "gzip")
+    return _types_agree(wire, sniffed)
 
 
 class HasRecipients(Protocol):
@@ -228,7 +273,7 @@ def _check_attachment(att: Attachment, wire: str, policy: MailPolicy) -> None:
             rule="max_attachment_bytes",
             item=att.filename,
         )
-    if wire not in policy.allowed_attachment_types:
+    if _canonical(wire) not in policy.allowed_attachment_types:
         raise PolicyViolation(
             f"attachment {att.filename!r} would be sent as {wire}, which allowed_attachment_types does not allow"
             + (_HTML_HINT if wire == "text/html" else "."),
@@ -243,7 +288,7 @@ def _check_attachment(att: Attachment, wire: str, policy: MailPolicy) -> None:
 
 def _check_content_type(att: Attachment, wire: str, kind: str, policy: MailPolicy) -> None:
     """The sniffed ``kind`` agrees with a declared type, is allowed, and matches the file name's extension."""
-    if att.content_type and not _types_agree(wire, kind):  # without one, the extension rule below judges
+    if att.content_type and not _declared_agrees(att.filename, wire, kind):  # else the extension rule judges
         raise PolicyViolation(
             f"attachment {att.filename!r} is declared {wire} but its content is {kind}: declare {kind} "
             "or leave content_type unset.",
@@ -260,6 +305,13 @@ def _check_content_type(att: Attachment, wire: str, kind: str, policy: MailPolic
         raise PolicyViolation(
             f"attachment {att.filename!r} holds {kind} but its name says otherwise: rename it to match.",
             rule="extension_mismatch",
+            item=att.filename,
+        )
+    if not _declared_agrees(att.filename, wire, kind):  # a type taken from the name, e.g. text/csv for .csv.gz
+        raise PolicyViolation(
+            f"attachment {att.filename!r} would be sent as {wire} but its content is {kind}: "
+            f"set content_type={kind!r}.",
+            rule="declared_type_mismatch",
             item=att.filename,
         )
 
@@ -320,6 +372,7 @@ def _check_params(part: EmailMessage, what: str, header: str) -> None:
 
 def _types_agree(wire: str, sniffed: str) -> bool:
     """The type on the wire names what the bytes are (any of the plain-text family counts as text)."""
+    wire = _canonical(wire)
     return wire == sniffed or (wire in _TEXT_TYPES and sniffed in _TEXT_TYPES)
 
 

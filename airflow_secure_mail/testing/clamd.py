@@ -9,6 +9,7 @@ can read its root-owned 0700 temp dir when CI runs as root, and works unchanged 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -125,11 +126,15 @@ class ScriptedClamd:
 
     A reply is bytes to send (NUL-terminated for you), ``"hang"`` (read, never answer) or ``"close"``
     (read, hang up without a word). VERSION always gets ``version``. Commands received: ``commands``.
+    ``answer_early`` makes it hostile: it answers INSTREAM right after the command, then reads the stream.
     """
 
-    def __init__(self, replies: list[bytes | str], *, version: bytes | str = b"ClamAV 1.4.6") -> None:
+    def __init__(
+        self, replies: list[bytes | str], *, version: bytes | str = b"ClamAV 1.4.6", answer_early: bool = False
+    ) -> None:
         self.replies = list(replies)
         self.version = version
+        self.answer_early = answer_early
         self.commands: list[bytes] = []
         self._stop = threading.Event()
         outer = self
@@ -160,19 +165,36 @@ class ScriptedClamd:
                 return
             command += byte
         self.commands.append(command.rstrip(b"\0"))
+        if command.startswith(b"zINSTREAM") and self.answer_early:
+            self._answer(sock, self._next_reply())
+            self._stop.wait(0.3)  # not reading yet: the client's stream backs up while the answer waits
+            self._drain(reader)
+            return
         if command.startswith(b"zINSTREAM"):
-            while True:
-                header = reader.read(4)
-                if len(header) < 4:
-                    break
-                (size,) = struct.unpack("!L", header)
-                if size == 0:
-                    break
-                reader.read(size)
-        if not command.startswith(b"zINSTREAM"):
-            reply = self.version
-        else:
-            reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            self._drain(reader)
+        self._answer(sock, self.version if not command.startswith(b"zINSTREAM") else self._next_reply())
+
+    def _next_reply(self) -> bytes | str:
+        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+
+    @staticmethod
+    def _drain(reader: io.BufferedReader) -> None:
+        """Read INSTREAM frames up to the zero-length end (or the client hanging up)."""
+        with contextlib.suppress(OSError):
+            ScriptedClamd._frames(reader)
+
+    @staticmethod
+    def _frames(reader: io.BufferedReader) -> None:
+        while True:
+            header = reader.read(4)
+            if len(header) < 4:
+                return
+            (size,) = struct.unpack("!L", header)
+            if size == 0:
+                return
+            reader.read(size)
+
+    def _answer(self, sock: socket.socket, reply: bytes | str) -> None:
         if reply == "hang":
             self._stop.wait(60)
         elif reply != "close":
@@ -197,6 +219,28 @@ def zip_of(name: str, data: bytes) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(name, data)
     return buffer.getvalue()
+
+
+_LOCAL_FIELDS = {"method": (8, "<H"), "crc": (14, "<L"), "compress_size": (18, "<L"), "file_size": (22, "<L")}
+_CENTRAL_FIELDS = {"method": (10, "<H"), "crc": (16, "<L"), "compress_size": (20, "<L"), "file_size": (24, "<L")}
+
+
+def patched_zip(
+    data: bytes, *, local: Mapping[str, int] | None = None, central: Mapping[str, int] | None = None
+) -> bytes:
+    """``data`` (a one-member zip such as ``zip_of`` makes) with header fields overwritten: lying or corrupt zips.
+
+    Fields: ``method``, ``crc``, ``compress_size``, ``file_size``, in the local header and/or the central directory.
+    """
+    out = bytearray(data)
+    for values, start, layout in (
+        (local, data.index(b"PK\x03\x04"), _LOCAL_FIELDS),
+        (central, data.index(b"PK\x01\x02"), _CENTRAL_FIELDS),
+    ):
+        for name, value in (values or {}).items():
+            offset, fmt = layout[name]
+            struct.pack_into(fmt, out, start + offset, value)
+    return bytes(out)
 
 
 def encrypted_zip(name: str, data: bytes, password: bytes) -> bytes:
