@@ -227,3 +227,14 @@ def test_envelope_is_exactly_the_parsed_to_cc_bcc_and_bcc_is_never_in_a_header(r
     for role in ("to", "cc"):
         shown = [a.addr_spec for a in parsed[role].addresses] if parsed[role] is not None else []
         assert shown == [n for r, _, n in recipients if r == role]
+
+
+@pytest.mark.parametrize(
+    ("name", "wire"),
+    [("report.csv.gz", "application/gzip"), ("dump.json.bz2", "application/x-bzip2"), ("x.tar.xz", "application/x-xz"),
+     ("report.csv", "text/csv")],
+)  # fmt: skip
+def test_a_compressed_file_name_gets_the_compression_type_not_the_type_inside(name, wire):
+    from airflow_secure_mail.mail.compose import wire_type
+
+    assert wire_type(Attachment(name, b"x"))[0] == wire

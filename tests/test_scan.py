@@ -351,11 +351,6 @@ def test_eicar_inside_a_gzip_is_found_by_clamd(mail_env, clamd):
     _nothing_sent(mail_env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs mail/compose.wire_type to label a gzip-encoded name (report.csv.gz) application/gzip, "
-    "not the text/csv inside it; until then screen refuses it, saying to set content_type",
-)
 def test_a_gzipped_report_named_by_its_file_alone_is_sent_as_gzip(mail_env):
     send_mail(_request(Attachment("report.csv.gz", gzip.compress(REPORT_CSV))), channel=MailChannel.for_conn())
     [(name, kind, data)] = _received_attachments(mail_env)

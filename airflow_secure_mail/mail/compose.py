@@ -47,9 +47,21 @@ class Attachment:
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
+_COMPRESSED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
+"""The type of a file whose name says it is compressed (``mimetypes``' encoding), whatever is inside."""
+
+
 def wire_type(att: Attachment) -> tuple[str, dict[str, str]]:
     """``type/subtype`` and parameters of the attachment's Content-Type, each checked as a reader decodes it."""
-    declared = att.content_type or mimetypes.guess_type(att.filename)[0] or "application/octet-stream"
+    guessed, encoding = mimetypes.guess_type(att.filename)
+    guessed = _COMPRESSED.get(encoding or "", guessed)  # report.csv.gz is gzip on the wire, not text/csv
+    declared = att.content_type or guessed or "application/octet-stream"
     check_no_control(declared, "attachment content_type")
     kind, _, rest = declared.partition(";")
     maintype, slash, subtype = kind.strip().lower().partition("/")
