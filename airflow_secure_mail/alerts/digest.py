@@ -20,6 +20,26 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number", "kind")
 
 
+STATE_SCHEMES = ("file", "s3")
+"""Where digest state may live (the README documents these): anything else is refused before it is opened."""
+
+
+def check_state_location(location: str) -> None:
+    """Refuse a state URL without a scheme or with one we do not document (``http://``, ``ftp://``...).
+
+    Checked before any filesystem is built, so nothing connects to the host such a URL names.
+    """
+    scheme, sep, _ = str(location).partition("://")
+    if not sep or not scheme:
+        raise ConfigurationError("digest state needs a scheme: file:///path or s3://bucket/prefix.")
+    scheme = scheme.lower()
+    if scheme not in STATE_SCHEMES:
+        shown = f"{scheme}://" if re.fullmatch(r"[a-z][a-z0-9+.-]{0,30}", scheme) else "of this URL"
+        raise ConfigurationError(
+            f"digest state: scheme {shown} is not supported; use file:///path or s3://bucket/prefix."
+        )
+
+
 def parse_duration(value: Duration, what: str) -> timedelta:
     """``"90s"``, ``"15m"``, ``"1h30m"``, ``"4h"``, ``"2d"`` (Alertmanager/Prometheus style), seconds, or timedelta."""
     if isinstance(value, timedelta):
@@ -61,6 +81,7 @@ class AlertDigest:
     def __post_init__(self) -> None:
         if "://" not in str(self.state):
             raise ConfigurationError(f"AlertDigest.state={self.state!r} needs a scheme: file:///path or s3://bucket/x.")
+        check_state_location(self.state)
         object.__setattr__(self, "group_by", tuple(self.group_by))
         unknown = [label for label in self.group_by if label not in LABELS]
         if unknown:
