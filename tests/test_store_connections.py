@@ -135,3 +135,23 @@ def test_archive_with_a_resolving_connection_still_works(s3_conn, seaweed, no_aw
     store = ObjectStore(f"s3://mail-test/conn-ok-{secrets.token_hex(3)}", s3_conn)
     store.write_once("a.json", b"{}")
     assert store.read("a.json") == b"{}"
+
+
+def test_a_named_connection_without_credentials_is_refused_not_used_anonymously(
+    seaweed, no_aws_env, monkeypatch, lookups
+):
+    from airflow_secure_mail.archive.objects import ObjectStore
+
+    seaweed.create_bucket("mail-test")
+    keyless = {"conn_type": "aws", "extra": {"endpoint_url": seaweed.endpoint, "region_name": "us-east-1"}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_KEYLESS", json.dumps(keyless))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata probe of 169.254.169.254
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    prefix = f"keyless-{secrets.token_hex(3)}"
+    with pytest.raises(
+        ConfigurationError, match=r"^connection 'aws_keyless' \(for s3://mail-test/keyless-\w+\) gives no"
+    ):
+        ObjectStore(f"s3://mail-test/{prefix}", "aws_keyless").write_once("a.json", b"{}")
+    assert "Contents" not in seaweed.client().list_objects_v2(Bucket="mail-test", Prefix=prefix)
+    assert lookups == []

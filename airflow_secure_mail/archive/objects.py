@@ -35,9 +35,10 @@ class ObjectStore:
 
     @functools.cached_property
     def _conn_checked(self) -> bool:
-        """The named connection resolves (looked up once per store, on first use: never while a DAG is parsed)."""
+        """The named connection resolves and gives credentials (checked once per store, on first use: never
+        while a DAG is parsed)."""
         if self.conn_id:
-            require_connection(self.conn_id, self.location)
+            storage_path(self.location, self.conn_id)
         return True
 
     def _path(self, name: str) -> Any:
@@ -151,14 +152,21 @@ def require_connection(conn_id: str, location: str) -> None:
 
 
 def storage_path(location: str, conn_id: str | None, *, checked: bool = False) -> Any:
-    """The ``ObjectStoragePath`` of ``location``; a named ``conn_id`` must resolve first (unless ``checked``)."""
+    """The ``ObjectStoragePath`` of ``location``; a named ``conn_id`` must resolve and give credentials first
+    (unless ``checked``: this store checked it already)."""
     from airflow.sdk import ObjectStoragePath
 
     if not conn_id:
         return ObjectStoragePath(location)
     if not checked:
         require_connection(conn_id, location)
-    return ObjectStoragePath(location, conn_id=conn_id)
+    path = ObjectStoragePath(location, conn_id=conn_id)
+    if not checked and getattr(path.fs, "anon", False):  # s3fs: the connection found no key, role or profile
+        raise ConfigurationError(
+            f"connection {conn_id!r} (for {location}) gives no credentials: set a key pair, a role or a profile "
+            "on it; a named connection is never used for anonymous access."
+        )
+    return path
 
 
 def _precondition_failed(exc: BaseException) -> bool:
