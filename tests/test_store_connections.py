@@ -155,3 +155,14 @@ def test_a_named_connection_without_credentials_is_refused_not_used_anonymously(
         ObjectStore(f"s3://mail-test/{prefix}", "aws_keyless").write_once("a.json", b"{}")
     assert "Contents" not in seaweed.client().list_objects_v2(Bucket="mail-test", Prefix=prefix)
     assert lookups == []
+
+
+def test_a_store_without_a_connection_or_credentials_is_never_written_anonymously(no_aws_env, monkeypatch, lookups):
+    from airflow_secure_mail.archive.objects import ObjectStore
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata probe of 169.254.169.254
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    with pytest.raises(ConfigurationError, match=r"^s3://mail-archive/prod: no credentials found"):
+        ObjectStore("s3://mail-archive/prod").write_once("a.json", b"{}")
+    assert lookups == []

@@ -4,6 +4,12 @@ Two workers flushing the same slot race to create ``claims/<gid>/<n>.json``; onl
 left unsent past the lease is taken over (``<n>.lease-<k>.json``, also write-once) and sent from the claim's
 stored view, so the mail and its Message-ID are the same; with an archive the write-ahead record then
 stops a second delivery if the first claimant had in fact sent it.
+
+Each group is flushed on its own. An event object that is missing or garbage is left out of its group's
+digest with a warning naming it, and copied write-once to ``quarantine/<its name>`` (the original is never
+rewritten or deleted); a garbage claim, lease or label object, a storage error or a failed send stops only
+its group. Once every other group's digest went out, :class:`DigestFlushError` names each group that needs
+attention, so the flush task fails visibly instead of passing over a dropped alert.
 """
 
 from __future__ import annotations
@@ -83,6 +89,14 @@ def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, SecureMailError) else f"{type(exc).__name__} (see the task log)"
 
 
+def _log_failure(what: str, exc: BaseException) -> None:
+    """Our errors are logged by their one line; anything else with its traceback, to find the bug."""
+    if isinstance(exc, SecureMailError):
+        log.error("%s: %s", what, exc)
+    else:
+        log.error("%s", what, exc_info=exc)
+
+
 def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> _Round:
     """Claim every digest that is due now (of ``group`` only, when given): the storage half of a flush.
 
@@ -98,7 +112,7 @@ def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> _Round:
             labels = dict(group) if group is not None else state.labels(gid)
             found.claims += prepare(digest, state, gid, labels, digest.now(), skipped=skipped)
         except Exception as exc:  # isolate the group; the error names it once every other group is sent
-            log.exception("digest %s: not flushed", gid)
+            _log_failure(f"digest {gid}: not flushed", exc)
             found.fail(gid, f"not sent: {_describe(exc)}")
         for what in skipped:
             found.fail(gid, what)
@@ -131,7 +145,7 @@ async def _send_all(found: _Round, notifier: Any) -> None:
         try:
             found.sent.append(await send_claim(found.state, notifier, claim))
         except Exception as exc:
-            log.exception("digest %s/%d: not sent", claim.gid, claim.n)
+            _log_failure(f"digest {claim.gid}/{claim.n}: not sent", exc)
             found.fail(claim.gid, f"digest {claim.n} not sent: {_describe(exc)}")
 
 
@@ -238,14 +252,21 @@ def _read_or_quarantine(state: DigestState, gid: str, entry: IndexEntry, skipped
         if event is not None:
             return event
         problem = f"index entry {entry.name} has no event object"
-    copy = f"quarantine/{name}"
     raw = state.objects.read(name)
-    if raw is not None:
-        state.create(copy, raw)
-    where = f"copied to {copy}" if raw is not None else "nothing to copy"
+    where = "nothing to copy" if raw is None else _quarantine(state, name, raw)
     log.warning("digest %s: skipped unreadable %s (%s); %s", gid, name, problem, where)
     skipped.append(f"skipped unreadable {name} ({where})")
     return None
+
+
+def _quarantine(state: DigestState, name: str, raw: bytes) -> str:
+    """Copy a garbage object write-once to ``quarantine/<name>`` for a human to look at; says where it went."""
+    copy = f"quarantine/{name}"
+    try:
+        state.create(copy, raw)  # False when an earlier flush already copied it: the same bytes
+    except SecureMailError as exc:  # the copy is a courtesy: its failure must not fail the group
+        return f"not copied to {copy}: {exc}"
+    return f"copied to {copy}"
 
 
 def _lease_expired(

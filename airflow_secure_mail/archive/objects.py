@@ -36,9 +36,14 @@ class ObjectStore:
     @functools.cached_property
     def _conn_checked(self) -> bool:
         """The named connection resolves and gives credentials (checked once per store, on first use: never
-        while a DAG is parsed)."""
-        if self.conn_id:
-            storage_path(self.location, self.conn_id)
+        while a DAG is parsed). Without a connection, the environment must give some: these objects are
+        written, and an anonymous request would go to the public endpoint of the bucket's name."""
+        path = storage_path(self.location, self.conn_id)
+        if getattr(path.fs, "anon", False):
+            raise ConfigurationError(
+                f"{self.location}: no credentials found (no conn_id, and no key, role or profile in the "
+                "environment): give conn_id naming an Airflow connection; these objects are never written anonymously."
+            )
         return True
 
     def _path(self, name: str) -> Any:
