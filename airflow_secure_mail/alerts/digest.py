@@ -60,7 +60,8 @@ class AlertDigest:
     """Fold alert callbacks into digests, with Alertmanager's semantics and state on object storage.
 
     ``group_by=()`` puts every alert in one group (as an empty ``group_by`` does in Alertmanager).
-    ``state`` is an ObjectStoragePath location (``s3://bucket/prefix`` with ``state_conn_id``, or ``file:///path``)
+    ``state`` is an ObjectStoragePath location (``s3://bucket/prefix`` with ``state_conn_id``, or ``file:///path``;
+    no other scheme)
     shared by every worker. ``clock`` (tests) replaces the wall clock; it must return aware datetimes.
     """
 
@@ -123,7 +124,11 @@ class AlertDigest:
         return event
 
     def flush(self, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
-        """Send every digest that is due (only ``group``'s when given); returns the Message-IDs sent."""
+        """Send every digest that is due (only ``group``'s when given); returns the Message-IDs sent.
+
+        Groups are flushed on their own: if one could not be sent (or left out an unreadable event), the
+        others still are, then ``DigestFlushError`` names it.
+        """
         from airflow_secure_mail.alerts.flush import flush
 
         return flush(self, notifier, group=group)
