@@ -22,9 +22,9 @@ def load_attachment(spec: str | Attachment | dict[str, Any], *, conn_id: str | N
     if not isinstance(spec, str) or not spec:
         raise ConfigurationError(f"attachment {spec!r} is not a path or URI.")
     if "://" in spec:
-        from airflow.sdk import ObjectStoragePath
+        from airflow_secure_mail.archive.objects import storage_path
 
-        path = ObjectStoragePath(spec, conn_id=conn_id) if conn_id else ObjectStoragePath(spec)
+        path = storage_path(spec, conn_id)  # a named connection that does not resolve is refused, never anonymous
         try:
             data = path.read_bytes()
         except (OSError, ValueError) as exc:

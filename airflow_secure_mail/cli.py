@@ -89,7 +89,8 @@ def _vault_tls_check(vault_conn_id: str) -> Check:
 
 @contextlib.contextmanager
 def _read_connections_like_airflow_cli() -> Iterator[None]:
-    """Look connections up in the metadata database too, as ``airflow connections test`` does.
+    """Look connections up in the metadata database too, as ``airflow connections test`` does (``doctor``, and
+    ``silence`` for its ``--state-conn-id``: without it an aws connection kept in the database is not found).
 
     Outside a task the Task SDK only reads environment variables and custom secrets backends; the
     metadata database joins the search path when the process says it is a server-side one.
@@ -139,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
 
     silence_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    if args.command == "doctor":
-        with _read_connections_like_airflow_cli():
+    with _read_connections_like_airflow_cli():  # both read connections as `airflow connections` does
+        if args.command == "doctor":
             return doctor(args.conn_id)
-    return silence_cli.run(args)
+        return silence_cli.run(args)
 
 
 if __name__ == "__main__":

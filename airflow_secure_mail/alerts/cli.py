@@ -7,7 +7,7 @@ import getpass
 import os
 from datetime import datetime
 
-from airflow_secure_mail.errors import ConfigurationError
+from airflow_secure_mail.errors import ConfigurationError, SecureMailError
 
 ENV_STATE = "AIRFLOW_SECURE_MAIL_DIGEST_STATE"
 
@@ -37,36 +37,50 @@ def _parse_time(text: str, what: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one ``silence`` subcommand; errors print one line and exit 2."""
+    """Run one ``silence`` subcommand; bad input prints one line and exits 2, a storage failure one line and 1."""
+    try:
+        return _run(args)
+    except ConfigurationError as exc:
+        print(f"error: {_one_line(exc)}")
+        return 2
+    except SecureMailError as exc:  # the state could not be read or written: not the user's input
+        print(f"error: {_one_line(exc)}")
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _run(args: argparse.Namespace) -> int:
     from datetime import UTC
 
-    from airflow_secure_mail.alerts.silences import add_silence, expire_silence, list_silences
+    from airflow_secure_mail.alerts.digest import check_state_location
+    from airflow_secure_mail.alerts.silences import add_silence, expire_silence, list_silences, printable
     from airflow_secure_mail.alerts.state import DigestState
 
-    try:
-        if not args.state:
-            raise ConfigurationError(f"give --state URL (e.g. s3://bucket/alert-state) or set {ENV_STATE}.")
-        state = DigestState(args.state, args.state_conn_id)
-        now = datetime.now(UTC)
-        if args.verb == "add":
-            silence = add_silence(
-                state,
-                args.match,
-                until=_parse_time(args.until, "until"),
-                starts=_parse_time(args.starts, "starts") if args.starts else None,
-                reason=args.reason,
-                created_by=getpass.getuser(),
-            )
-            print(f"{silence.id}  silences {' '.join(map(str, silence.matchers))} until {silence.end.isoformat()}")
-        elif args.verb == "expire":
-            silence = expire_silence(state, args.id)
-            print(f"{silence.id}  expired at {silence.end.isoformat()}")
-        else:
-            for s in list_silences(state):
-                status = "active" if s.active(now) else ("pending" if s.starts_at > now else "ended")
-                window = f"{s.starts_at:%Y-%m-%dT%H:%MZ} .. {s.end:%Y-%m-%dT%H:%MZ}"
-                print(f"{s.id}  {status:<7}  {window}  {' '.join(map(str, s.matchers))}  # {s.reason}")
-    except ConfigurationError as exc:
-        print(f"error: {exc}")
-        return 2
+    if not args.state:
+        raise ConfigurationError(f"give --state URL (e.g. s3://bucket/alert-state) or set {ENV_STATE}.")
+    check_state_location(args.state)  # before anything opens a connection to wherever the URL points
+    state = DigestState(args.state, args.state_conn_id)
+    now = datetime.now(UTC)
+    if args.verb == "add":
+        silence = add_silence(
+            state,
+            args.match,
+            until=_parse_time(args.until, "until"),
+            starts=_parse_time(args.starts, "starts") if args.starts else None,
+            reason=args.reason,
+            created_by=getpass.getuser(),
+        )
+        print(f"{silence.id}  silences {' '.join(map(str, silence.matchers))} until {silence.end.isoformat()}")
+    elif args.verb == "expire":
+        silence = expire_silence(state, args.id)
+        print(f"{silence.id}  expired at {silence.end.isoformat()}")
+    else:
+        for s in list_silences(state):  # stored text is escaped: an older silence must not print extra rows
+            status = "active" if s.active(now) else ("pending" if s.starts_at > now else "ended")
+            window = f"{s.starts_at:%Y-%m-%dT%H:%MZ} .. {s.end:%Y-%m-%dT%H:%MZ}"
+            matchers = printable(" ".join(map(str, s.matchers)))
+            print(f"{printable(s.id)}  {status:<7}  {window}  {matchers}  # {printable(s.reason)}")
     return 0

@@ -20,6 +20,26 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number", "kind")
 
 
+STATE_SCHEMES = ("file", "s3")
+"""Where digest state may live (the README documents these): anything else is refused before it is opened."""
+
+
+def check_state_location(location: str) -> None:
+    """Refuse a state URL without a scheme or with one we do not document (``http://``, ``ftp://``...).
+
+    Checked before any filesystem is built, so nothing connects to the host such a URL names.
+    """
+    scheme, sep, _ = str(location).partition("://")
+    if not sep or not scheme:
+        raise ConfigurationError("digest state needs a scheme: file:///path or s3://bucket/prefix.")
+    scheme = scheme.lower()
+    if scheme not in STATE_SCHEMES:
+        shown = f"{scheme}://" if re.fullmatch(r"[a-z][a-z0-9+.-]{0,30}", scheme) else "of this URL"
+        raise ConfigurationError(
+            f"digest state: scheme {shown} is not supported; use file:///path or s3://bucket/prefix."
+        )
+
+
 def parse_duration(value: Duration, what: str) -> timedelta:
     """``"90s"``, ``"15m"``, ``"1h30m"``, ``"4h"``, ``"2d"`` (Alertmanager/Prometheus style), seconds, or timedelta."""
     if isinstance(value, timedelta):
@@ -40,7 +60,8 @@ class AlertDigest:
     """Fold alert callbacks into digests, with Alertmanager's semantics and state on object storage.
 
     ``group_by=()`` puts every alert in one group (as an empty ``group_by`` does in Alertmanager).
-    ``state`` is an ObjectStoragePath location (``s3://bucket/prefix`` with ``state_conn_id``, or ``file:///path``)
+    ``state`` is an ObjectStoragePath location (``s3://bucket/prefix`` with ``state_conn_id``, or ``file:///path``;
+    no other scheme)
     shared by every worker. ``clock`` (tests) replaces the wall clock; it must return aware datetimes.
     """
 
@@ -61,6 +82,7 @@ class AlertDigest:
     def __post_init__(self) -> None:
         if "://" not in str(self.state):
             raise ConfigurationError(f"AlertDigest.state={self.state!r} needs a scheme: file:///path or s3://bucket/x.")
+        check_state_location(self.state)
         object.__setattr__(self, "group_by", tuple(self.group_by))
         unknown = [label for label in self.group_by if label not in LABELS]
         if unknown:
@@ -102,7 +124,11 @@ class AlertDigest:
         return event
 
     def flush(self, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
-        """Send every digest that is due (only ``group``'s when given); returns the Message-IDs sent."""
+        """Send every digest that is due (only ``group``'s when given); returns the Message-IDs sent.
+
+        Groups are flushed on their own: if one could not be sent (or left out an unreadable event), the
+        others still are, then ``DigestFlushError`` names it.
+        """
         from airflow_secure_mail.alerts.flush import flush
 
         return flush(self, notifier, group=group)

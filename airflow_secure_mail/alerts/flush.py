@@ -4,6 +4,12 @@ Two workers flushing the same slot race to create ``claims/<gid>/<n>.json``; onl
 left unsent past the lease is taken over (``<n>.lease-<k>.json``, also write-once) and sent from the claim's
 stored view, so the mail and its Message-ID are the same; with an archive the write-ahead record then
 stops a second delivery if the first claimant had in fact sent it.
+
+Each group is flushed on its own. An event object that is missing or garbage is left out of its group's
+digest with a warning naming it, and copied write-once to ``quarantine/<its name>`` (the original is never
+rewritten or deleted); a garbage claim, lease or label object, a storage error or a failed send stops only
+its group. Once every other group's digest went out, :class:`DigestFlushError` names each group that needs
+attention, so the flush task fails visibly instead of passing over a dropped alert.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.alerts.plan import Claim, plan, unreported
 from airflow_secure_mail.alerts.state import DigestState, IndexEntry, claim_name, group_id
+from airflow_secure_mail.errors import ArchiveIntegrityError, SecureMailError
 
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
@@ -26,44 +34,140 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class DigestFlushError(SecureMailError):
+    """Some groups need attention: a digest not sent, or sent without an unreadable event (quarantined).
+
+    Raised after every other group's digest went out. ``groups`` names the groups, ``problems`` says what
+    happened to each, ``sent`` holds the Message-IDs that did go out.
+    """
+
+    def __init__(self, message: str, *, problems: Mapping[str, list[str]], sent: list[str]) -> None:
+        super().__init__(message)
+        self.problems = {gid: list(what) for gid, what in problems.items()}
+        self.groups = sorted(self.problems)
+        self.sent = list(sent)
+
+
+@dataclass
+class _Round:
+    """One flush: the claims to send, what went wrong per group, the Message-IDs sent."""
+
+    state: DigestState
+    claims: list[Claim] = field(default_factory=list)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    sent: list[str] = field(default_factory=list)
+
+    def fail(self, gid: str, what: str) -> None:
+        self.problems.setdefault(gid, []).append(" ".join(what.split()))
+
+    def result(self) -> list[str]:
+        """The Message-IDs sent, or DigestFlushError naming every group with a problem (the rest went out)."""
+        if not self.problems:
+            return self.sent
+        detail = "; ".join(f"{gid}: {', '.join(what)}" for gid, what in sorted(self.problems.items()))
+        raise DigestFlushError(
+            f"alert digests: {len(self.sent)} sent; {len(self.problems)} group(s) need attention: {detail}",
+            problems=self.problems,
+            sent=self.sent,
+        )
+
+
+class _Unreadable(Exception):
+    """An index entry whose event object is missing or garbage: plan again without it."""
+
+    def __init__(self, entry: IndexEntry) -> None:
+        super().__init__(entry.name)
+        self.entry = entry
+
+
 def _claimant() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> tuple[DigestState, list[Claim]]:
-    """Claim every digest that is due now (of ``group`` only, when given): the storage half of a flush."""
+def _describe(exc: BaseException) -> str:
+    """Our errors say what to fix; another library's message may quote anything, so only its type is kept."""
+    return str(exc) if isinstance(exc, SecureMailError) else f"{type(exc).__name__} (see the task log)"
+
+
+def _log_failure(what: str, exc: BaseException) -> None:
+    """Our errors are logged by their one line; anything else with its traceback, to find the bug."""
+    if isinstance(exc, SecureMailError):
+        log.error("%s: %s", what, exc)
+    else:
+        log.error("%s", what, exc_info=exc)
+
+
+def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> _Round:
+    """Claim every digest that is due now (of ``group`` only, when given): the storage half of a flush.
+
+    Each group is handled on its own: one group's garbage or unreadable state is noted against that group
+    and the others still get their claims.
+    """
     state = digest.store()
-    groups = {group_id(group): dict(group)} if group is not None else state.groups()
-    return state, [
-        c for gid, labels in sorted(groups.items()) for c in prepare(digest, state, gid, labels, digest.now())
-    ]
+    found = _Round(state)
+    gids = [group_id(group)] if group is not None else state.group_ids()
+    for gid in sorted(gids):
+        skipped: list[str] = []
+        try:
+            labels = dict(group) if group is not None else state.labels(gid)
+            found.claims += prepare(digest, state, gid, labels, digest.now(), skipped=skipped)
+        except Exception as exc:  # isolate the group; the error names it once every other group is sent
+            _log_failure(f"digest {gid}: not flushed", exc)
+            found.fail(gid, f"not sent: {_describe(exc)}")
+        for what in skipped:
+            found.fail(gid, what)
+    return found
 
 
 async def aflush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
-    """Send every due digest (of ``group`` only, when given); the Message-IDs sent."""
-    state, claims = await asyncio.to_thread(due, digest, group)
-    return await _send_all(state, notifier, claims)
+    """Send every due digest (of ``group`` only, when given); the Message-IDs sent.
+
+    Raises DigestFlushError after the good groups were sent if any group could not be (or skipped an event).
+    """
+    found = await asyncio.to_thread(due, digest, group)
+    await _send_all(found, notifier)
+    return found.result()
 
 
 def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
     """Sync facade of :func:`aflush` that starts no event loop when nothing is due (the common case)."""
     from airflow_secure_mail._sync import run_sync
 
-    state, claims = due(digest, group)
-    return run_sync(_send_all(state, notifier, claims)) if claims else []
+    found = due(digest, group)
+    if found.claims:
+        run_sync(_send_all(found, notifier))
+    return found.result()
 
 
-async def _send_all(state: DigestState, notifier: Any, claims: list[Claim]) -> list[str]:
-    return [await send_claim(state, notifier, claim) for claim in claims]
+async def _send_all(found: _Round, notifier: Any) -> None:
+    """Send each claim on its own: a failed send is noted against its group (its lease lets a later flush retry)."""
+    for claim in found.claims:
+        try:
+            found.sent.append(await send_claim(found.state, notifier, claim))
+        except Exception as exc:
+            _log_failure(f"digest {claim.gid}/{claim.n}: not sent", exc)
+            found.fail(claim.gid, f"digest {claim.n} not sent: {_describe(exc)}")
 
 
-def prepare(digest: AlertDigest, state: DigestState, gid: str, labels: dict[str, str], now: datetime) -> list[Claim]:
-    """The claims this worker must send now: one taken over after its lease, and/or the next one it won."""
-    return [c for c in _prepare(digest, state, gid, labels, now) if c is not None]
+def prepare(
+    digest: AlertDigest,
+    state: DigestState,
+    gid: str,
+    labels: dict[str, str],
+    now: datetime,
+    *,
+    skipped: list[str] | None = None,
+) -> list[Claim]:
+    """The claims this worker must send now: one taken over after its lease, and/or the next one it won.
+
+    Events that cannot be read are left out and described in ``skipped``.
+    """
+    notes = skipped if skipped is not None else []
+    return [c for c in _prepare(digest, state, gid, labels, now, notes) if c is not None]
 
 
 def _prepare(
-    digest: AlertDigest, state: DigestState, gid: str, labels: dict[str, str], now: datetime
+    digest: AlertDigest, state: DigestState, gid: str, labels: dict[str, str], now: datetime, skipped: list[str]
 ) -> tuple[Claim | None, Claim | None]:
     from airflow_secure_mail.alerts.silences import list_silences
 
@@ -72,8 +176,7 @@ def _prepare(
     takeover: Claim | None = None
     if claims:
         n = max(claims)
-        raw = state.read_json(claim_name(gid, n))
-        prev = Claim.from_json(raw) if raw else None
+        prev = _read_claim(state, claim_name(gid, n))
         if prev is not None and "sent" not in claims[n]:
             if not _lease_expired(digest, state, gid, n, claims[n], prev, now):
                 return None, None
@@ -84,23 +187,86 @@ def _prepare(
             log.warning("digest %s/%d: claimant did not finish within the lease; taking it over", gid, n)
             takeover = prev
     entries = unreported(prev, state.index(gid, prev.closed_through if prev else ""), now)
-    cache: dict[str, Event] = {}
-
-    def load(entry: IndexEntry) -> Event:
-        if entry.event_id not in cache:
-            event = state.read_event(gid, entry.event_id)
-            if event is None:
-                raise LookupError(f"digest state: index entry {entry.name} has no event object")
-            cache[entry.event_id] = event
-        return cache[entry.event_id]
-
-    claim = plan(digest, gid, labels, prev, entries, list_silences(state), now, load)
+    silences = list_silences(state)
+    claim = _plan_without_unreadable(
+        lambda usable, load: plan(digest, gid, labels, prev, usable, silences, now, load), state, gid, entries, skipped
+    )
     if claim is None:
         return takeover, None
     if not state.create_json(claim_name(gid, claim.n), claim.to_json()):
         log.info("digest %s/%d: another worker claimed it first", gid, claim.n)
         return takeover, None
     return takeover, claim
+
+
+def _read_claim(state: DigestState, name: str) -> Claim | None:
+    """A stored claim; garbage is our ArchiveIntegrityError naming it (the group's chain cannot go on without it)."""
+    raw = state.read_json(name)
+    if raw is None:
+        return None
+    try:
+        return Claim.from_json(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = type(exc).__name__
+    raise ArchiveIntegrityError(f"digest state object {name} is not a readable claim ({problem}).", key=name)
+
+
+def _plan_without_unreadable(
+    run: Callable[[list[IndexEntry], Callable[[IndexEntry], Event]], Claim | None],
+    state: DigestState,
+    gid: str,
+    entries: list[IndexEntry],
+    skipped: list[str],
+) -> Claim | None:
+    """Plan; when an event turns out unreadable, note it and plan again without it (it never blocks its group)."""
+    cache: dict[str, Event] = {}
+    left_out: set[str] = set()
+
+    def load(entry: IndexEntry) -> Event:
+        if entry.event_id not in cache:
+            event = _read_or_quarantine(state, gid, entry, skipped)
+            if event is None:
+                raise _Unreadable(entry)
+            cache[entry.event_id] = event
+        return cache[entry.event_id]
+
+    while True:
+        try:
+            return run([e for e in entries if e.event_id not in left_out], load)
+        except _Unreadable as unreadable:
+            left_out.add(unreadable.entry.event_id)
+
+
+def _read_or_quarantine(state: DigestState, gid: str, entry: IndexEntry, skipped: list[str]) -> Event | None:
+    """The entry's event, or None (warned, noted in ``skipped``) when it is missing or garbage.
+
+    A garbage object is copied write-once to ``quarantine/<its name>``; the original stays where it is
+    (nothing in the state is ever rewritten). Storage that cannot be reached is not skipped: it raises.
+    """
+    name = f"events/{gid}/{entry.event_id}.json"
+    try:
+        event = state.read_event(gid, entry.event_id)
+    except ArchiveIntegrityError as exc:
+        problem = str(exc)
+    else:
+        if event is not None:
+            return event
+        problem = f"index entry {entry.name} has no event object"
+    raw = state.objects.read(name)
+    where = "nothing to copy" if raw is None else _quarantine(state, name, raw)
+    log.warning("digest %s: skipped unreadable %s (%s); %s", gid, name, problem, where)
+    skipped.append(f"skipped unreadable {name} ({where})")
+    return None
+
+
+def _quarantine(state: DigestState, name: str, raw: bytes) -> str:
+    """Copy a garbage object write-once to ``quarantine/<name>`` for a human to look at; says where it went."""
+    copy = f"quarantine/{name}"
+    try:
+        state.create(copy, raw)  # False when an earlier flush already copied it: the same bytes
+    except SecureMailError as exc:  # the copy is a courtesy: its failure must not fail the group
+        return f"not copied to {copy}: {exc}"
+    return f"copied to {copy}"
 
 
 def _lease_expired(
@@ -137,11 +303,19 @@ def prune(digest: AlertDigest) -> int:
     state = digest.store()
     horizon = stamp_of(digest.now() - digest.interval("retention"))
     removed = 0
-    for gid in state.groups():
-        claims = state.claims(gid)
-        if not claims:
-            continue
-        latest = state.read_json(claim_name(gid, max(claims)))
-        if latest is not None:
-            removed += state.prune(gid, min(horizon, str(latest["closed_through"])), max(claims))
+    for gid in state.group_ids():
+        try:
+            removed += _prune_group(state, gid, horizon)
+        except Exception as exc:  # housekeeping: one group's garbage must not stop the others' pruning
+            log.warning("digest %s: not pruned: %s", gid, _describe(exc))
     return removed
+
+
+def _prune_group(state: DigestState, gid: str, horizon: str) -> int:
+    claims = state.claims(gid)
+    if not claims:
+        return 0
+    latest = _read_claim(state, claim_name(gid, max(claims)))
+    if latest is None:
+        return 0
+    return state.prune(gid, min(horizon, latest.closed_through), max(claims))

@@ -2,20 +2,75 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import secrets
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.alerts.digest import LABELS
-from airflow_secure_mail.errors import ConfigurationError
+from airflow_secure_mail.errors import ArchiveIntegrityError, ConfigurationError
 
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.state import DigestState
 
+log = logging.getLogger(__name__)
+
 _MATCHER = re.compile(r"^\s*([a-z_]+)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Bidirectional overrides and isolates: they reorder what a terminal shows (Trojan Source)."""
+
+
+def _unsafe(char: str) -> bool:
+    """C0/C1 controls and DEL, line and paragraph separators, bidi overrides: they forge or hide list rows."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI
+
+
+def refuse_control_characters(text: str, what: str) -> None:
+    """Silences are listed one per line: free text with a line break or control character could forge a row."""
+    bad = next((c for c in text if _unsafe(c)), None)
+    if bad is not None:
+        raise ConfigurationError(
+            f"silence {what} contains a control or line-break character (U+{ord(bad):04X}): write it on one line."
+        )
+
+
+def printable(text: str) -> str:
+    """``text`` with every unsafe character escaped (``\\n``, ``\\x00``, ``\\u2028``): stored silences printed as is."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if _unsafe(c) else c for c in text)
+
+
+@functools.lru_cache(maxsize=256)
+def _re2(pattern: str) -> Any:
+    """The pattern compiled by RE2 (linear time, as Alertmanager's Go regexp); raises ``re2.error``."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # our error says what is wrong; RE2 would also print it to stderr
+    return re2.compile(pattern, options=options)
+
+
+def _compile_matcher(text: str, pattern: str) -> None:
+    """Refuse a pattern RE2 cannot run (backreferences, lookaround) or that is no regular expression at all."""
+    import re2
+
+    try:
+        _re2(pattern)
+        return
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigurationError(f"silence matcher {text!r}: bad regular expression ({exc}).") from None
+    raise ConfigurationError(
+        f"silence matcher {text!r}: not a linear-time (RE2) regular expression ({reason}); "
+        "as in Alertmanager, backreferences and lookaround are not supported."
+    )
 
 
 @dataclass(frozen=True)
@@ -35,10 +90,7 @@ class Matcher:
             )
         label, op, value = found.groups()
         if "~" in op:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ConfigurationError(f"silence matcher {text!r}: bad regular expression ({exc}).") from None
+            _compile_matcher(text, value)
         return cls(label, op, value)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -47,7 +99,7 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = re.fullmatch(self.value, actual) is not None
+        hit = _re2(self.value).fullmatch(actual) is not None  # anchored at both ends, as Alertmanager
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:
@@ -118,6 +170,10 @@ def add_silence(
         raise ConfigurationError("a silence needs at least one --match LABEL=VALUE (it would silence everything).")
     if not reason.strip():
         raise ConfigurationError("a silence needs a --reason, so whoever reads the held alerts knows why.")
+    refuse_control_characters(reason, "--reason")
+    refuse_control_characters(created_by, "creator name")
+    for matcher in matchers:
+        refuse_control_characters(matcher, "--match")
     now = now or datetime.now(UTC)
     start = _aware(starts, "start") if starts else now
     end = _aware(until, "end")
@@ -137,14 +193,32 @@ def add_silence(
 
 
 def list_silences(state: DigestState) -> list[Silence]:
+    """Every stored silence; one that cannot be read or run is skipped with a warning, never stopping a flush."""
     found = []
     for name in state.names("silences"):
         if name.endswith(".json") and ".expired" not in name:
-            sid = name[: -len(".json")]
-            data = state.read_json(f"silences/{name}")
-            if data is not None:
-                found.append(Silence.from_json(data, state.read_json(f"silences/{sid}.expired.json")))
+            silence = _load(state, name)
+            if silence is not None:
+                found.append(silence)
     return sorted(found, key=lambda s: (s.starts_at, s.id))
+
+
+def _load(state: DigestState, name: str) -> Silence | None:
+    """One stored silence, or None (warned) when its object is garbage or a matcher RE2 cannot run.
+
+    A skipped silence lets its alerts through: for alert mail, sending is the safe side of failing.
+    Storage that cannot be reached is not skipped: it raises, and the flush retries later.
+    """
+    key = f"silences/{name}"
+    try:
+        data = state.read_json(key)
+        if data is None:
+            return None
+        return Silence.from_json(data, state.read_json(f"silences/{name[: -len('.json')]}.expired.json"))
+    except (ArchiveIntegrityError, ConfigurationError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = str(exc) if isinstance(exc, ConfigurationError | ArchiveIntegrityError) else type(exc).__name__
+    log.warning("silence %s skipped: %s", key, problem)
+    return None
 
 
 def expire_silence(state: DigestState, silence_id: str, *, now: datetime | None = None) -> Silence:

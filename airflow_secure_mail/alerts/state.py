@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_secure_mail.alerts.digest import check_state_location
 from airflow_secure_mail.alerts.events import Event, Kind
 from airflow_secure_mail.archive.store import ObjectStore
-from airflow_secure_mail.errors import ArchiveError
+from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _STAMP = "%Y%m%d%H%M%S"
@@ -68,6 +69,15 @@ class IndexEntry:
             return None
 
 
+def _event_from(name: str, raw: bytes) -> Event:
+    """Parse a stored event; garbage is our ArchiveIntegrityError naming the object, never a JSONDecodeError."""
+    try:
+        return Event.from_json(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        problem = type(exc).__name__
+    raise ArchiveIntegrityError(f"digest state object {name} is not a readable event ({problem}).", key=name)
+
+
 def stamp_of(at: datetime) -> str:
     return at.astimezone(UTC).strftime(_STAMP)
 
@@ -81,6 +91,7 @@ class DigestState:
     """The digest's objects under one location; reuses the archive's write-once primitive."""
 
     def __init__(self, location: str, conn_id: str | None = None) -> None:
+        check_state_location(location)
         self.objects = ObjectStore(location, conn_id)
 
     @property
@@ -121,15 +132,17 @@ class DigestState:
         gid = group_id(group)
         name = f"events/{gid}/{event.id}.json"
         created = self.create(name, event.to_json())
-        stored = event if created else Event.from_json(self.objects.read(name) or b"")
+        stored = event if created else _event_from(name, self.objects.read(name) or b"")
         if self.objects.read(f"groups/{gid}.json") is None:
             self.create_json(f"groups/{gid}.json", dict(group))
         self.create(f"index/{gid}/{IndexEntry.of(stored).name}", b"")
         return created
 
     def read_event(self, gid: str, event_id: str) -> Event | None:
-        raw = self.objects.read(f"events/{gid}/{event_id}.json")
-        return Event.from_json(raw) if raw is not None else None
+        """The stored event, None if there is none; ArchiveIntegrityError (naming it) if it is not one."""
+        name = f"events/{gid}/{event_id}.json"
+        raw = self.objects.read(name)
+        return _event_from(name, raw) if raw is not None else None
 
     def index(self, gid: str, after: str) -> list[IndexEntry]:
         """Index entries of ``gid`` stamped after ``after`` (YYYYMMDDHHMMSS; "" for all), oldest first."""
@@ -143,12 +156,20 @@ class DigestState:
                     entries.append(entry)
         return sorted(entries)
 
+    def group_ids(self) -> list[str]:
+        """Every group's id, from the listing alone (reading a group's labels may fail for that group only)."""
+        return [name[: -len(".json")] for name in self.names("groups") if name.endswith(".json")]
+
+    def labels(self, gid: str) -> dict[str, str]:
+        """The labels of ``gid``, as its first event stored them; ArchiveIntegrityError if they are garbage."""
+        name = f"groups/{gid}.json"
+        data = self.read_json(name) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise ArchiveIntegrityError(f"digest state object {name} is not a group's labels.", key=name)
+        return dict(data)
+
     def groups(self) -> dict[str, dict[str, str]]:
-        found = {}
-        for name in self.names("groups"):
-            if name.endswith(".json"):
-                found[name[: -len(".json")]] = dict(self.read_json(f"groups/{name}") or {})
-        return found
+        return {gid: self.labels(gid) for gid in self.group_ids()}
 
     def claims(self, gid: str) -> dict[int, list[str]]:
         """Claim numbers of a group, each with the suffixes written next to it ("" for the claim itself)."""

@@ -31,11 +31,20 @@ class ObjectStore:
 
     @property
     def base(self) -> Any:
-        from airflow.sdk import ObjectStoragePath
+        return storage_path(self.location, self.conn_id, checked=self._conn_checked)
 
-        return (
-            ObjectStoragePath(self.location, conn_id=self.conn_id) if self.conn_id else ObjectStoragePath(self.location)
-        )
+    @functools.cached_property
+    def _conn_checked(self) -> bool:
+        """The named connection resolves and gives credentials (checked once per store, on first use: never
+        while a DAG is parsed). Without a connection, the environment must give some: these objects are
+        written, and an anonymous request would go to the public endpoint of the bucket's name."""
+        path = storage_path(self.location, self.conn_id)
+        if getattr(path.fs, "anon", False):
+            raise ConfigurationError(
+                f"{self.location}: no credentials found (no conn_id, and no key, role or profile in the "
+                "environment): give conn_id naming an Airflow connection; these objects are never written anonymously."
+            )
+        return True
 
     def _path(self, name: str) -> Any:
         return self.base / name
@@ -96,9 +105,10 @@ class ObjectStore:
             raise
 
     def read(self, name: str) -> bytes | None:
+        root = self._root  # outside the try: a connection that does not resolve is a ConfigurationError
         try:
-            if self._root is not None:
-                with open(f"{self._root}/{name}", "rb") as fh:
+            if root is not None:
+                with open(f"{root}/{name}", "rb") as fh:
                     return fh.read()
             return bytes(self._path(name).read_bytes())
         except FileNotFoundError:
@@ -111,9 +121,12 @@ class ObjectStore:
         if raw is None:
             return None
         try:
-            return dict(json.loads(raw))
-        except ValueError:
-            raise ArchiveIntegrityError(f"archive metadata {name} is not valid JSON.", key=name) from None
+            data = json.loads(raw)
+        except ValueError:  # JSONDecodeError, or bytes that are not text
+            data = None
+        if not isinstance(data, dict):  # raised outside the except: no JSONDecodeError kept in the chain
+            raise ArchiveIntegrityError(f"archive metadata {name} is not a valid JSON object.", key=name)
+        return data
 
     def delete(self, name: str) -> None:
         path = self._root / name if self._root is not None else self._path(name)
@@ -127,6 +140,38 @@ class ObjectStore:
             return sorted(p.name for p in self._path(prefix).iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+
+def require_connection(conn_id: str, location: str) -> None:
+    """Fail unless ``conn_id`` resolves (environment, secrets backends, or the metadata database where the
+    process reads it): the storage filesystems log a warning and fall back to anonymous access otherwise."""
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException, or a backend that could not be read
+        raise ConfigurationError(
+            f"connection {conn_id!r} (for {location}) was not found ({type(exc).__name__}): define it as an Airflow "
+            "connection; a named connection is never replaced by anonymous access."
+        ) from None
+
+
+def storage_path(location: str, conn_id: str | None, *, checked: bool = False) -> Any:
+    """The ``ObjectStoragePath`` of ``location``; a named ``conn_id`` must resolve and give credentials first
+    (unless ``checked``: this store checked it already)."""
+    from airflow.sdk import ObjectStoragePath
+
+    if not conn_id:
+        return ObjectStoragePath(location)
+    if not checked:
+        require_connection(conn_id, location)
+    path = ObjectStoragePath(location, conn_id=conn_id)
+    if not checked and getattr(path.fs, "anon", False):  # s3fs: the connection found no key, role or profile
+        raise ConfigurationError(
+            f"connection {conn_id!r} (for {location}) gives no credentials: set a key pair, a role or a profile "
+            "on it; a named connection is never used for anonymous access."
+        )
+    return path
 
 
 def _precondition_failed(exc: BaseException) -> bool:
