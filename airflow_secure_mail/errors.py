@@ -126,3 +126,17 @@ class MalwareScanError(PolicyViolation):
     def __init__(self, message: str, *, item: str | None, reason: str) -> None:
         super().__init__(message, rule="malware_scan", item=item)
         self.reason = reason
+
+
+class DigestFlushError(SecureMailError):
+    """Some groups need attention: a digest not sent, or sent without an unreadable event (quarantined).
+
+    Raised after every other group's digest went out. ``groups`` names the groups, ``problems`` says what
+    happened to each, ``sent`` holds the Message-IDs that did go out.
+    """
+
+    def __init__(self, message: str, *, problems: Mapping[str, list[str]], sent: list[str]) -> None:
+        super().__init__(message)
+        self.problems = {gid: list(what) for gid, what in problems.items()}
+        self.groups = sorted(self.problems)
+        self.sent = list(sent)

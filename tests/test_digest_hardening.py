@@ -67,7 +67,7 @@ def _no_raw_chain(exc: BaseException) -> None:
 def test_a_garbage_event_in_one_group_skips_that_event_and_every_group_is_still_sent(
     mail_env, notifier_for, clock, state_and_overwrite, caplog
 ):
-    from airflow_secure_mail.alerts.flush import DigestFlushError
+    from airflow_secure_mail.errors import DigestFlushError
 
     state, conn, overwrite = state_and_overwrite
     digest = AlertDigest(state=state, state_conn_id=conn, clock=clock)
@@ -102,7 +102,7 @@ def test_a_garbage_event_in_one_group_skips_that_event_and_every_group_is_still_
 def test_a_garbage_claim_fails_its_group_only_and_the_error_names_it(
     mail_env, notifier_for, clock, state_and_overwrite
 ):
-    from airflow_secure_mail.alerts.flush import DigestFlushError
+    from airflow_secure_mail.errors import DigestFlushError
 
     state, conn, overwrite = state_and_overwrite
     digest = AlertDigest(state=state, state_conn_id=conn, clock=clock)

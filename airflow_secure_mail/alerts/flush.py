@@ -25,27 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.alerts.plan import Claim, plan, unreported
 from airflow_secure_mail.alerts.state import DigestState, IndexEntry, claim_name, group_id
-from airflow_secure_mail.errors import ArchiveIntegrityError, SecureMailError
+from airflow_secure_mail.errors import ArchiveIntegrityError, DigestFlushError, SecureMailError
 
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.alerts.events import Event
 
 log = logging.getLogger(__name__)
-
-
-class DigestFlushError(SecureMailError):
-    """Some groups need attention: a digest not sent, or sent without an unreadable event (quarantined).
-
-    Raised after every other group's digest went out. ``groups`` names the groups, ``problems`` says what
-    happened to each, ``sent`` holds the Message-IDs that did go out.
-    """
-
-    def __init__(self, message: str, *, problems: Mapping[str, list[str]], sent: list[str]) -> None:
-        super().__init__(message)
-        self.problems = {gid: list(what) for gid, what in problems.items()}
-        self.groups = sorted(self.problems)
-        self.sent = list(sent)
 
 
 @dataclass
