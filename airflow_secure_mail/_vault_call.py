@@ -20,6 +20,10 @@ T = TypeVar("T")
 DEFAULT_CALL_BUDGET = 60.0
 """Longest one Vault call (retries included) may take when no send deadline is in force."""
 
+_REPORT_MARGIN = 0.25
+"""A Vault call under a send's deadline ends this long before it, so its error (naming Vault and the path)
+reaches the caller before the send's own timeout cuts everything off with a generic one."""
+
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("vault_deadline", default=None)
 
 
@@ -36,11 +40,12 @@ def deadline(seconds: float) -> Iterator[None]:
 
 
 def call_budget() -> float:
-    """Seconds the next Vault call may take: what is left of the deadline, at most DEFAULT_CALL_BUDGET."""
+    """Seconds the next Vault call may take: what is left of the deadline (less the report margin), at most
+    DEFAULT_CALL_BUDGET."""
     end = _deadline.get()
     if end is None:
         return DEFAULT_CALL_BUDGET
-    return min(DEFAULT_CALL_BUDGET, end - time.monotonic())
+    return min(DEFAULT_CALL_BUDGET, end - _REPORT_MARGIN - time.monotonic())
 
 
 class VaultCalls:

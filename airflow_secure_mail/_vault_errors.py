@@ -18,6 +18,10 @@ class Forbidden(Exception):
     """Internal marker for a 403, so the caller can log in again once."""
 
 
+class RequestRefused(VaultSecretError):
+    """Vault refused a request as invalid (400): for a Transit decrypt, the ciphertext is not that key's."""
+
+
 def missing_error(what: str) -> VaultSecretError:
     """Nothing is stored at ``what`` (a 404), as opposed to Vault being down or denying access."""
     return VaultSecretError(f"no secret at Vault path {what!r}: write it there first.", path=what, missing=True)
@@ -88,9 +92,8 @@ def _hvac_error(what: str, exc: BaseException, conn_id: str) -> BaseException | 
             "check its credentials and auth method.",
             path=what,
         )
-    return VaultSecretError(
-        f"Vault refused {what!r} ({type(exc).__name__}): check the path, mount and policy.", path=what
-    )
+    refused = RequestRefused if isinstance(exc, hvac.exceptions.InvalidRequest) else VaultSecretError
+    return refused(f"Vault refused {what!r} ({type(exc).__name__}): check the path, mount and policy.", path=what)
 
 
 def _transport_error(what: str, exc: BaseException) -> BaseException | None:

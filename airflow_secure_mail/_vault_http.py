@@ -2,7 +2,9 @@
 
 Read timeouts bound each ``recv``, not a whole reply: a server trickling one byte every two seconds never
 trips them. So every Vault call runs inside a :class:`CallGuard` whose timer shuts the sockets it used
-when the call's time is up, and refuses to open new ones.
+when the call's time is up, and refuses to open new ones. The guard keeps the socket objects themselves,
+taken when each is created or reused: on ``Connection: close`` http.client detaches the socket from its
+connection (``conn.sock`` is None) while the response still reads the body from it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class CallGuard:
         self.end = time.monotonic() + self.budget
         self.expired = False
         self._connections: list[HTTPConnection] = []
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(self.budget, self._expire)
         self._timer.daemon = True
@@ -55,6 +58,7 @@ class CallGuard:
         _local.guard = self._outer
         with self._lock:
             self._connections.clear()
+            self._sockets.clear()
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
@@ -65,23 +69,49 @@ class CallGuard:
                 self.expired = True
                 raise DeadlinePassed()
             self._connections.append(conn)
+            sock = getattr(conn, "sock", None)
+            if sock is not None:  # a pooled connection reused: its socket may outlive ``conn.sock``
+                self._sockets.append(sock)
+
+    def register_socket(self, sock: socket.socket) -> None:
+        """Track a socket as it is created, so the timer can shut it even once its connection let go of it."""
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:  # created after the timer ran: nothing may read from it
+            _shut(sock)
 
     def _expire(self) -> None:
         with self._lock:
             self.expired = True
-            connections = list(self._connections)
-        for conn in connections:
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            sockets = [*self._sockets, *(getattr(c, "sock", None) for c in self._connections)]
+        for sock in dict.fromkeys(s for s in sockets if s is not None):
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut a socket both ways: a blocked ``recv`` returns at once. A closed socket object has fd -1 (EBADF),
+    so a number reused by another file is never touched."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _guard() -> CallGuard | None:
     return getattr(_local, "guard", None)
 
 
+def _track(sock: socket.socket | None) -> None:
+    guard = _guard()
+    if guard is not None and sock is not None:
+        guard.register_socket(sock)
+
+
 class _GuardedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _track(sock)
+        return sock
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         guard = _guard()
         if guard is not None:
@@ -90,11 +120,17 @@ class _GuardedHTTPConnection(HTTPConnection):
 
 
 class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _track(sock)  # bounds the TLS handshake
+        return sock
+
     def connect(self) -> None:
         guard = _guard()
         if guard is not None:
             guard.register(self)
         super().connect()
+        _track(self.sock)  # wrapping detached the plain socket object: keep the TLS one
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         guard = _guard()

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.errors import ArchiveError, DeliveryError, SecureMailError, detached
+from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.batch import Outcome
 from airflow_secure_mail.transport.smtp import SendReceipt
@@ -110,13 +110,18 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
         staged: list[ArchiveRecord | ArchiveError] = store.stage_many(
             [d.item for d in new], origin=info.origin, protection=info.protection
         )
+    except _Refused as stop:  # another message under this key: never sent, whatever on_error says
+        return stop.error
     except ArchiveError as exc:
         staged, new = [exc] * len(group), group
     except SecureMailError as exc:  # Vault (Transit) failed: nothing may go out unsealed
         return detached(exc)
     for d, result in zip(new, staged, strict=True):
         if not isinstance(result, ArchiveError) and result.staged_earlier:
-            result = _staged_bytes(store, d, result)
+            try:
+                result = _staged_bytes(store, d, result)
+            except _Refused as stop:
+                return stop.error
         if not isinstance(result, ArchiveError):
             d.record = result
         elif store.on_error != "send" or result.exists:  # "exists": another try owns it; sending could duplicate
@@ -129,9 +134,11 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
 def _staged_bytes(store: MailArchive, d: Delivery, record: ArchiveRecord) -> ArchiveRecord | ArchiveError:
     """Complete an earlier try's send with the bytes it archived (checked against their record)."""
     try:
-        d.item = d.item.with_data(store.read_message(record))
+        archived = store.read_message(record)
     except ArchiveError as exc:
         return exc
+    _refuse_other_content(record, d.item, archived)
+    d.item = d.item.with_data(archived)
     return record
 
 
@@ -144,11 +151,55 @@ def _found(store: MailArchive, d: Delivery) -> bool:
         return False
     d.record = record
     if record.delivered:
+        if not _same_as_recorded(record, d.item):
+            _refuse_other_content(record, d.item, _archived(store, record))
         d.already_sent = True
         d.outcome = _stored_receipt(record, d.item)
     else:
-        d.item = d.item.with_data(store.read_message(record))  # complete the staged send with the staged bytes
+        archived = store.read_message(record)
+        _refuse_other_content(record, d.item, archived)
+        d.item = d.item.with_data(archived)  # complete the staged send with the staged bytes
     return True
+
+
+class _Refused(Exception):
+    """Carries an error that stops staging whatever ``on_error`` says (sending could drop or duplicate mail)."""
+
+    def __init__(self, error: SecureMailError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _same_as_recorded(record: ArchiveRecord, item: Outgoing) -> bool:
+    """The cheap check: the record's hash of the sent bytes matches (an unencrypted record keeps one)."""
+    import hashlib
+
+    return record.meta.content_sha256 == hashlib.sha256(item.data).hexdigest()
+
+
+def _archived(store: MailArchive, record: ArchiveRecord) -> bytes:
+    """A delivered record's bytes, to compare; unreadable, the copy fails: sending could duplicate it."""
+    try:
+        return store.read_message(record)
+    except ArchiveError as exc:
+        raise _Refused(exc) from None
+
+
+def _refuse_other_content(record: ArchiveRecord, item: Outgoing, archived: bytes) -> None:
+    """Raise when ``item`` is not another try of the archived message: its Message-ID was reused for other
+    content, and reporting "already sent" (or sending the staged bytes instead) would drop it silently."""
+    from airflow_secure_mail.archive.record import same_message
+
+    if same_message(archived, item.data):
+        return
+    state = "sent" if record.delivered else "archived (not yet delivered)"
+    when = (record.meta.committed_at or record.meta.staged_at)[:10]
+    error = ArchiveIntegrityError(
+        f"Message-ID {item.message_id} was already {state} with different content on {when}; "
+        "give this message a new Message-ID.",
+        key=record.prefix,
+    )
+    raise _Refused(error)
 
 
 def _stored_receipt(record: ArchiveRecord, item: Outgoing) -> SendReceipt:

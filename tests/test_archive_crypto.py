@@ -155,3 +155,38 @@ def test_an_unwrap_in_flight_does_not_hold_up_another_data_keys_unwrap(mail_env,
         assert first.result() == b"a"
     assert saw_other_done == [True]
     assert _calls(mail_env.bao, before, f"transit/decrypt/{transit_key}") == 2
+
+
+def test_record_relabelled_to_another_transit_key_fails_with_its_data_key_cached(mail_env, tmp_path, transit_key):
+    """Metadata relabelled from key A to key B must not open in a process holding A's unwrapped data key."""
+    import dataclasses
+    import secrets
+    from pathlib import Path
+
+    from airflow_secure_mail.archive.record import ArchiveRecord
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.pipeline import send_mail
+    from tests.helpers import create_transit_key, numbered_request
+
+    other = create_transit_key(mail_env.bao, "mail-archive-b-" + secrets.token_hex(3))
+    location = f"file://{tmp_path}/a"
+    send_mail(
+        numbered_request(1), channel=MailChannel.for_conn(), archive=MailArchive(location, transit_key=transit_key)
+    )
+    [index] = list(Path(tmp_path, "a", "index").rglob("*.json"))
+    record = MailArchive(location, transit_key=transit_key).lookup(index.stem)
+    assert record is not None and record.meta.encryption is not None
+    relabelled = dataclasses.replace(record.meta, encryption={**record.meta.encryption, "transit_key": other})
+    copy = ArchiveRecord(record.key, record.prefix, relabelled, committed=True)
+    reader = MailArchive(location, transit_key=other)
+    expected = f"archive object {record.prefix}.eml: Transit key '{other}' cannot unwrap its data key"
+    before = len(mail_env.bao.audit_requests())
+    with pytest.raises(ArchiveIntegrityError, match=expected) as cached:  # the sealing process: A's key is cached
+        reader.read_message(copy)
+    assert _calls(mail_env.bao, before, f"transit/decrypt/{other}") == 1  # Transit judged it, not the cache
+    assert cached.value.__context__ is None and cached.value.__cause__ is None
+    TransitSealer.forget_keys()  # as in a fresh process
+    with pytest.raises(ArchiveIntegrityError, match=expected):
+        reader.read_message(copy)
+    assert MailArchive(location, transit_key=transit_key).read_message(record).startswith(b"From: ")

@@ -1,7 +1,9 @@
 """Encryption at rest: AES-256-GCM under data keys generated and wrapped by Vault Transit.
 
 One data key serves many records for a bounded time and count, so a burst of archiving costs one
-Transit call; unwrapped keys are kept for reads, so opening a batch unwraps its key once. Records stay
+Transit call; unwrapped keys are kept for reads, so opening a batch unwraps its key once. An unwrapped key
+is kept under the Transit key name that unwrapped it: a record relabelled to another key name is judged by
+Transit, never opened from the cache. Records stay
 readable after a Transit key rotation because Transit decrypts with the key version in the wrapped key.
 """
 
@@ -45,7 +47,8 @@ class TransitSealer:
     _lock = threading.Lock()
     """Guards the tables below; never held during a Vault call (see :meth:`_single_flight`)."""
     _current: dict[tuple[str, str, str], _DataKey] = {}
-    _unwrapped: dict[tuple[str, str, str], bytes] = {}
+    _unwrapped: dict[tuple[str, str, str, str], bytes] = {}
+    """(connection, mount, Transit key name, wrapped key) -> data key: the name is part of the identity."""
     _flights: dict[tuple[str, ...], Future[None]] = {}
 
     def __init__(
@@ -86,7 +89,7 @@ class TransitSealer:
 
         if not sealed.startswith(MAGIC):
             raise ArchiveIntegrityError(f"archive object {name} is not an encrypted record.", key=name)
-        plaintext = self._unwrap(str(info.get("transit_key") or self.transit_key), str(info["wrapped_key"]))
+        plaintext = self._unwrap_for(str(info.get("transit_key") or self.transit_key), str(info["wrapped_key"]), name)
         body = sealed[len(MAGIC) :]
         try:
             return AESGCM(plaintext).decrypt(body[:_NONCE], body[_NONCE:], aad)
@@ -116,7 +119,7 @@ class TransitSealer:
 
         def store(made: tuple[bytes, str]) -> _DataKey:
             key = self._current[ident] = _DataKey(made[0], made[1], time.monotonic(), uses=1)
-            self._unwrapped[(self.vault.vault_conn_id, self.mount, made[1])] = made[0]
+            self._unwrapped[(self.vault.vault_conn_id, self.mount, self.transit_key, made[1])] = made[0]
             return key
 
         def generate() -> tuple[bytes, str]:
@@ -124,9 +127,23 @@ class TransitSealer:
 
         return self._single_flight(("datakey", *ident), take, generate, store)
 
+    def _unwrap_for(self, transit_key: str, wrapped: str, name: str) -> bytes:
+        """:meth:`_unwrap`; Transit refusing the wrapped key under that name means the record was tampered with."""
+        from airflow_secure_mail._vault_errors import RequestRefused
+
+        try:
+            return self._unwrap(transit_key, wrapped)
+        except RequestRefused:
+            error = ArchiveIntegrityError(
+                f"archive object {name}: Transit key {transit_key!r} cannot unwrap its data key: the record "
+                "was relabelled to another key or altered.",
+                key=name,
+            )
+        raise error  # outside the except: nothing of Vault's reply in the chain
+
     def _unwrap(self, transit_key: str, wrapped: str) -> bytes:
         """The data key in ``wrapped``: asked of Transit once per process, however many threads open records."""
-        ident = (self.vault.vault_conn_id, self.mount, wrapped)
+        ident = (self.vault.vault_conn_id, self.mount, transit_key, wrapped)
 
         def store(plaintext: bytes) -> bytes:
             self._unwrapped[ident] = plaintext

@@ -150,4 +150,45 @@ def record_key(message_id: str | None, sender: str, recipients: list[str] | tupl
     return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 
-__all__ = ["DELIVERED", "SCHEMA_VERSION", "ArchiveRecord", "ArchiveStatus", "RecordMetadata", "record_key"]
+_VOLATILE = frozenset({"date", "resent-date"})
+"""Header fields a retry of the same message may set anew (compose stamps Date at each try)."""
+_SEALED = frozenset({"multipart/encrypted", "multipart/signed", "application/pkcs7-mime", "application/x-pkcs7-mime"})
+"""Bodies that differ at each try of the same message (fresh session keys, signing times): judged by headers."""
+
+
+def same_message(archived: bytes, new: bytes) -> bool:
+    """True when ``new`` is another try of the message in ``archived``: equal but for the Date, the MIME
+    boundaries (random at each serialisation) and, for an encrypted or signed body, the body itself."""
+    return archived == new or _fingerprint(archived) == _fingerprint(new)
+
+
+def _fingerprint(data: bytes) -> str:
+    """A hash of the message's header fields and decoded leaf parts, without what a retry changes."""
+    from email import message_from_bytes
+
+    message = message_from_bytes(data)
+    sealed = message.get_content_type() in _SEALED
+    h = hashlib.sha256()
+    for part in [message] if sealed else message.walk():
+        for name, value in part.items():
+            if name.lower() in _VOLATILE:
+                continue
+            if name.lower() == "content-type":
+                params = [p for p in part.get_params() or [] if p[0].lower() != "boundary"]
+                value = repr(sorted((str(k).lower(), str(v)) for k, v in params))
+            h.update(f"{name.lower()}:{' '.join(str(value).split())}\x00".encode("utf-8", "surrogateescape"))
+        if not sealed and not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            h.update(hashlib.sha256(payload if isinstance(payload, bytes) else b"").digest())
+    return h.hexdigest()
+
+
+__all__ = [
+    "DELIVERED",
+    "SCHEMA_VERSION",
+    "ArchiveRecord",
+    "ArchiveStatus",
+    "RecordMetadata",
+    "record_key",
+    "same_message",
+]
