@@ -228,8 +228,9 @@ class _Batch:
         return self.end - time.monotonic()
 
     async def _worker(self) -> None:
+        # This worker's session, reused from message to message; whoever opens one puts it here, so the
+        # one opened in a try that the deadline cut off is closed below too.
         holder: list[SmtpSession | None] = [None]
-        """This worker's session, reused from message to message; whoever opens one puts it here."""
         try:
             while (taken := await self.source.take()) is not None:
                 index, item = taken

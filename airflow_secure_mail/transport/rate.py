@@ -106,6 +106,7 @@ class RateLimiter:
         with self._lock:
             self._refusals = 0
             self._connect_gap = 0.0
+            self._connect_next = 0.0  # the probe's spacing no longer holds the others back
 
     def throttled(self, pause: float) -> None:
         """The relay asked us to slow down: nothing starts (no message, no connect) for ``pause`` seconds,
