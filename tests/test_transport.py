@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -154,12 +155,26 @@ def test_dropped_connection_mid_data_is_retried(mail_env):
 
 
 def test_persistent_transient_failure_gives_up_after_retries(mail_env):
-    mail_env.smtp.script.greeting_failures = 10
+    mail_env.smtp.script.data_replies = ["451 4.3.0 try again later"] * 10
     mail_env.set_smtp_conn(retries=2)
     with pytest.raises(DeliveryError) as info:
         SecureSmtpHook().send(_message())
-    assert info.value.transient
-    assert mail_env.smtp.connections == 3
+    assert info.value.transient and not info.value.throttled and info.value.code == 451
+    assert mail_env.smtp.connections == 3 and mail_env.smtp.messages == []
+
+
+def test_busy_greetings_are_throttling_retried_with_backoff_until_the_deadline(mail_env):
+    """A 421 greeting (too busy) is the relay asking us to slow down: not a failure that uses up ``retries``."""
+    mail_env.smtp.script.greeting_failures = 1000
+    mail_env.set_smtp_conn(retries=2, retry_backoff=1.0, deadline=4)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as info:
+        SecureSmtpHook().send(_message())
+    assert time.monotonic() - started < 4 + 2
+    assert info.value.throttled and info.value.transient and info.value.code == 421
+    assert "the relay was still throttling when the deadline of 4s ran out" in str(info.value)
+    # Connects at 0 s, then after pauses of 1-2 s and 2-3 s (the next pause ends after the deadline).
+    assert 2 <= mail_env.smtp.connections <= 4 and mail_env.smtp.messages == []
 
 
 def test_552_is_permanent_and_not_retried(mail_env, api):
@@ -509,10 +524,13 @@ def test_canary_secrets_never_leak_at_any_failure_stage(mail_env, server_factory
     attempt(port=rogue.tls_port)
     mail_env.smtp.script.data_replies = ["554 5.7.1 rejected"]  # delivery failure
     attempt()
-    mail_env.smtp.script.greeting_failures = 5  # transient exhaustion
+    mail_env.smtp.script.data_replies = ["451 4.3.0 try again later"] * 2  # transient exhaustion
     attempt(retries=1)
+    mail_env.smtp.script.greeting_failures = 1000  # a relay throttling at the greeting until the deadline
+    attempt(deadline=2, retry_backoff=0.5)
+    mail_env.smtp.script.greeting_failures = 0
     attempt(vault_path="smtp/missing")  # Vault failure
-    assert len(errors) == 5
+    assert len(errors) == 6
     out, err = capfd.readouterr()
     for text in [*errors, caplog.text, out, err]:
         assert canary not in text

@@ -1,7 +1,9 @@
 """Deliver a batch of ``Outgoing`` over a few reused sessions: one outcome per message, never one failure for all.
 
 Transient failures are retried on a fresh session with jittered backoff; throttling replies pause every session
-of the connection (a process-wide rate) and are retried without using up ``retries``; ``deadline`` bounds it all.
+of the connection (a process-wide rate) and are retried without using up ``retries``; a refused greeting pauses
+every session's next connect. ``deadline`` bounds it all, cancelling included: the call returns by then plus a
+second or two, every wait cut to what is left of it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
+from airflow_secure_mail.transport.deadline import STOP_GRACE, run_until
 from airflow_secure_mail.transport.rate import RateLimiter, rate_limiter
 from airflow_secure_mail.transport.receipt import SendReceipt
 from airflow_secure_mail.transport.replies import is_throttling
@@ -74,11 +78,16 @@ async def deliver_batch(
     return await _Batch(open_session, limits, on_outcome).run(items)
 
 
+class _DeadlineReached(Exception):
+    """A worker found the deadline passed before its next step; it ends, and the message gets a deadline outcome."""
+
+
 class _Attempts:
     """One message's tries: transient failures count against ``retries``, throttling does not."""
 
-    def __init__(self, limits: DeliveryLimits, recipients: tuple[str, ...]) -> None:
+    def __init__(self, limits: DeliveryLimits, recipients: tuple[str, ...], end: float) -> None:
         self.limits = limits
+        self.end = end
         self.total = 0
         self.failures = 0
         self.throttles = 0
@@ -106,9 +115,11 @@ class _Attempts:
         return min(base * 2 ** max(count - 1, 0), _MAX_BACKOFF) + random.uniform(0, base)
 
     def wait(self, state: Any) -> float:
-        """Throttling waits at the shared limiter (every session pauses), a plain failure here."""
+        """Throttling waits at the shared limiter (every session pauses), a plain failure here; never past the end."""
         error = state.outcome.exception() if state.outcome else None
-        return 0.0 if isinstance(error, DeliveryError) and error.throttled else self.backoff(self.failures)
+        if isinstance(error, DeliveryError) and error.throttled:
+            return 0.0
+        return max(min(self.backoff(self.failures), self.end - time.monotonic()), 0.0)
 
 
 def _raise_for_throttled_recipients(sent: SendReceipt, tries: _Attempts) -> None:
@@ -161,13 +172,16 @@ class _Source:
             return len(self.taken) - 1, item
 
     async def left_over(self) -> Iterable[Outgoing]:
-        """What a Sequence still holds; an async source is closed instead (its producer stops there)."""
+        """What a Sequence still holds; an async source is closed instead (its producer stops there, soon)."""
         self.closed = True
         if self._iter is not None:
             return list(self._iter)
         close = getattr(self._aiter, "aclose", None)
         if close is not None:
-            await close()
+            try:
+                await asyncio.wait_for(close(), timeout=STOP_GRACE)
+            except TimeoutError:
+                log.warning("the message source did not close within %.1fs of the deadline", STOP_GRACE)
         return ()
 
 
@@ -186,45 +200,57 @@ class _Batch:
         self.callbacks: list[asyncio.Task[None]] = []
         self.callback_error: BaseException | None = None
         self.source: _Source
+        self.end = 0.0
+        """The deadline, on ``time.monotonic``."""
+        self.stopped = False
+        """The deadline ran out (or the call was cancelled): no session connects or sends any more."""
+        self.settled = False
+        """Every outcome is final: a worker left behind can no longer report one."""
 
     async def run(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> list[Outcome]:
         self.source = source = _Source(items)
         workers = self.limits.concurrency if source.size is None else max(1, min(self.limits.concurrency, source.size))
-        try:
-            async with asyncio.timeout(self.limits.deadline), asyncio.TaskGroup() as group:
-                for _ in range(workers):
-                    group.create_task(self._worker())
-        except TimeoutError:
+        self.end = time.monotonic() + self.limits.deadline
+        cut_off = await run_until((self._worker() for _ in range(workers)), self.end, self._stop)
+        if cut_off or self.stopped:
             self._after_deadline(await source.left_over())
-        except BaseExceptionGroup as crashed:  # a bug, not a delivery failure: raise it as itself
-            raise crashed.exceptions[0] from None
+        self.settled = True
         await asyncio.gather(*self.callbacks, return_exceptions=True)
         for error in (self.callback_error, source.error):
             if error is not None:
                 raise error
         return [self.results[index] for index in range(len(source.taken))]
 
+    def _stop(self) -> None:
+        self.stopped = True
+
+    def _left(self) -> float:
+        return self.end - time.monotonic()
+
     async def _worker(self) -> None:
-        session: SmtpSession | None = None
+        # This worker's session, reused from message to message; whoever opens one puts it here, so the
+        # one opened in a try that the deadline cut off is closed below too.
+        holder: list[SmtpSession | None] = [None]
         try:
             while (taken := await self.source.take()) is not None:
                 index, item = taken
-                session, outcome = await self._deliver(session, index, item)
-                self._report(index, item, outcome)
+                self._report(index, item, await self._deliver(holder, index, item))
+        except _DeadlineReached:
+            self.stopped = True
         finally:
-            if session is not None:
-                await session.close()
+            session = holder[0]
+            if session is not None and self.stopped:
+                session.abort()  # the deadline is past: no waiting for the server's answer to QUIT
+            elif session is not None:
+                await session.close(timeout=min(5.0, self._left()))
 
-    async def _deliver(
-        self, session: SmtpSession | None, index: int, item: Outgoing
-    ) -> tuple[SmtpSession | None, Outcome]:
-        """Send one message, retrying as the limits allow; returns the session to reuse (None: closed)."""
+    async def _deliver(self, holder: list[SmtpSession | None], index: int, item: Outgoing) -> Outcome:
+        """Send one message, retrying as the limits allow, on the session in ``holder`` (replaced as needed)."""
         from tenacity import AsyncRetrying, retry_if_exception
 
         if self.fatal is not None:
-            return session, self.fatal
-        tries = self.tries[index] = _Attempts(self.limits, item.recipients)
-        holder = [session]
+            return self.fatal
+        tries = self.tries[index] = _Attempts(self.limits, item.recipients, self.end)
         error: SecureMailError | None = None
         try:
             retrying = AsyncRetrying(
@@ -236,20 +262,25 @@ class _Batch:
         except SecureMailError as exc:
             error = detached(exc)
         if error is not None and tries.partial is None:
-            return holder[0], error
+            return error
         # Some recipients may have it already after a throttled RCPT: then that receipt is the outcome.
-        return holder[0], replace(tries.partial or receipt, attempts=tries.total)
+        return replace(tries.partial or receipt, attempts=tries.total)
 
     async def _attempt(
         self, holder: list[SmtpSession | None], index: int, item: Outgoing, tries: _Attempts
     ) -> SendReceipt:
         """One try on the held session (opened if needed); a failure leaves the session reusable or None."""
         tries.total += 1
+        opening = False
         try:
             session = holder[0]
             if session is None or not session.is_open:
+                opening = True
                 session = holder[0] = await self._open()
-            await self.limiter.acquire()
+                opening = False
+            if not await self.limiter.acquire(self.end) or self.stopped or self._left() <= 0:
+                # Also for a worker whose cancellation was swallowed: nothing is sent after the deadline.
+                raise _DeadlineReached
             self.in_flight.add(index)
             sent = await session.send(item.sender, tries.recipients, item.data, message_id=item.message_id)
             self.in_flight.discard(index)  # not in a finally: cut off by the deadline, it may have been delivered
@@ -257,38 +288,52 @@ class _Batch:
             _raise_for_throttled_recipients(sent, tries)
         except DeliveryError as exc:
             self.in_flight.discard(index)
-            await self._failed(holder, index, exc, tries)
+            await self._failed(holder, index, exc, tries, opening)
             raise
         self.limiter.accepted()
         return receipt
 
     async def _open(self) -> SmtpSession:
-        """A new session; a permanent failure to open one (TLS, AUTH) ends the batch without more tries."""
+        """A new session, once the shared gate lets it connect; a permanent failure to open one (TLS, AUTH)
+        ends the batch without more tries, a refused greeting holds back every session's next connect."""
+        if not await self.limiter.before_connect(self.end) or self.stopped:
+            raise _DeadlineReached
+        started = time.monotonic()
         try:
-            return await self.open_session()
+            session = await self.open_session()
         except SecureMailError as exc:
-            if not (isinstance(exc, DeliveryError) and exc.transient):
+            if isinstance(exc, DeliveryError) and exc.throttled:
+                pause = self.limiter.refused(started, self.limits.retry_backoff)
+                log.warning("SMTP relay refused a connection (%s); no session connects for %.1fs", exc.code, pause)
+            elif not (isinstance(exc, DeliveryError) and exc.transient):
                 self.fatal = exc
             raise
+        self.limiter.connected()
+        return session
 
     async def _failed(
-        self, holder: list[SmtpSession | None], index: int, error: DeliveryError, tries: _Attempts
+        self, holder: list[SmtpSession | None], index: int, error: DeliveryError, tries: _Attempts, opening: bool
     ) -> None:
         """Count the failure; throttling pauses every session, another transient failure drops this one."""
         tries.record(error)
         self.last_error[index] = error
         if error.throttled:
             self.last_throttle = error
-            pause = tries.backoff(tries.throttles)
-            log.warning("SMTP relay throttling (%s); every session of this connection pauses %.1fs", error.code, pause)
-            self.limiter.throttled(pause)
+            if not opening:  # a refused connect has paused the connects already (in _open)
+                pause = tries.backoff(tries.throttles)
+                log.warning(
+                    "SMTP relay throttling (%s); every session of this connection pauses %.1fs", error.code, pause
+                )
+                self.limiter.throttled(pause)
         elif error.transient:
             log.warning("transient SMTP failure (attempt %d): %s", tries.total, error)
             session, holder[0] = holder[0], None
             if session is not None:
-                await session.close()
+                await session.close(timeout=min(5.0, self._left()))
 
     def _report(self, index: int, item: Outgoing, outcome: Outcome) -> None:
+        if self.settled:  # a worker left behind after the deadline: its message already has its outcome
+            return
         self.results[index] = outcome
         if self.on_outcome is None:
             return
@@ -312,6 +357,7 @@ class _Batch:
         for item in left_over:
             self.source.taken.append(item)
             self._report(len(self.source.taken) - 1, item, _deadline_error(self.limits.deadline, self.last_throttle))
+        self.settled = True
 
 
 def _deadline_error(deadline: float, last: DeliveryError | None, maybe_delivered: bool = False) -> DeliveryError:

@@ -10,6 +10,8 @@ from airflow_secure_mail.errors import DeliveryError, TransportSecurityError
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 TRANSIENT_CODES = frozenset({421, 432, 450, 451, 452, 454})
+_BUSY_GREETINGS = frozenset({421, 432, 450, 451, 452})
+"""A greeting with one of these refuses the connection for now (too many connections, busy): a throttling signal."""
 Stage = Literal["MAIL", "RCPT", "DATA"]
 
 
@@ -39,6 +41,19 @@ def reply_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
         code=code,
         transient=transient,
     )
+
+
+def greeting_error(where: str, code: int, text: str) -> DeliveryError:
+    """A greeting other than 220; a busy one (4xx) is throttling, with or without an enhanced status code.
+
+    Relays say "too many connections" in many ways (``432 4.3.2``, ``421 Service not available``, ``450``);
+    each means: come back later, slower. Treated as throttling, every session backs off before connecting.
+    """
+    if code in _BUSY_GREETINGS:
+        return DeliveryError(
+            f"{where} is throttling us at the greeting ({code} {text[:120]}).", code=code, throttled=True
+        )
+    return reply_error(where, "the greeting", code, text)
 
 
 def recipients_error(refused: Mapping[str, tuple[int, str]]) -> DeliveryError:
@@ -75,7 +90,7 @@ def connect_error(exc: BaseException, policy: TLSPolicy) -> Exception:
     if tls_failure is not None:
         return tls_failure
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-        return reply_error(where, "the greeting", exc.code, exc.message)
+        return greeting_error(where, exc.code, exc.message)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return reply_error(where, "connect", exc.code, exc.message)
     return DeliveryError(

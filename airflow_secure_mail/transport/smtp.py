@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -135,13 +136,21 @@ class SmtpSession:
             size=len(data),
         )
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """QUIT, waiting at most ``timeout`` for the server; the connection is closed however that ends."""
         smtp, self._smtp = self._smtp, None
         if smtp is None or not smtp.is_connected:
             return
         try:
-            await asyncio.wait_for(smtp.quit(), timeout=5)
-        except Exception:
+            with contextlib.suppress(Exception):  # a relay that does not answer QUIT is closed all the same
+                await asyncio.wait_for(smtp.quit(), timeout=max(timeout, 0.0))
+        finally:  # cancelled too: never leave the socket open
+            smtp.close()
+
+    def abort(self) -> None:
+        """Close the connection now, without QUIT: a deadline ran out and the server's answer cannot be waited for."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
             smtp.close()
 
 
