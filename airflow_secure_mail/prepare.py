@@ -83,11 +83,12 @@ async def prepare_outgoing(items: Sequence[Outgoing], policy: MailPolicy) -> Pre
 
 async def _screen_outside(item: Outgoing, policy: MailPolicy) -> ScanReport | None:
     """Screen one message built elsewhere and scan its attachments; raises on a violation or a finding."""
-    from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed
+    from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed, refuse_repeated_part_fields
     from airflow_secure_mail.mail.html_screen import screen_html
     from airflow_secure_mail.mail.scan import scan_request
 
     message = parsed(item.data)
+    refuse_repeated_part_fields(message)
     protected = message.get_content_type() in PROTECTED_TYPES
     attachments = () if protected else attachments_of(message)
     screen(message, Envelope(item.sender, item.recipients, item.hidden), policy, attachments,

@@ -315,6 +315,20 @@ def test_resend_to_an_internal_relay_honours_allow_special_use_domains(mail_env,
     assert resent.mail_from == "archive@airflow.internal" and resent.rcpt_tos == ["audit@mail.internal"]
 
 
+def test_resend_of_a_copy_archived_with_lf_line_endings_sends_it_with_crlf(mail_env, tmp_path):
+    """Earlier releases archived LF-only bytes as given (the SMTP client added the CRs on the wire)."""
+    import dataclasses
+
+    archive = MailArchive(f"file://{tmp_path}/a")
+    _send(archive, 1)
+    [found] = select(archive, RestoreSelection(*window()))
+    crlf = found.data
+    resend([dataclasses.replace(found, data=crlf.replace(b"\r\n", b"\n"))], resent_from="archive@example.com",
+           resend_to=["auditor@example.com"])  # fmt: skip
+    resent = mail_env.smtp.messages[1]
+    assert resent.data.startswith(b"Resent-Date: ") and resent.data.endswith(crlf)
+
+
 def test_resend_refuses_injected_addresses(mail_env, tmp_path):
     from airflow_secure_mail.errors import PolicyViolation
 

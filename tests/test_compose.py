@@ -94,6 +94,14 @@ def test_a_single_use_header_given_twice_is_refused_not_a_raw_error(fields, name
     assert (info.value.rule, info.value.item.lower()) == ("duplicate_header", name)
 
 
+@pytest.mark.parametrize("name", ["Resent-Bcc", "resent-to", "Resent-From"])
+def test_a_resent_header_is_not_a_custom_header(name):
+    """Resent-* lines are restore's to write; a Resent-Bcc would name a hidden recipient on the wire."""
+    with pytest.raises(PolicyViolation, match=f"custom header {name!r} is not allowed") as info:
+        compose(_request(headers=((name, "x@example.com"),)))
+    assert info.value.rule == "header_injection"
+
+
 def test_a_request_without_recipients_is_refused():
     with pytest.raises(PolicyViolation, match="no recipients: give at least one of to, cc or bcc") as info:
         compose(_request(to=()))

@@ -238,6 +238,76 @@ def test_a_bcc_field_in_raw_bytes_never_reaches_the_wire_or_the_archive(mail_env
     assert record is not None and archive.read_message(record) == received.data
 
 
+def test_a_resent_bcc_field_in_raw_bytes_never_reaches_the_wire():
+    from airflow_secure_mail.mail.external import outgoing_from
+
+    data = b"From: a@example.com\r\nTo: ops@example.com\r\nResent-Bcc: auditor@example.com\r\nSubject: s\r\n\r\nb\r\n"
+    item = outgoing_from(data, sender=None, recipients=["ops@example.com", "auditor@example.com"],
+                         default_sender="a@example.com")  # fmt: skip
+    assert b"Resent-Bcc" not in item.data and b"auditor@example.com" not in item.data
+    assert item.hidden == ("auditor@example.com",)
+
+
+def test_a_recipient_named_only_in_a_raw_bcc_field_is_never_named_in_an_error(mail_env):
+    from airflow_secure_mail.errors import PolicyViolation
+
+    data = b"From: a@example.com\r\nTo: ops@example.com\r\nBcc: Secret <secret@vault.test>\r\nSubject: s\r\n\r\nb\r\n"
+    with pytest.raises(PolicyViolation) as info:
+        SecureSmtpHook().send(data, recipients=["ops@example.com", "secret@vault.test"])
+    assert "secret" not in str(info.value) and "vault.test" not in str(info.value)
+    assert mail_env.smtp.connections == 0
+
+
+def test_an_email_mime_message_as_the_stock_provider_builds_it_is_sent(mail_env):
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    message = MIMEMultipart()
+    message["From"] = "airflow@example.com"
+    message["To"] = "ops@example.com"
+    message["Subject"] = "classic"
+    message.attach(MIMEText("hello", "plain"))
+    SecureSmtpHook().send(message)
+    [received] = mail_env.smtp.messages
+    assert received.rcpt_tos == ["ops@example.com"] and b"Subject: classic\r\n" in received.data
+
+
+def test_a_message_of_another_type_is_our_error(mail_env):
+    from airflow_secure_mail.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cannot send a str: pass an EmailMessage"):
+        SecureSmtpHook().send("Subject: hi\r\n\r\nbody", recipients=["ops@example.com"])
+
+
+_TWO_TYPES = (
+    b"From: a@example.com\r\nTo: ops@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
+    b"Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\n"
+    b'<a href="javascript:alert(1)">x</a><img src=x onerror=alert(1)>\r\n--b--\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "item"),
+    [
+        (_TWO_TYPES, "content-type"),
+        (b"From: a@example.com\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n\r\n<b onclick=x>b</b>\r\n",
+         "content-type"),
+        (_TWO_TYPES.replace(b"Content-Type: text/html", b"Content-Disposition: attachment\r\nContent-Disposition: inline"),
+         "content-disposition"),
+    ],
+    ids=["in_a_part", "top_level", "disposition_in_a_part"],
+)  # fmt: skip
+def test_a_mime_field_given_twice_is_refused_before_connecting(mail_env, data, item):
+    """Python reads the first Content-Type, other readers the last: the HTML screen would judge a text part."""
+    from airflow_secure_mail.errors import PolicyViolation
+
+    with pytest.raises(PolicyViolation, match="more than one Content-") as info:
+        SecureSmtpHook().send(data, recipients=["ops@example.com"])
+    assert (info.value.rule, info.value.item) == ("duplicate_header", item)
+    assert mail_env.smtp.connections == 0
+
+
 def test_a_message_written_with_lf_line_endings_is_sent_and_archived_with_crlf(mail_env, tmp_path):
     """``as_bytes()`` with the default policy writes LF only: ordinary mail, sent as the SMTP client writes it."""
     from airflow_secure_mail.archive.store import MailArchive

@@ -141,6 +141,7 @@ def resend_copies(
     ``allow_special_use_domains`` is the send's policy switch (``.internal`` relays and mailboxes).
     """
     from airflow_secure_mail.mail.addresses import parse_mailbox
+    from airflow_secure_mail.mail.header_block import with_crlf
 
     override = [resend_to] if isinstance(resend_to, str) else list(resend_to or [])
     special = allow_special_use_domains
@@ -151,6 +152,6 @@ def resend_copies(
         prefix, message_id, named = resent_headers(sender, override, seed=seeded, allow_special_use_domains=special)
         rcpts = named or item.record.meta.recipients
         hidden = () if named else rcpts
-        data = prefix + item.data
+        data = prefix + with_crlf(item.data)  # archived before LF-only bytes got CRLF: what the wire carried
         copies.append(Outgoing(sender, rcpts, data, message_id, hidden=hidden, resend_of=item.record.meta.message_id))
     return copies

@@ -285,7 +285,8 @@ def _add_custom_headers(msg: EmailMessage, headers: tuple[tuple[str, str], ...])
     for name, value in headers:
         check_no_control(name, "header name")
         check_no_control(str(value), f"header {name}")
-        if name.lower() in _RESERVED_HEADERS or not name.isascii() or ":" in name or " " in name:
+        reserved = name.lower() in _RESERVED_HEADERS or name.lower().startswith("resent-")  # restore writes those
+        if reserved or not name.isascii() or ":" in name or " " in name:
             raise PolicyViolation(
                 f"custom header {name!r} is not allowed: use the dedicated parameter or an X- header.",
                 rule="header_injection",

@@ -4,13 +4,20 @@ resend): their envelope, their wire bytes, and the parsed view that screening ju
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from email import policy as email_policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
 from airflow_secure_mail.mail.addresses import normalize_domain, parse_mailbox
 from airflow_secure_mail.mail.compose import Attachment
-from airflow_secure_mail.mail.header_block import field_value, screen_header_block
+from airflow_secure_mail.mail.header_block import (
+    HIDDEN_FIELDS,
+    field_value,
+    field_values,
+    screen_header_block,
+    with_crlf,
+)
 from airflow_secure_mail.mail.outgoing import Outgoing
 
 
@@ -28,7 +35,7 @@ def envelope_of(message: EmailMessage) -> tuple[str | None, list[str], list[str]
 
 
 def outgoing_from(
-    message: EmailMessage | bytes,
+    message: Message | bytes,
     *,
     sender: str | None,
     recipients: Sequence[str] | None,
@@ -42,13 +49,20 @@ def outgoing_from(
     the policy (argument, else the connection's) before the envelope is parsed.
     """
     hidden: list[str] = []
-    if isinstance(message, EmailMessage):
+    if isinstance(message, Message):
+        message = _modern(message)
         header_sender, header_rcpts, hidden = envelope_of(message)
         sender = sender or header_sender
         recipients = list(recipients) if recipients is not None else header_rcpts
         data = message.as_bytes(policy=email_policy.SMTP)  # its Bcc goes below, with the raw bytes' one
+    elif isinstance(message, bytes | bytearray):
+        data = bytes(message)
     else:
-        data = message
+        raise ConfigurationError(
+            f"cannot send a {type(message).__name__}: pass an EmailMessage, wire bytes (with recipients=) or an "
+            "Outgoing."
+        )
+    hidden_text = _hidden_fields_text(data)
     data = screen_header_block(data)
     sender = sender or default_sender
     if not sender:
@@ -57,35 +71,61 @@ def outgoing_from(
         raise ConfigurationError("no recipients: pass recipients= or set To/Cc/Bcc.")
     special = allow_special_use_domains
     envelope_sender = parse_mailbox(sender, "sender", allow_special_use_domains=special)
-    rcpts = tuple(
-        dict.fromkeys(parse_mailbox(r, "recipient", allow_special_use_domains=special).addr for r in recipients)
-    )
+    hidden = [r for r in recipients if r in hidden or r.lower() in hidden_text]
+    rcpts = tuple(dict.fromkeys(_recipient(r, r in hidden, special) for r in recipients))
     message_id, data = _with_message_id(data, normalize_domain(envelope_sender.domain))
     return Outgoing(
         envelope_sender.addr,
         rcpts,
         data,
         message_id,
-        hidden=tuple(r for r in rcpts if r in hidden),
+        hidden=tuple(r for r in rcpts if r in hidden or r.lower() in hidden_text),
         resend_of=resend_of,
     )
+
+
+def _recipient(rcpt: str, hidden: bool, special: bool) -> str:
+    """The recipient's addr-spec under the send's policy; a refused hidden one is never named."""
+    try:
+        return parse_mailbox(rcpt, "recipient", allow_special_use_domains=special).addr
+    except PolicyViolation as exc:
+        if not hidden:
+            raise
+        raise PolicyViolation(  # errors never name a hidden recipient
+            f"a hidden recipient of the message is refused ({exc.rule}): fix the envelope.", rule=exc.rule
+        ) from None
+
+
+def _modern(message: Message) -> EmailMessage:
+    """An ``email.mime`` (compat32) message, as the stock SMTP provider's users build them, read as an
+    EmailMessage from its own SMTP serialization, the bytes that will go out."""
+    if isinstance(message, EmailMessage):
+        return message
+    from email.parser import BytesParser
+
+    modern = BytesParser(policy=email_policy.default).parsebytes(message.as_bytes(policy=email_policy.SMTP))
+    assert isinstance(modern, EmailMessage)
+    return modern
+
+
+def _hidden_fields_text(data: bytes) -> str:
+    """The text of the ``Bcc``/``Resent-Bcc`` fields about to be removed, lower case: a recipient named there
+    stays hidden (never named in errors, logs or the archive's metadata), however the field was written."""
+    return " ".join(field_values(with_crlf(data), HIDDEN_FIELDS)).lower()
 
 
 def checked(item: Outgoing, *, allow_special_use_domains: bool = False) -> Outgoing:
     """An Outgoing built elsewhere (given as is, or a resend) held to the rules :func:`outgoing_from` applies:
     its header block screened (Bcc removed), its envelope addresses valid under the send's policy."""
     special = allow_special_use_domains
+    hidden_text = _hidden_fields_text(item.data)
     data = screen_header_block(item.data)
+    hidden = tuple(r for r in item.recipients if r in item.hidden or r.lower() in hidden_text)
+    if hidden != item.hidden:
+        item = replace(item, hidden=hidden)
     parse_mailbox(item.sender, "sender", allow_special_use_domains=special)
     for rcpt in item.recipients:
-        try:
-            parse_mailbox(rcpt, "recipient", allow_special_use_domains=special)
-        except PolicyViolation as exc:
-            if rcpt not in item.hidden:
-                raise
-            raise PolicyViolation(  # errors never name a hidden recipient
-                f"a hidden recipient of the message is refused ({exc.rule}): fix the envelope.", rule=exc.rule
-            ) from None
+        _recipient(rcpt, rcpt in item.hidden, special)
     return item if data is item.data else item.with_data(data)
 
 
@@ -111,6 +151,23 @@ def parsed(data: bytes) -> EmailMessage:
     message = BytesParser(policy=email_policy.default).parsebytes(data)
     assert isinstance(message, EmailMessage)
     return message
+
+
+_PART_FIELDS = ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition")
+
+
+def refuse_repeated_part_fields(message: EmailMessage) -> None:
+    """Each MIME part names its type, encoding and disposition once (RFC 2045): with two ``Content-Type``
+    fields Python reads the first and another reader the last, so the HTML screen could judge a text part
+    that a mail client renders as HTML."""
+    for number, part in enumerate(message.walk()):
+        for name in _PART_FIELDS:
+            if len(part.get_all(name) or ()) > 1:
+                raise PolicyViolation(
+                    f"MIME part {number} has more than one {name} field: RFC 2045 allows one; remove the others.",
+                    rule="duplicate_header",
+                    item=name.lower(),
+                )
 
 
 def attachments_of(message: EmailMessage) -> tuple[Attachment, ...]:

@@ -9,13 +9,18 @@ before its first colon (case-insensitive).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from airflow_secure_mail.errors import PolicyViolation
 
 SINGLE_FIELDS = frozenset(
-    {"from", "sender", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "in-reply-to", "references"}
-)
-"""Fields RFC 5322 §3.6 allows at most once; a second ``From`` is a display-spoofing trick."""
+    {"from", "sender", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "in-reply-to", "references",
+     "mime-version", "content-type", "content-transfer-encoding", "content-disposition"}
+)  # fmt: skip
+"""Fields RFC 5322 §3.6 and RFC 2045 allow at most once: a second ``From`` is a display-spoofing trick, a
+second ``Content-Type`` makes readers disagree on what the body is (one renders the HTML our screen skipped)."""
+HIDDEN_FIELDS = frozenset({"bcc", "resent-bcc"})
+"""Fields that name hidden recipients: removed before anything is archived or sent."""
 MAX_LINE_OCTETS = 998
 """RFC 5322 §2.1.1: a line is at most 998 octets, CRLF excluded; servers refuse longer ones at DATA."""
 
@@ -31,11 +36,11 @@ def screen_header_block(data: bytes) -> bytes:
     single-use field such as ``From`` (``duplicate_header``). The rest of the bytes is left as it was, but for
     a message written with LF line endings only, which gets CRLF throughout.
     """
-    data = _with_crlf(data)
+    data = with_crlf(data)
     head, rest = _split(data)
     fields = _fields(head)
     _refuse_duplicates(fields)
-    kept = [lines for name, lines in fields if name != "bcc"]
+    kept = [lines for name, lines in fields if name not in HIDDEN_FIELDS]
     if len(kept) == len(fields):
         return data
     if not kept:  # Bcc was the only field: the block is now empty, the body follows the empty line
@@ -43,7 +48,7 @@ def screen_header_block(data: bytes) -> bytes:
     return _CRLF.join(line for lines in kept for line in lines) + rest
 
 
-def _with_crlf(data: bytes) -> bytes:
+def with_crlf(data: bytes) -> bytes:
     """LF line endings throughout (no CR anywhere, as ``as_bytes()`` with the default policy writes) become
     CRLF, as the SMTP client would send them, so the archive holds the wire bytes; a mix stays refused."""
     return data.replace(b"\n", _CRLF) if b"\r" not in data and b"\n" in data else data
@@ -51,12 +56,18 @@ def _with_crlf(data: bytes) -> bytes:
 
 def field_value(data: bytes, name: str) -> str | None:
     """The unfolded value of the first ``name`` field in the header block, or None (for a checked block)."""
+    return next(iter(field_values(data, {name})), None)
+
+
+def field_values(data: bytes, names: Collection[str]) -> list[str]:
+    """The unfolded values of every field named in ``names`` (any case), in order (for a checked block)."""
+    wanted = {n.lower() for n in names}
     head, _ = _split(data)
-    for found, lines in _fields(head):
-        if found == name.lower():
-            value = b"".join(lines).split(b":", 1)[1]
-            return value.decode("utf-8", "replace").strip()
-    return None
+    return [
+        b"".join(lines).split(b":", 1)[1].decode("utf-8", "replace").strip()
+        for found, lines in _fields(head)
+        if found in wanted
+    ]
 
 
 def _split(data: bytes) -> tuple[bytes, bytes]:
