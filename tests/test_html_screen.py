@@ -235,7 +235,7 @@ def test_strip_mode_removes_what_the_reader_reads_differently():
     ("css", "what"),
     [
         ("list-style-type:'paypal.com '", "CSS list markers"),
-        ('list-style:"paypal.com" inside', "CSS list markers"),
+        ("list-style:&quot;paypal.com&quot; inside", "CSS list markers"),
         ("list-style: pp inside", "CSS list markers"),
         ("list-style-type:\\70 p", "CSS list markers"),
         ("quotes:'paypal.com' ''", "CSS quotes:"),
