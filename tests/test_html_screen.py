@@ -334,3 +334,23 @@ def test_a_data_name_ending_in_a_country_domain_is_judged_and_the_error_says_how
 def test_pre_starting_with_a_blank_line_is_not_a_mutation(html):
     assert screen_html(html) == html
     assert "\n\nERROR" in screen_html("<pre>\n\nERROR</pre><script>x</script>", "strip")
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        '<span style="display:none">_</span>', '<span style="DISPLAY: none !important">_</span>',
+        '<span style="font-size:0">_</span>', '<span style="font-size:0px;color:red">_x_</span>',
+        "<span hidden>_</span>", '<span style="visibility:hidden;font-size:0pt">_</span>',
+    ],
+    ids=["display_none", "display_none_important", "font_size_0", "font_size_0px", "hidden_attribute", "0pt"],
+)  # fmt: skip
+def test_text_hidden_by_inline_style_does_not_break_a_host_in_a_link(hidden):
+    with pytest.raises(PolicyViolation, match="shows paypal.com but points to evil.example") as info:
+        screen_html(f'<a href="https://evil.example/x">paypal{hidden}.com</a>')
+    assert info.value.rule == "html_deceptive_link"
+
+
+def test_text_that_stays_visible_still_separates():
+    html = '<a href="https://looker.example.com/1">orders<span style="font-size:10px">_v2</span>.com_export</a>'
+    assert screen_html(html) == html

@@ -39,6 +39,7 @@ _IMAGE_FUNCTIONS = frozenset(
      "repeating-linear-gradient", "repeating-radial-gradient", "repeating-conic-gradient", "rgb", "rgba", "hsl", "hsla"}
 )  # fmt: skip
 _FUNCTION = re.compile(r"([\w-]*)\([^()]*\)")
+_ZERO_SIZE = re.compile(r"[+-]?(?:0+\.?0*|\.0+)(?:[a-z]+|%)?")  # 0, 0px, 0.0em, .0pt
 
 
 def generated_text(css: str) -> str | None:
@@ -73,6 +74,21 @@ def _marker_shows_text(value: str) -> bool:
             return True
         value = value[: call.start()] + " " + value[call.end() :]
     return any(quote in value for quote in "'\"") or not set(value.split()) <= _MARKER_WORDS
+
+
+def hides_text(style: str) -> bool:
+    """Does a ``style=`` attribute hide its element's text (``display:none``, ``font-size:0``, ``visibility:hidden``)?
+
+    Only these simple inline forms: hiding by class, clipping, colour or position is not read.
+    """
+    declarations = (d.partition(":") for d in _unescape(_COMMENT.sub(" ", style)).lower().split(";"))
+    return any(_hiding(name.strip(), _bare(value)) for name, _, value in declarations)
+
+
+def _hiding(name: str, value: str) -> bool:
+    if name == "font-size":
+        return _ZERO_SIZE.fullmatch(value) is not None
+    return (name, value) in {("display", "none"), ("visibility", "hidden"), ("visibility", "collapse")}
 
 
 def is_remote_stylesheet(rel: str | None) -> bool:

@@ -58,7 +58,8 @@ def deceit(node: Any, bases: tuple[str, ...]) -> tuple[str, str, bool] | None:
         return None
     # Two readings of the text: as the browser lays it out, where inline elements join (``paypal<b>.com</b>``
     # shows paypal.com) and blocks and <br> separate; and words split at every element, as read before.
-    readings = (_laid_out_text(node), node.text(deep=True, separator=" "))
+    # A third: laid out without elements hidden by an inline style, so paypal<span hidden>_</span>.com is paypal.com.
+    readings = (_laid_out_text(node), node.text(deep=True, separator=" "), _laid_out_text(node, unhidden=True))
     for shown, bare in dict.fromkeys(h for reading in readings for h in hosts_named(_as_seen(reading))):
         for target in sorted(targets):
             if not _same_site(shown, target):
@@ -75,18 +76,30 @@ def _as_seen(text: str) -> str:
     return "".join(ch for ch in text.translate(_DOTS) if unicodedata.category(ch) != "Cf")
 
 
-def _laid_out_text(node: Any) -> str:
-    """The text as a browser shows it: inline elements run together, block elements and ``<br>`` break words."""
+def _laid_out_text(node: Any, *, unhidden: bool = False) -> str:
+    """The text as a browser shows it: inline elements run together, block elements and ``<br>`` break words.
+
+    ``unhidden`` leaves out elements hidden by their own ``hidden`` attribute or inline style.
+    """
     parts: list[str] = []
     for child in node.iter(include_text=True):
         tag = (child.tag or "").lower()
         if tag == "-text":
             parts.append(child.text_content or "")
+        elif tag.startswith("-") or tag in _UNSHOWN or (unhidden and _hidden(child)):
+            continue
         elif tag in _BREAKS:
-            parts.append(f" {_laid_out_text(child)} ")
-        elif not tag.startswith("-") and tag not in _UNSHOWN:
-            parts.append(_laid_out_text(child))
+            parts.append(f" {_laid_out_text(child, unhidden=unhidden)} ")
+        else:
+            parts.append(_laid_out_text(child, unhidden=unhidden))
     return "".join(parts)
+
+
+def _hidden(node: Any) -> bool:
+    from airflow_secure_mail.mail._html_css import hides_text
+
+    attributes = node.attributes
+    return "hidden" in attributes or hides_text(attributes.get("style") or "")
 
 
 def _targets(href: str, bases: tuple[str, ...]) -> set[str]:
