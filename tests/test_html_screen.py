@@ -229,3 +229,128 @@ def test_strip_mode_removes_what_the_reader_reads_differently():
     )
     sent = screen_html(html, "strip")
     assert sent == "<html><head><style>p{color:red}</style></head><body><p>Totals</p></body></html>"
+
+
+@pytest.mark.parametrize(
+    ("css", "what"),
+    [
+        ("list-style-type:'paypal.com '", "CSS list markers"),
+        ("list-style:&quot;paypal.com&quot; inside", "CSS list markers"),
+        ("list-style: pp inside", "CSS list markers"),
+        ("list-style-type:\\70 p", "CSS list markers"),
+        ("quotes:'paypal.com' ''", "CSS quotes:"),
+        ("QUOTES : '\\201c' '\\201d'", "CSS quotes:"),
+    ],
+    ids=["type_string", "shorthand_string", "counter_style_name", "escaped_name", "quotes", "quotes_uppercase"],
+)
+def test_list_markers_and_quotes_that_show_text_are_refused(css, what):
+    html = f'<a href="https://x.example/" style="display:list-item;{css}"><q>Sign in</q></a>'
+    with pytest.raises(PolicyViolation, match=re.escape(what)) as info:
+        screen_html(html)
+    assert info.value.rule == "html_generated_text"
+    assert "style" not in screen_html(html, "strip")
+
+
+def test_a_counter_style_rule_is_refused():
+    html = '<style>@Counter-Style pp{system:cyclic;symbols:"x"}</style><ol><li>a</li></ol>'
+    with pytest.raises(PolicyViolation, match="CSS @counter-style") as info:
+        screen_html(html)
+    assert info.value.rule == "html_generated_text"
+
+
+@pytest.mark.parametrize(
+    "css",
+    [
+        "list-style:none", "list-style: disc outside none", "list-style-type:decimal !important",
+        "list-style:square inside url(https://x.example/b.png)", "list-style-type:lower-roman", "list-style:inherit",
+        "quotes:none", "quotes:auto", "list-style-position:inside", "list-style-image:none",
+    ],
+)  # fmt: skip
+def test_ordinary_list_styles_and_quotes_pass(css):
+    html = f'<ul style="{css}"><li>a</li></ul><style>ul.x{{{css}}}</style>'
+    assert screen_html(html) == html
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "paypal.com\u200b", "pay\u200dpal.com", "paypal.&shy;com", "paypal\u3002com", "paypal\uff0ecom",
+        "paypal\uff61com", "\u2068paypal.com\u2069", "pay<span>\u00ad</span>pal.com",
+    ],
+    ids=["zwsp", "zwj", "soft_hyphen", "ideographic_stop", "fullwidth_stop", "halfwidth_stop", "isolates", "in_span"],
+)  # fmt: skip
+def test_invisible_and_look_alike_characters_do_not_hide_a_host(text):
+    with pytest.raises(PolicyViolation, match="shows paypal.com but points to evil.example") as info:
+        screen_html(f'<a href="https://evil.example/x">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("secure_login.paypal.com", "secure_login.paypal.com"),
+        ("amazon.de", "amazon.de"),
+        ("bank.co.uk", "bank.co.uk"),
+        ("ftp://files.bank.events/", "files.bank.events"),
+        ("wss://bank.example/", "bank.example"),
+    ],
+    ids=["underscore_in_subdomain", "cctld", "second_level_cctld", "ftp_any_tld", "wss"],
+)
+def test_host_claims_judged_after_the_narrower_bare_name_rule(text, shown):
+    with pytest.raises(PolicyViolation, match=f"shows {re.escape(shown)} but points to evil.example") as info:
+        screen_html(f'<a href="https://evil.example/x">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "orders.date", "customer.email", "events.data", "raw.events", "dim.store", "dbt.run", "user.name",
+        "s3://bucket/report.csv", "gs://bucket/x.parquet", "hdfs://namenode/warehouse", "file://host/tmp/x.csv",
+        "paypal_login.com", "analytics.orders",
+    ],
+)  # fmt: skip
+def test_data_names_are_not_host_claims(text):
+    html = f'<p>See <a href="https://looker.example.com/explore/1">{text}</a></p>'
+    assert screen_html(html) == html
+
+
+@pytest.mark.parametrize("text", ["users.id", "df.info"])
+def test_a_data_name_ending_in_a_country_domain_is_judged_and_the_error_says_how_to_avoid_it(text):
+    with pytest.raises(PolicyViolation, match=f"shows {text} but points to looker.example.com") as info:
+        screen_html(f'<a href="https://looker.example.com/explore/1">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+    assert f"if {text} is not a host name" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<pre>\n\nERROR task failed\n</pre>", "<p>log</p><pre class='log'>\n\n  x\n</pre>", "<listing>\n\nx</listing>",
+        "<pre>\n<b>x</b></pre>",
+    ],
+    ids=["pre_blank_first_line", "pre_with_attribute", "listing", "pre_single_newline"],
+)  # fmt: skip
+def test_pre_starting_with_a_blank_line_is_not_a_mutation(html):
+    assert screen_html(html) == html
+    assert "\n\nERROR" in screen_html("<pre>\n\nERROR</pre><script>x</script>", "strip")
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        '<span style="display:none">_</span>', '<span style="DISPLAY: none !important">_</span>',
+        '<span style="font-size:0">_</span>', '<span style="font-size:0px;color:red">_x_</span>',
+        "<span hidden>_</span>", '<span style="visibility:hidden;font-size:0pt">_</span>',
+    ],
+    ids=["display_none", "display_none_important", "font_size_0", "font_size_0px", "hidden_attribute", "0pt"],
+)  # fmt: skip
+def test_text_hidden_by_inline_style_does_not_break_a_host_in_a_link(hidden):
+    with pytest.raises(PolicyViolation, match="shows paypal.com but points to evil.example") as info:
+        screen_html(f'<a href="https://evil.example/x">paypal{hidden}.com</a>')
+    assert info.value.rule == "html_deceptive_link"
+
+
+def test_text_that_stays_visible_still_separates():
+    html = '<a href="https://looker.example.com/1">orders<span style="font-size:10px">_v2</span>.com_export</a>'
+    assert screen_html(html) == html

@@ -24,13 +24,20 @@ from airflow_secure_mail.testing.browser import CHROMIUM, CHROMIUM_ARGS
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (make sysdeps)")
 
 _WEBMAIL_HOST = "mail.test"
+# A list item's marker and a <q>'s quotes are text too: a string or a page-defined counter style shows any text.
 _READ_PAGE = """() => {
+  const BUILT_IN_MARKERS = ['none', 'disc', 'circle', 'square', 'decimal', 'decimal-leading-zero', 'lower-roman',
+    'upper-roman', 'lower-alpha', 'upper-alpha', 'lower-latin', 'upper-latin', 'lower-greek'];
   const anchors = [...document.querySelectorAll('a')].map(a => {
     let host = '';
     try { host = new URL(a.href).host; } catch (e) {}
-    const generated = ['::before', '::after'].map(p => getComputedStyle(a, p).content)
-      .concat([...a.querySelectorAll('*')].flatMap(e => ['::before', '::after'].map(p => getComputedStyle(e, p).content)))
-      .filter(c => c && c !== 'none' && c !== 'normal');
+    const inside = [a, ...a.querySelectorAll('*')];
+    const generated = inside.flatMap(e => ['::before', '::after'].map(p => getComputedStyle(e, p).content))
+      .filter(c => c && c !== 'none' && c !== 'normal' && !/^(no-)?(open|close)-quote$/.test(c))  // quotes: below
+      .concat(inside.filter(e => getComputedStyle(e).display.includes('list-item'))
+        .map(e => getComputedStyle(e).listStyleType).filter(t => !BUILT_IN_MARKERS.includes(t)).map(t => 'marker ' + t))
+      .concat(inside.filter(e => ['::before', '::after'].some(p => /open-quote|close-quote/.test(getComputedStyle(e, p).content)))
+        .map(e => getComputedStyle(e).quotes).filter(q => q !== 'auto' && q !== 'none').map(q => 'quotes ' + q));
     return {href: a.href, host, text: a.innerText, generated};
   });
   const handlers = [...document.querySelectorAll('*')]
@@ -186,6 +193,39 @@ def test_css_generated_link_text_is_refused_and_stripped(render, html):
     assert info.value.rule == "html_generated_text"
     stripped = screen_html(html, "strip")
     assert not any(a["generated"] for a in render(stripped).anchors), stripped
+
+
+# Item 6 follow-up: text without ``content:``: a list marker (a string or an @counter-style) and <q> quotes.
+_MARKERS = [
+    '<a href="https://evil.example/x" style="display:list-item;list-style-type:\'paypal.com/login \';'
+    'list-style-position:inside">Sign in</a>',
+    "<a href=\"https://evil.example/x\"><q style=\"quotes:'paypal.com/login ' ''\">Sign in</q></a>",
+    '<style>@counter-style pp{system:cyclic;symbols:"paypal.com/login";suffix:" "}</style>'
+    '<a href="https://evil.example/x" style="display:list-item;list-style:pp inside">Sign in</a>',
+    '<style>a i{display:list-item;list-style:"paypal.com/login " inside}</style>'
+    '<a href="https://evil.example/x"><i></i>Sign in</a>',
+]
+
+
+@pytest.mark.parametrize("html", _MARKERS, ids=["list_style_string", "quotes", "counter_style", "marker_in_sheet"])
+def test_marker_and_quote_text_on_a_link_is_refused_and_stripped(render, html):
+    seen = render(html)
+    assert any(a["generated"] for a in seen.anchors), seen.anchors  # the case is real: Chromium shows the text
+    with pytest.raises(PolicyViolation, match="can show text that is not in the markup") as info:
+        screen_html(html)
+    assert info.value.rule == "html_generated_text"
+    stripped = screen_html(html, "strip")
+    assert not any(a["generated"] for a in render(stripped).anchors), stripped
+
+
+def test_ordinary_list_styles_pass(render):
+    html = (
+        "<style>ul.steps{list-style:none;padding:0}ol{list-style-type:lower-roman}q{quotes:none}</style>"
+        '<ul class="steps"><li>a</li></ul><ol><li>b</li></ol><ul style="list-style:square inside"><li>c</li></ul>'
+        '<a href="https://x.example/" style="display:list-item;list-style:disc outside">x</a><q>y</q>'
+    )
+    assert not any(a["generated"] for a in render(html).anchors)
+    assert screen_html(html) == html
 
 
 @pytest.mark.parametrize(

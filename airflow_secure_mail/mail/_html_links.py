@@ -17,6 +17,15 @@ _DOCUMENT_URLS = (f"https://{_STAND_IN}/inbox/", f"http://{_STAND_IN}/inbox/")
 _UNPARSEABLE = "(an unparseable address)"
 _PUNCTUATION = "()[]<>{}\"',;:!?.\u2018\u2019\u201c\u201d"
 _LABEL = re.compile(r"^[^\W_](?:[^\W_]|-){0,62}$")  # letters, digits, inner hyphens: no underscore, as in host names
+# Labels left of the registrable part: a subdomain may hold ``_`` (``secure_login.paypal.com`` is a host claim).
+_SUBDOMAIN_LABEL = re.compile(r"^[\w-]{1,63}$")
+# A bare dotted name is a host claim only under these top-level domains (and two-letter country domains):
+# ``orders.date``, ``dim.store``, ``dbt.run``, ``events.data`` are names of tables and commands, not hosts.
+_LEGACY_TLDS = frozenset({"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz"})
+# Schemes whose ``scheme://host`` a reader takes for a web address; ``s3://bucket``, ``hdfs://``, ``file://`` are not.
+_WEB_URL = re.compile(r"(?:https?|ftp|wss?)://", re.IGNORECASE)
+# Shown as a full stop, read as one by the browser's IDNA mapping: ideographic, full-width and half-width stops.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 # Top-level domains that are also common file extensions, read as file names in a data pipeline's mail:
 # ``report.zip``, ``clip.mov``, ``README.md``, ``etl.py``. Country domains people visit more than such files
 # (.ai .au .me .pl .tr .ms) stay host names.
@@ -38,34 +47,59 @@ def document_bases(tree: Any) -> tuple[str, ...]:
     return tuple(r.href for r in resolved) or _DOCUMENT_URLS  # an unparseable base is ignored, as browsers do
 
 
-def deceit(node: Any, bases: tuple[str, ...]) -> tuple[str, str] | None:
-    """``(shown, target)`` when a link's visible text names a host other than (a parent or child of) its target."""
+def deceit(node: Any, bases: tuple[str, ...]) -> tuple[str, str, bool] | None:
+    """``(shown, target, bare)`` when a link's text names a host other than (a parent or child of) its target.
+
+    ``bare`` says the host was a dotted word (``paypal.com``), not a URL, ``www.`` name or mail address.
+    """
     href = node.attributes.get("href") or node.attributes.get("xlink:href")
     targets = _targets(href, bases) if href is not None else set()
     if not targets:
         return None
     # Two readings of the text: as the browser lays it out, where inline elements join (``paypal<b>.com</b>``
     # shows paypal.com) and blocks and <br> separate; and words split at every element, as read before.
-    readings = (_laid_out_text(node), node.text(deep=True, separator=" "))
-    for shown in dict.fromkeys(h for reading in readings for h in hosts_named(reading)):
+    # A third: laid out without elements hidden by an inline style, so paypal<span hidden>_</span>.com is paypal.com.
+    readings = (_laid_out_text(node), node.text(deep=True, separator=" "), _laid_out_text(node, unhidden=True))
+    for shown, bare in dict.fromkeys(h for reading in readings for h in hosts_named(_as_seen(reading))):
         for target in sorted(targets):
             if not _same_site(shown, target):
-                return shown, target
+                return shown, target, bare
     return None
 
 
-def _laid_out_text(node: Any) -> str:
-    """The text as a browser shows it: inline elements run together, block elements and ``<br>`` break words."""
+def _as_seen(text: str) -> str:
+    """The text as the reader sees it: no invisible format characters (zero-width, soft hyphen, bidi
+    isolates: Unicode category Cf), and look-alike full stops as ``.``, so ``pay\\u200dpal\\u3002com`` is paypal.com.
+    """
+    import unicodedata
+
+    return "".join(ch for ch in text.translate(_DOTS) if unicodedata.category(ch) != "Cf")
+
+
+def _laid_out_text(node: Any, *, unhidden: bool = False) -> str:
+    """The text as a browser shows it: inline elements run together, block elements and ``<br>`` break words.
+
+    ``unhidden`` leaves out elements hidden by their own ``hidden`` attribute or inline style.
+    """
     parts: list[str] = []
     for child in node.iter(include_text=True):
         tag = (child.tag or "").lower()
         if tag == "-text":
             parts.append(child.text_content or "")
+        elif tag.startswith("-") or tag in _UNSHOWN or (unhidden and _hidden(child)):
+            continue
         elif tag in _BREAKS:
-            parts.append(f" {_laid_out_text(child)} ")
-        elif not tag.startswith("-") and tag not in _UNSHOWN:
-            parts.append(_laid_out_text(child))
+            parts.append(f" {_laid_out_text(child, unhidden=unhidden)} ")
+        else:
+            parts.append(_laid_out_text(child, unhidden=unhidden))
     return "".join(parts)
+
+
+def _hidden(node: Any) -> bool:
+    from airflow_secure_mail.mail._html_css import hides_text
+
+    attributes = node.attributes
+    return "hidden" in attributes or hides_text(attributes.get("style") or "")
 
 
 def _targets(href: str, bases: tuple[str, ...]) -> set[str]:
@@ -89,43 +123,63 @@ def _resolve(href: str, base: str) -> Any:
         return None
 
 
-def hosts_named(text: str) -> list[str]:
-    """Host names a reader takes ``text`` to name: URLs, ``www.`` names, mail domains, dotted names ending in a TLD.
+def hosts_named(text: str) -> list[tuple[str, bool]]:
+    """``(host, bare)`` for each host a reader takes ``text`` to name: web URLs, ``www.`` names, mail domains,
+    and bare dotted names that end in a country or legacy top-level domain.
 
-    A bare dotted name is a host only when its last label is a top-level domain and not a common file
-    extension, and no label has an underscore: ``analytics.orders``, ``config.yaml``, ``orders_v2.parquet``
-    and ``report.zip`` are names of tables and files, ``paypal.com`` and ``bank.co.uk`` are hosts. A schema
-    or table whose last part is a TLD (``analytics.events``) reads as a host: link it to a page on a host it
-    does not contradict, or show it without the dot.
+    Decision (issue 19): a bare dotted name (no scheme, no ``www.``) is a host only when its last label is a
+    two-letter country domain, an internationalized one, or com, net, org, edu, gov, mil, int, info or biz, and
+    not a common file extension; its last two labels hold no underscore. So ``paypal.com``, ``bank.co.uk``,
+    ``amazon.de`` and ``secure_login.paypal.com`` are hosts, while ``orders.date``, ``dim.store``, ``events.data``,
+    ``orders_v2.parquet`` and ``report.zip`` are tables and files. ``users.id`` and ``df.info`` still read as
+    hosts (.id is Indonesia): keep such a name out of the link text or write it without the dot. Only http,
+    https, ftp, ws and wss URLs name hosts; ``s3://bucket/report.csv`` or ``hdfs://...`` do not. A mail
+    address's domain is judged under every top-level domain.
     """
-    hosts: list[str] = []
+    hosts: list[tuple[str, bool]] = []
     for word in (w.strip(_PUNCTUATION) for w in text.split()):
-        host = _host_in_word(word)
-        if host:
-            hosts.append(_ascii_host(host))
+        claim = _host_in_word(word)
+        if claim is not None and claim[0]:
+            hosts.append((_ascii_host(claim[0]), claim[1]))
     return hosts
 
 
-def _host_in_word(word: str) -> str | None:
-    lowered = word.lower()
-    if "://" in word or lowered.startswith("www."):
-        url = _resolve(word if "://" in word else f"http://{word}", _DOCUMENT_URLS[0])
-        return url.hostname if url is not None and url.hostname != _STAND_IN else None
+def _host_in_word(word: str) -> tuple[str, bool] | None:
+    web = _WEB_URL.search(word)
+    if web is not None or word.lower().startswith("www."):
+        url = _resolve(word[web.start() :] if web is not None else f"http://{word}", _DOCUMENT_URLS[0])
+        return (url.hostname, False) if url is not None and url.hostname != _STAND_IN else None
+    if "://" in word:
+        return None  # s3://bucket, gs://, hdfs://, file://: storage paths, not web addresses
     if "@" in word:
         domain = word.rpartition("@")[2]
-        return domain if _looks_like_host(domain) else None
+        return (domain, False) if _looks_like_host(domain, any_tld=True) else None
     name = word.partition("/")[0]  # bank.com/login names bank.com
-    return name if _looks_like_host(name) else None
+    return (name, True) if _looks_like_host(name) else None
 
 
-def _looks_like_host(name: str) -> bool:
-    from airflow_secure_mail.mail._tlds import is_tld
-
+def _looks_like_host(name: str, *, any_tld: bool = False) -> bool:
+    """Could a reader take ``name`` for a host: host-name labels, a TLD that is not a file extension."""
     labels = name.rstrip(".").split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels[-2:]):
+        return False
+    if not all(_SUBDOMAIN_LABEL.match(label) for label in labels[:-2]):
         return False
     last = _ascii_host(labels[-1])
-    return is_tld(last) and last not in _FILE_EXTENSIONS
+    return last not in _FILE_EXTENSIONS and (_is_tld(last) if any_tld else _is_claimed_tld(last))
+
+
+def _is_claimed_tld(tld: str) -> bool:
+    """Top-level domains under which a bare dotted name reads as a host: country, legacy generic, IDN."""
+    if tld in _LEGACY_TLDS:
+        return True
+    return (len(tld) == 2 or tld.startswith("xn--")) and _is_tld(tld)
+
+
+def _is_tld(label: str) -> bool:
+    from airflow_secure_mail.mail._tlds import is_tld
+
+    return is_tld(label)
 
 
 def _ascii_host(host: str) -> str:

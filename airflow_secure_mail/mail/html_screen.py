@@ -31,6 +31,8 @@ _URL_ATTRIBUTES = frozenset(
 _ACTIVE_SCHEMES = ("javascript:", "vbscript:", "data:text/html", "data:image/svg+xml")
 _INVISIBLE = re.compile(r"[\x00-\x20\x7f]+")
 _DECEPTIVE = "html_deceptive_link"
+# Elements whose first newline the parser drops, so the HTML spec's serializer writes one more; Lexbor's does not.
+_LEADING_NEWLINE_DROPPED = "pre, listing, textarea"
 _MUTATION = "html_mutation"
 
 
@@ -58,7 +60,7 @@ def screen_html(html: str, mode: str = "refuse_active") -> str:
     tree = _parse(html)
     findings = _findings(tree)
     if not findings:
-        _refuse_if_unstable(tree.html or "")  # what the reader's parser may read differently from ours
+        _refuse_if_unstable(_serialized(tree))  # what the reader's parser may read differently from ours
         return html
     deceptive = [f for f in findings if f.rule == _DECEPTIVE]
     first = deceptive[0] if mode == "strip" and deceptive else findings[0]
@@ -66,7 +68,7 @@ def screen_html(html: str, mode: str = "refuse_active") -> str:
         raise PolicyViolation(f"HTML body: {first.what}", rule=first.rule, item=_start_tag(first.node))
     for finding in findings:
         _strip(finding)
-    stripped = tree.html or ""
+    stripped = _serialized(tree)
     _refuse_if_unstable(stripped)
     return stripped
 
@@ -75,6 +77,20 @@ def _parse(html: str) -> Any:
     from selectolax.lexbor import LexborHTMLParser
 
     return LexborHTMLParser(html)
+
+
+def _serialized(tree: Any) -> str:
+    """The tree as HTML, keeping a ``<pre>``'s leading blank line (``<pre>\\n\\nx``), which Lexbor's serializer drops.
+
+    The parser drops the newline right after ``<pre>``, ``<listing>`` and ``<textarea>``, so the spec's serializer
+    writes one back when the text starts with a newline; without it a log excerpt loses its first blank line and
+    reads as a mutation when parsed again.
+    """
+    for node in tree.css(_LEADING_NEWLINE_DROPPED):
+        first = node.child
+        if first is not None and first.tag == "-text" and (first.text_content or "").startswith("\n"):
+            first.insert_before("\n")
+    return tree.html or ""
 
 
 def _refuse_if_unstable(serialized: str) -> None:
@@ -91,7 +107,7 @@ def _refuse_if_unstable(serialized: str) -> None:
             rule=_MUTATION,
             item=_start_tag(found[0].node),
         )
-    if (again.html or "") != serialized:
+    if _serialized(again) != serialized:
         raise PolicyViolation(
             "HTML body: the markup changes when parsed again (misnested SVG/MathML or forms, as in mutation XSS); "
             "simplify it.",
@@ -176,12 +192,11 @@ def _deceptive_link(node: Any, bases: tuple[str, ...]) -> list[_Finding]:
     lie = deceit(node, bases)
     if lie is None:
         return []
-    shown, target = lie
-    return [
-        _Finding(
-            _DECEPTIVE, f"a link shows {shown} but points to {target}: make the visible text match the link.", node
-        )
-    ]
+    shown, target, bare = lie
+    what = f"a link shows {shown} but points to {target}: make the visible text match the link"
+    if bare:  # a table, column or file name that ends in a country domain (users.id, df.info) reads as a host
+        what += f" (if {shown} is not a host name, keep it out of the link text or write it without the dot)"
+    return [_Finding(_DECEPTIVE, what + ".", node)]
 
 
 def _start_tag(node: Any) -> str:
