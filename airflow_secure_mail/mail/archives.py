@@ -15,7 +15,7 @@ The walk cannot be stepped around: bytes that start like a zip, or that ``zipfil
 (a zip behind junk bytes, as self-extractors are), are walked, and one zipfile cannot open is corrupt.
 gzip is inflated here too, within the same byte budget, and a tar (ustar) inside it or anywhere in the
 walk has each member visited: a zip gzipped as ``export.zip.gz`` is checked like the zip itself.
-Member names are attacker text: they reach errors, logs and archive metadata only through ``printable``.
+Member names are attacker text: they reach errors, logs and archive metadata only through ``one_line``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_secure_mail.errors import PolicyViolation, SecureMailError
-from airflow_secure_mail.mail.clamd_wire import printable
+from airflow_secure_mail.mail.clamd_wire import one_line, printable
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -331,8 +331,8 @@ def _is_zip(data: bytes) -> bool:
 
 
 def _printable_name(name: str) -> str:
-    """A member name as it may appear in errors, logs and metadata: printable ASCII, one line."""
-    return printable(name, _NAME_LIMIT) or "?"
+    """A member name as it may appear in errors, logs and metadata: one line, no control characters."""
+    return one_line(name, _NAME_LIMIT) or "?"
 
 
 def _why(exc: BaseException) -> str:

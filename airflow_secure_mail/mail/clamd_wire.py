@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NON_ASCII = re.compile(r"[^\x20-\x7e]")
+_NOT_ON_ONE_LINE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Unicode categories one_line drops
 
 
 class ScanUnavailable(Exception):
@@ -78,6 +79,18 @@ def printable(text: str, limit: int = 200) -> str:
     control characters (CR, LF, NUL, ESC, ...) are dropped and other non-ASCII becomes ``?``.
     """
     return _NON_ASCII.sub("?", _CONTROL.sub("", text)).strip()[:limit]
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """Attacker-named text (zip member names, reasons built from them) for errors, logs and metadata.
+
+    Control, format (bidi overrides, zero-width) and line-separator characters are dropped; other Unicode
+    stays, since a file may be named in any script. Scanner replies use the stricter ``printable``.
+    """
+    import unicodedata
+
+    kept = (c for c in text if unicodedata.category(c) not in _NOT_ON_ONE_LINE)
+    return "".join(kept).strip()[:limit]
 
 
 def _is_finding(text: str) -> bool:
