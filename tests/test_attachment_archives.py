@@ -242,6 +242,11 @@ def test_a_damaged_gzip_is_corrupt(data):
         _check("q3.csv.gz", data)
 
 
+def test_text_with_ustar_where_a_tar_header_has_it_is_not_taken_for_a_tar():
+    text = b"x" * 256 + b" ustard and other words\n" * 40
+    assert text[257:262] == b"ustar" and _check("notes.txt", text) == []
+
+
 def test_ordinary_gzipped_reports_and_tarballs_pass():
     assert _check("q3.csv.gz", gzip.compress(CSV)) == []
     assert _check("q3.tar.gz", _tar_gz("q3.csv", CSV)) == []

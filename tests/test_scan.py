@@ -347,7 +347,7 @@ def test_a_gzipped_report_is_scanned_and_received_by_the_server(mail_env, clamd)
 
 
 def test_eicar_inside_a_gzip_is_found_by_clamd(mail_env, clamd):
-    """The walk looks inside zips only; clamd unpacks gzip itself, which this pins with the real scanner."""
+    """The walk inflates gzip but judges no content; clamd unpacks gzip itself, which this pins with the real scanner."""
     infected = Attachment("eicar.txt.gz", gzip.compress(eicar()), content_type="application/gzip")
     with pytest.raises(MalwareFound, match=f"^malware in 'eicar\\.txt\\.gz': clamd found {EICAR_FOUND}; ") as info:
         _send(_request(infected), ClamdScanner(clamd.tcp))

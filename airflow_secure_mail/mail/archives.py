@@ -69,7 +69,7 @@ class _Walk:
         if data.startswith(_GZIP_MAGIC):
             self._checked_depth(path, depth)
             self._gzip(path, data, depth)
-        elif data[_TAR_MAGIC[0] : _TAR_MAGIC[0] + len(_TAR_MAGIC[1])] == _TAR_MAGIC[1]:
+        elif _is_tar(data):
             self._checked_depth(path, depth)
             self._tar(path, data, depth)
         elif data.startswith(_ZIP_MAGIC) or _is_zip(data):
@@ -323,6 +323,20 @@ def _tar_member(path: str, tar: Any, info: Any, limit: int) -> tuple[str, bytes]
     if len(body) != info.size:
         raise ArchiveCorrupt(f"{member} is corrupt: it is shorter than its header declares")
     return member, body
+
+
+def _is_tar(data: bytes) -> bool:
+    """A ustar header with a valid checksum first: "ustar" at offset 257 alone could be a word in a text."""
+    import tarfile
+
+    offset, magic = _TAR_MAGIC
+    if data[offset : offset + len(magic)] != magic:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(data[:512], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def _is_zip(data: bytes) -> bool:
