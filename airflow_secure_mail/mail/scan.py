@@ -71,9 +71,10 @@ class ScanReport:
 class ClamdScanner:
     """clamd over ``tcp://host:port`` or ``unix:///path``; ``on_error="allow"`` lets unscannable mail through.
 
-    A finding always refuses the message. An outage, a timeout, clamd's size-limit reply,
-    ``Heuristics.Limits.Exceeded``, a reply before the whole stream was sent, a part above ``max_bytes``,
-    a zip member inflating past it, a corrupt zip or archives nested deeper than ``max_archive_depth``
+    A finding always refuses the message, even one clamd sends before the end of the stream. An outage, a
+    timeout, clamd's size-limit reply, ``Heuristics.Limits.Exceeded``, any other reply before the whole
+    stream was sent, a part above ``max_bytes``, a zip or gzip member inflating past it, a corrupt zip,
+    gzip or tar, or archives (zip, gzip, tar: each a level) nested deeper than ``max_archive_depth``
     refuse it too, unless ``on_error="allow"`` (then it is sent marked unscanned).
     """
 
