@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import re
 import zipfile
 import zlib
 
@@ -32,7 +34,6 @@ def _nested(data: bytes, depth: int) -> bytes:
 
 def test_a_part_that_is_not_a_zip_is_left_to_the_scanner():
     assert _check("notes.txt", b"plain text") == []
-    assert _check("broken.zip", b"PK\x03\x04 not really a zip") == []
 
 
 def test_a_clean_zip_nested_within_the_bound_passes():
@@ -174,3 +175,96 @@ def _declaring_1000_zero_bytes() -> dict[str, dict[str, int]]:
     """Header fields of a member claiming to be 1000 zero bytes, CRC included: a consistent lie."""
     fields = {"file_size": 1000, "crc": zlib.crc32(bytes(1000))}
     return {"local": fields, "central": fields}
+
+
+# -- the walk cannot be skipped (issue 19 follow-up, finding 3) ------------------------------------------------
+
+_SECRET = encrypted_zip("payroll.csv", b"name,salary\nada,1\n", b"pw")
+_NO_CENTRAL_DIRECTORY = _SECRET[: _SECRET.index(b"PK\x01\x02")]
+
+
+def _tar_gz(name: str, data: bytes) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_NO_CENTRAL_DIRECTORY, b"PK\x03\x04 not really a zip", zip_of("inner.zip", _NO_CENTRAL_DIRECTORY)],
+    ids=["central_directory_cut", "magic_then_junk", "nested_without_central_directory"],
+)
+def test_a_zip_that_cannot_be_opened_is_corrupt_not_skipped(data):
+    with pytest.raises(ArchiveCorrupt, match=r"^export\.zip(/inner\.zip)? is corrupt: "):
+        _check("export.zip", data)
+
+
+def test_a_zip_behind_a_junk_byte_is_still_walked():
+    with pytest.raises(PolicyViolation, match=r"encrypted .* member 'export\.zip/payroll\.csv'") as info:
+        _check("export.zip", b"X" + _SECRET)
+    assert info.value.rule == "encrypted_archive"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "member"),
+    [
+        ("export.zip.gz", gzip.compress(_SECRET), "export.zip.gz/payroll.csv"),
+        ("export.tar.gz", _tar_gz("inner.zip", _SECRET), "export.tar.gz/inner.zip/payroll.csv"),
+        ("outer.zip", zip_of("export.zip.gz", gzip.compress(_SECRET)), "outer.zip/export.zip.gz/payroll.csv"),
+    ],
+    ids=["gzipped_zip", "zip_in_a_tar_gz", "gzip_member_of_a_zip"],
+)
+def test_an_encrypted_member_inside_gzip_or_tar_is_found(name, data, member):
+    with pytest.raises(PolicyViolation, match=f"encrypted .* member '{re.escape(member)}'") as info:
+        _check(name, data)
+    assert info.value.rule == "encrypted_archive"
+
+
+def test_a_gzip_bomb_stops_at_the_budget():
+    bomb = gzip.compress(bytes(8 * MB))
+    assert len(bomb) < 10_000
+    with pytest.raises(ArchiveUnchecked, match=r"^zeros\.gz inflates past 1048576 bytes, over the scan limit$"):
+        _check("zeros.gz", bomb)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [gzip.compress(CSV)[:-12], gzip.compress(CSV)[:10] + b"\xff" * 20],
+    ids=["truncated", "damaged"],
+)
+def test_a_damaged_gzip_is_corrupt(data):
+    with pytest.raises(ArchiveCorrupt, match=r"^q3\.csv\.gz is corrupt: "):
+        _check("q3.csv.gz", data)
+
+
+def test_text_with_ustar_where_a_tar_header_has_it_is_not_taken_for_a_tar():
+    text = b"x" * 256 + b" ustard and other words\n" * 40
+    assert text[257:262] == b"ustar" and _check("notes.txt", text) == []
+
+
+def test_ordinary_gzipped_reports_and_tarballs_pass():
+    assert _check("q3.csv.gz", gzip.compress(CSV)) == []
+    assert _check("q3.tar.gz", _tar_gz("q3.csv", CSV)) == []
+
+
+# -- member names never reach a message raw (finding 7) ----------------------------------------------------------
+
+HOSTILE_NAME = "a.csv\r\nX-Injected: 1\r\n\x1b[31m"
+
+
+def _hostile_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(HOSTILE_NAME, b"x" * 1000)
+    return patched_zip(buf.getvalue(), local={"crc": 1}, central={"crc": 1})
+
+
+def test_a_member_name_with_control_characters_is_printable_in_the_error():
+    with pytest.raises(ArchiveCorrupt) as info:
+        _check("up.zip", _hostile_zip())
+    assert str(info.value) == "up.zip/a.csvX-Injected: 1[31m is corrupt: CRC-32 mismatch"

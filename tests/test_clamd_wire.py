@@ -107,6 +107,24 @@ def test_a_reply_before_the_terminating_chunk_is_not_a_verdict():
     assert sum(received) < 1024 * 1024  # the client stopped streaming once the early answer was seen
 
 
+def test_a_found_reply_before_the_terminating_chunk_is_returned_as_the_finding():
+    """An early FOUND is a detection whenever it comes: the caller judges it (refuses), never 'unscannable'."""
+    received: list[int] = []
+
+    async def clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\0")
+        writer.write(b"stream: Eicar-Test-Signature FOUND\0")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            received.extend(len(frame) for frame in await _read_frames(reader))
+        writer.close()
+
+    reply = asyncio.run(_exchange_with(clamd, b"INSTREAM", b"x" * (1024 * 1024)))
+    assert reply == "stream: Eicar-Test-Signature FOUND"
+    assert sum(received) < 1024 * 1024  # sending still stopped at the early answer
+
+
 def test_a_server_that_hangs_up_before_the_end_of_the_stream_is_unavailable():
     async def clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\0")

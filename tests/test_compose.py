@@ -246,3 +246,13 @@ def test_a_compressed_file_name_gets_the_compression_type_not_the_type_inside(na
     from airflow_secure_mail.mail.compose import wire_type
 
     assert wire_type(Attachment(name, b"x"))[0] == wire
+
+
+def test_compose_and_screen_read_compressed_names_from_one_table():
+    """A compressed name's wire type is the type screen expects of its bytes (issue 19 follow-up, finding 10)."""
+    from airflow_secure_mail.mail._filetypes import COMPRESSED
+    from airflow_secure_mail.mail.compose import wire_type
+    from airflow_secure_mail.mail.screen import _implied_type
+
+    for name in ("report.csv.gz", "report.csv.bz2", "backup.tar.xz", "report.csv.Z", "report.csv.br"):
+        assert wire_type(Attachment(name, b""))[0] == _implied_type(name) in COMPRESSED.values()

@@ -6,12 +6,16 @@ The scanner's verdicts against a scripted clamd are tests/test_scan_verdicts.py;
 from __future__ import annotations
 
 import asyncio
+import bz2
 import email
 import email.policy
 import gzip
+import io
 import json
 import logging
+import lzma
 import re
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -343,7 +347,7 @@ def test_a_gzipped_report_is_scanned_and_received_by_the_server(mail_env, clamd)
 
 
 def test_eicar_inside_a_gzip_is_found_by_clamd(mail_env, clamd):
-    """The walk looks inside zips only; clamd unpacks gzip itself, which this pins with the real scanner."""
+    """The walk inflates gzip but judges no content; clamd unpacks gzip itself, which this pins with the real scanner."""
     infected = Attachment("eicar.txt.gz", gzip.compress(eicar()), content_type="application/gzip")
     with pytest.raises(MalwareFound, match=f"^malware in 'eicar\\.txt\\.gz': clamd found {EICAR_FOUND}; ") as info:
         _send(_request(infected), ClamdScanner(clamd.tcp))
@@ -355,3 +359,110 @@ def test_a_gzipped_report_named_by_its_file_alone_is_sent_as_gzip(mail_env):
     send_mail(_request(Attachment("report.csv.gz", gzip.compress(REPORT_CSV))), channel=MailChannel.for_conn())
     [(name, kind, data)] = _received_attachments(mail_env)
     assert (name, kind, gzip.decompress(data)) == ("report.csv.gz", "application/gzip", REPORT_CSV)
+
+
+# -- an early FOUND is a finding (issue 19 follow-up, finding 13) --------------------------------------------------
+
+
+def test_a_found_reply_before_the_stream_ended_refuses_even_with_on_error_allow(mail_env):
+    """A hostile clamd answers FOUND before reading the stream: still a finding, never 'unscanned'."""
+    big = Attachment("sales.csv", b"region,total\n" + b"north,12\n" * 900_000)
+    with (
+        ScriptedClamd([b"stream: Eicar-Test-Signature FOUND"], answer_early=True) as fake,
+        pytest.raises(MalwareFound) as info,
+    ):
+        scanner = ClamdScanner(fake.address, on_error="allow")
+        policy = MailPolicy(malware_scan=scanner, max_message_bytes=20_000_000)  # the part must outlast the reply
+        send_mail(_request(big, text=None), channel=MailChannel.for_conn(), policy=policy)
+    assert str(info.value) == "malware in 'sales.csv': clamd found Eicar-Test-Signature; nothing was sent."
+    assert (info.value.rule, info.value.item, info.value.signature) == ("malware", "sales.csv", "Eicar-Test-Signature")
+    _nothing_sent(mail_env)
+
+
+# -- zip member names reach log, archive and XCom printable (finding 7) ----------------------------------------
+
+
+def test_a_zip_member_name_with_line_breaks_reaches_log_archive_and_xcom_on_one_line(mail_env, clamd, tmp_path, caplog):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.csv\r\nX-Injected: 1\r\n\x1b[31m", b"x" * 1000)
+    hostile = patched_zip(buf.getvalue(), local={"crc": 1}, central={"crc": 1})
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    with caplog.at_level(logging.DEBUG, logger="airflow_secure_mail"):
+        result = _send(
+            _request(Attachment("up.zip", hostile)), ClamdScanner(clamd.tcp, on_error="allow"), archive=archive
+        )
+    assert result.to_xcom()["malware_scan"] == "unscanned" and len(mail_env.smtp.messages) == 1
+    reason = "up.zip/a.csvX-Injected: 1[31m is corrupt: CRC-32 mismatch"
+    [record] = _records(tmp_path)
+    assert (record["malware_scan"]["item"], record["malware_scan"]["reason"]) == ("up.zip", reason)
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"sending unscanned: up.zip: {reason}" in logged
+    assert not [m for m in logged if "Injected" in m and any(c in m for c in "\r\n\x1b")]
+
+
+def test_a_zip_member_name_with_line_breaks_is_one_line_in_the_refusal(mail_env, clamd):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.csv\r\nX-Injected: 1\r\n\x1b[31m", b"x" * 1000)
+    hostile = patched_zip(buf.getvalue(), local={"crc": 1}, central={"crc": 1})
+    with pytest.raises(MalwareScanError) as info:
+        _send(_request(Attachment("up.zip", hostile)), ClamdScanner(clamd.tcp))
+    assert str(info.value).startswith(
+        "'up.zip' could not be scanned (up.zip/a.csvX-Injected: 1[31m is corrupt: CRC-32 mismatch); nothing was sent."
+    )
+    _nothing_sent(mail_env)
+
+
+# -- walked through gzip, with the real scanner (finding 3) --------------------------------------------------------
+
+
+def test_an_encrypted_zip_gzipped_is_refused_before_connecting(mail_env, clamd):
+    secret = encrypted_zip("payroll.csv", b"name,salary\nada,1\n", b"pw")
+    with pytest.raises(PolicyViolation, match=r"member 'export\.zip\.gz/payroll\.csv'") as info:
+        _send(_request(Attachment("export.zip.gz", gzip.compress(secret))), ClamdScanner(clamd.tcp))
+    assert (info.value.rule, info.value.item) == ("encrypted_archive", "export.zip.gz")
+    _nothing_sent(mail_env)
+
+
+def test_a_gzip_bomb_is_refused_as_unscannable_before_connecting(mail_env, clamd):
+    bomb = Attachment("zeros.csv.gz", gzip.compress(bytes(3 * 1024 * 1024)))
+    with pytest.raises(MalwareScanError, match=r"zeros\.csv\.gz inflates past 2097152 bytes, over the scan limit"):
+        _send(_request(bomb), ClamdScanner(clamd.tcp, max_bytes=2 * 1024 * 1024))
+    _nothing_sent(mail_env)
+
+
+# -- one compression table for compose and screen (finding 10) ---------------------------------------------------
+
+COMPRESSED_TYPES = ("application/x-bzip2", "application/x-xz", "text/plain")
+
+
+@pytest.mark.parametrize(
+    ("filename", "compress", "kind"),
+    [
+        ("report.csv.bz2", bz2.compress, "application/x-bzip2"),
+        ("report.bz2", bz2.compress, "application/x-bzip2"),
+        ("report.csv.xz", lzma.compress, "application/x-xz"),
+    ],
+    ids=["csv_bz2", "bz2", "csv_xz"],
+)
+def test_bzip2_and_xz_reports_are_sent_where_allowed(mail_env, filename, compress, kind):
+    policy = MailPolicy(allowed_attachment_types=COMPRESSED_TYPES)
+    send_mail(_request(Attachment(filename, compress(REPORT_CSV))), channel=MailChannel.for_conn(), policy=policy)
+    [(name, received_kind, data)] = _received_attachments(mail_env)
+    assert (name, received_kind, data) == (filename, kind, compress(REPORT_CSV))
+
+
+@pytest.mark.parametrize(
+    ("filename", "compress", "kind"),
+    [("report.csv.bz2", bz2.compress, "application/x-bzip2"), ("report.csv.xz", lzma.compress, "application/x-xz")],
+    ids=["csv_bz2", "csv_xz"],
+)
+def test_bzip2_and_xz_are_refused_by_the_default_allow_list(mail_env, filename, compress, kind):
+    with pytest.raises(PolicyViolation) as info:
+        send_mail(_request(Attachment(filename, compress(REPORT_CSV))), channel=MailChannel.for_conn())
+    assert str(info.value) == (
+        f"attachment {filename!r} would be sent as {kind}, which allowed_attachment_types does not allow."
+    )
+    assert (info.value.rule, info.value.item) == ("allowed_attachment_types", filename)
+    _nothing_sent(mail_env)

@@ -191,3 +191,12 @@ def test_a_signature_name_carrying_line_breaks_reaches_the_error_on_one_line():
         _scan(ClamdScanner(fake.address), ("invoice.pdf", b"%PDF"))
     assert str(info.value) == "malware in 'invoice.pdf': clamd found EvilX-Injected: 1; nothing was sent."
     assert info.value.signature == "EvilX-Injected: 1"
+
+
+def test_a_scan_report_keeps_item_and_reason_on_one_line_from_construction():
+    """Whatever built them, item and reason reach metadata without CR, LF, ESC or bidi controls (finding 7)."""
+    report = ScanReport(
+        Verdict.UNSCANNED, item="up.zip\r\nX-Injected: 1", reason="r\u00e9sum\u00e9.csv\x1b[31m\u202e is corrupt\n"
+    )
+    assert (report.item, report.reason) == ("up.zipX-Injected: 1", "r\u00e9sum\u00e9.csv[31m is corrupt")
+    assert report.to_metadata()["reason"] == "r\u00e9sum\u00e9.csv[31m is corrupt"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
 import email
 import email.policy
 import gzip
 import io
+import lzma
 import zipfile
 
 import pytest
@@ -161,6 +163,56 @@ def test_gzip_sniffed_as_x_gzip_agrees_with_either_name():
     assert MailPolicy(allowed_attachment_types=("application/x-gzip",)).allowed_attachment_types == (
         "application/gzip",
     )
+
+
+# -- one compression table (issue 19 follow-up, finding 10): bzip2 and xz agree with their names -----------------
+
+BZ_XZ = ("application/x-bzip2", "application/x-xz")
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "kind"),
+    [
+        ("report.csv.bz2", bz2.compress(CSV), "application/x-bzip2"),
+        ("report.bz2", bz2.compress(CSV), "application/x-bzip2"),
+        ("backup.tar.bz2", bz2.compress(CSV), "application/x-bzip2"),
+        ("report.csv.xz", lzma.compress(CSV), "application/x-xz"),
+        ("backup.tar.xz", lzma.compress(CSV), "application/x-xz"),
+    ],
+    ids=["csv_bz2", "bz2", "tar_bz2", "csv_xz", "tar_xz"],
+)
+def test_bzip2_and_xz_files_pass_where_allowed_under_the_type_compose_gives(filename, content, kind):
+    assert sniff(Attachment(filename, content)) == kind
+    data, _ = _screen(_request(Attachment(filename, content)), MailPolicy(allowed_attachment_types=BZ_XZ))
+    [part] = email.message_from_bytes(data, policy=email.policy.default).iter_attachments()
+    assert (part.get_filename(), part.get_content_type(), part.get_content()) == (filename, kind, content)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "kind"),
+    [
+        ("report.csv.bz2", bz2.compress(CSV), "application/x-bzip2"),
+        ("report.csv.xz", lzma.compress(CSV), "application/x-xz"),
+    ],
+    ids=["csv_bz2", "csv_xz"],
+)
+def test_bzip2_and_xz_are_refused_by_the_default_allow_list_saying_so(filename, content, kind):
+    with pytest.raises(PolicyViolation) as info:
+        _screen(_request(Attachment(filename, content)))
+    assert (
+        str(info.value)
+        == f"attachment {filename!r} would be sent as {kind}, which allowed_attachment_types does not allow."
+    )
+    assert (info.value.rule, info.value.item) == ("allowed_attachment_types", filename)
+
+
+def test_bzip2_bytes_under_an_xz_name_are_refused():
+    with pytest.raises(PolicyViolation, match=r"'report\.csv\.xz' holds application/x-bzip2 but its name") as info:
+        _screen(
+            _request(Attachment("report.csv.xz", bz2.compress(CSV), content_type="application/x-bzip2")),
+            MailPolicy(allowed_attachment_types=BZ_XZ),
+        )
+    assert info.value.rule == "extension_mismatch"
 
 
 @pytest.mark.parametrize("filename", ["report.csv.gz", "backup.tgz", "events.json.gz"])

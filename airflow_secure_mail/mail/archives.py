@@ -1,4 +1,4 @@
-"""Look inside zip attachments before they are scanned: encrypted members, nesting, real inflated sizes, corruption.
+"""Look inside zip, gzip and tar attachments before they are scanned: encrypted members, nesting, real sizes.
 
 clamd scans inside archives itself, but whether it flags encrypted ones (``AlertEncryptedArchive``) or
 archives nested past its ``MaxRecursion`` (``AlertExceedsMax``) depends on the server's configuration.
@@ -10,6 +10,12 @@ zipfile reads the central directory; members are inflated here rather than with 
 stops at the declared size (so it cannot see an understated one), never compares the local header's
 sizes with the central directory's, and inflates bzip2 and LZMA without an output bound (a few KB of
 bzip2 can be gigabytes).
+
+The walk cannot be stepped around: bytes that start like a zip, or that ``zipfile.is_zipfile`` accepts
+(a zip behind junk bytes, as self-extractors are), are walked, and one zipfile cannot open is corrupt.
+gzip is inflated here too, within the same byte budget, and a tar (ustar) inside it or anywhere in the
+walk has each member visited: a zip gzipped as ``export.zip.gz`` is checked like the zip itself.
+Member names are attacker text: they reach errors, logs and archive metadata only through ``one_line``.
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_secure_mail.errors import PolicyViolation, SecureMailError
+from airflow_secure_mail.mail.clamd_wire import one_line, printable
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_GZIP_MAGIC = b"\x1f\x8b"
+_TAR_MAGIC = (257, b"ustar")  # POSIX ustar and GNU tar both carry it; a v7 tar is left to clamd
+_NAME_LIMIT = 1000  # a path of nested member names, printable, capped
 _ENCRYPTED = 0x1
 _DATA_DESCRIPTOR = 0x8  # sizes and CRC follow the data; the local header holds zeros
 _UTF8_NAME = 0x800
@@ -55,31 +65,63 @@ class _Walk:
     encrypted: list[str] = field(default_factory=list)
 
     def visit(self, path: str, data: bytes, depth: int) -> None:
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-        except (zipfile.BadZipFile, ValueError, EOFError):
-            return  # no readable central directory: clamd judges the bytes as they are
-        except ZIP_ERRORS as exc:
-            raise ArchiveCorrupt(f"{path} is corrupt: {_why(exc)}") from None
+        """Walk ``data`` if it is a zip, gzip or tar (anything else is clamd's alone to judge)."""
+        if data.startswith(_GZIP_MAGIC):
+            self._checked_depth(path, depth)
+            self._gzip(path, data, depth)
+        elif _is_tar(data):
+            self._checked_depth(path, depth)
+            self._tar(path, data, depth)
+        elif data.startswith(_ZIP_MAGIC) or _is_zip(data):
+            self._zip(path, data, depth)
+
+    def _checked_depth(self, path: str, depth: int) -> None:
         if depth > self.max_depth:
             raise ArchiveUnchecked(f"{path} nests archives deeper than max_archive_depth={self.max_depth}")
+
+    def _zip(self, path: str, data: bytes, depth: int) -> None:
+        """Every member of a zip; one that looks like a zip but will not open is corrupt, never skipped."""
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except ZIP_ERRORS as exc:
+            raise ArchiveCorrupt(f"{path} is corrupt: {_why(exc)}") from None
+        self._checked_depth(path, depth)
         with archive:
             for info in archive.infolist():
                 self._member(path, data, info, depth)
 
+    def _gzip(self, path: str, data: bytes, depth: int) -> None:
+        """Inflate a gzip (every member of a concatenated one) within the budget, then walk what it holds."""
+        limit = min(self.max_bytes, self.remaining)
+        try:
+            inflated = b"".join(_gzip_chunks(data, limit))
+        except _Overrun:
+            raise ArchiveUnchecked(f"{path} inflates past {limit} bytes, over the scan limit") from None
+        except (zlib.error, EOFError) as exc:
+            raise ArchiveCorrupt(f"{path} is corrupt: {_why(exc)}") from None
+        self.remaining -= len(inflated)
+        self.visit(path, inflated, depth + 1)
+
+    def _tar(self, path: str, data: bytes, depth: int) -> None:
+        """Every regular member of a tar held in memory; member bytes count against the budget too."""
+        for member, body in _tar_files(path, data, lambda: min(self.max_bytes, self.remaining)):
+            self.remaining -= len(body)
+            self.visit(member, body, depth + 1)
+
     def _member(self, path: str, data: bytes, info: zipfile.ZipInfo, depth: int) -> None:
-        """Inflate one member within the budget; recurse into it if it is itself a zip."""
-        member = f"{path}/{info.filename}"
+        """Inflate one member within the budget; walk into it (zip, gzip, tar)."""
+        member = f"{path}/{_printable_name(info.filename)}"
         if info.flag_bits & _ENCRYPTED:
             self._encrypted(member)
             return
         limit = min(self.max_bytes, self.remaining)
         if info.file_size > limit:  # a declared size over the limit is believed; a smaller one is checked
             raise ArchiveUnchecked(f"{member} inflates to {info.file_size} bytes, over the scan limit")
-        inflated, keep = inflate_member(member, data, info, limit, keep=lambda head: head.startswith(_ZIP_MAGIC))
+        # every member is kept: a zip is known by its end (is_zipfile) as well as by its first bytes
+        inflated, kept = inflate_member(member, data, info, limit)
         self.remaining -= inflated
-        if keep is not None:
-            self.visit(member, keep, depth + 1)
+        if kept is not None:
+            self.visit(member, kept, depth + 1)
 
     def _encrypted(self, member: str) -> None:
         if not self.allow_encrypted:
@@ -232,9 +274,84 @@ def _lzma(body: bytes) -> tuple[Any, bytes]:
     return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1]), body[4 + props_size :]
 
 
+def _gzip_chunks(data: bytes, limit: int) -> Iterator[bytes]:
+    """A gzip inflated in pieces of at most _CHUNK bytes, every member of it; raises _Overrun past ``limit``.
+
+    A stream that ends early, or bytes after it that are not another gzip member, are an error (EOFError).
+    """
+    total, pending = 0, data
+    while pending:
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not decompressor.eof:
+            out = decompressor.decompress(pending, _CHUNK)
+            pending = decompressor.unconsumed_tail
+            if not out and not pending and not decompressor.eof:
+                raise EOFError("the gzip stream ends before its end marker")
+            total += len(out)
+            if total > limit:
+                raise _Overrun
+            yield out
+        pending = decompressor.unused_data
+        if pending and not pending.startswith(_GZIP_MAGIC):
+            raise EOFError("bytes that are not gzip follow the gzip stream")
+
+
+def _tar_files(path: str, data: bytes, limit: Callable[[], int]) -> Iterator[tuple[str, bytes]]:
+    """``(path/name, bytes)`` of each regular tar member, each within ``limit()``; tarfile's errors are ours.
+
+    A generator, so what the caller raises while visiting a member never passes through this handler.
+    """
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for info in tar:
+                if info.isfile():
+                    yield _tar_member(path, tar, info, limit())
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise ArchiveCorrupt(f"{path} is corrupt: {_why(exc)}") from None
+
+
+def _tar_member(path: str, tar: Any, info: Any, limit: int) -> tuple[str, bytes]:
+    member = f"{path}/{_printable_name(info.name)}"
+    if info.sparse is not None:  # a sparse member's size is declared, not stored: zeros without limit
+        raise ArchiveUnchecked(f"{member} is a sparse tar member, which this check does not expand")
+    if info.size > limit:
+        raise ArchiveUnchecked(f"{member} inflates to {info.size} bytes, over the scan limit")
+    handle = tar.extractfile(info)
+    body = handle.read(limit + 1) if handle is not None else b""
+    if len(body) != info.size:
+        raise ArchiveCorrupt(f"{member} is corrupt: it is shorter than its header declares")
+    return member, body
+
+
+def _is_tar(data: bytes) -> bool:
+    """A ustar header with a valid checksum first: "ustar" at offset 257 alone could be a word in a text."""
+    import tarfile
+
+    offset, magic = _TAR_MAGIC
+    if data[offset : offset + len(magic)] != magic:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(data[:512], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _is_zip(data: bytes) -> bool:
+    """zipfile would take these bytes for a zip (an end-of-central-directory record near the end)."""
+    return zipfile.is_zipfile(io.BytesIO(data))
+
+
+def _printable_name(name: str) -> str:
+    """A member name as it may appear in errors, logs and metadata: one line, no control characters."""
+    return one_line(name, _NAME_LIMIT) or "?"
+
+
 def _why(exc: BaseException) -> str:
     """One line on what the library found wrong (its message is ours to shorten; no member bytes in it)."""
-    text = " ".join(str(exc).split())[:160]
+    text = printable(" ".join(str(exc).split()), 160)
     return text or type(exc).__name__
 
 
@@ -247,6 +364,5 @@ def check_archive(
     ArchiveCorrupt (an ArchiveUnchecked) names a damaged or lying zip.
     """
     walk = _Walk(name, max_depth, max_bytes, allow_encrypted, remaining=4 * max_bytes)
-    if data.startswith(_ZIP_MAGIC):
-        walk.visit(name, data, 1)
+    walk.visit(name, data, 1)  # the attachment's name was checked by compose; member names are made printable
     return walk.encrypted

@@ -1,8 +1,13 @@
 """clamd's wire protocol (``man clamd``): one NUL-terminated command per connection; INSTREAM sends the
 payload as chunks each after its 4-byte big-endian length, ended by a zero length; the reply is one line.
 
-Only a reply after that zero length is a verdict. Every reply leaves here through ``printable``: the
-text is the server's, and it goes on into errors, logs and archive metadata.
+Only a reply after that zero length is a verdict of "clean"; a ``FOUND`` reply is a finding whenever it
+comes (a detection is never downgraded to "unscanned"). Every reply leaves here through ``printable``:
+the text is the server's, and it goes on into errors, logs and archive metadata.
+
+Remaining limit: an early reply is seen only if its bytes reach us before the terminator is written. For
+a part smaller than one 64 KiB chunk the whole stream goes out in one or two writes, so an early ``OK``
+that lands after the terminator cannot be told from a verdict and counts as one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NON_ASCII = re.compile(r"[^\x20-\x7e]")
+_NOT_ON_ONE_LINE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Unicode categories one_line drops
 
 
 class ScanUnavailable(Exception):
@@ -36,7 +42,8 @@ async def exchange(
     Only a reply after the terminating zero-length chunk is a verdict. The reply is read while the payload
     is still being sent, so an early one is seen (and sending stops): clamd answers a stream over its
     ``StreamMaxLength`` at once and hangs up, and a broken or hostile server may say ``OK`` before it has
-    read anything. Either makes the part unscannable (ScanUnavailable), never clean.
+    read anything. Either makes the part unscannable (ScanUnavailable), never clean; an early ``FOUND``
+    is returned as the finding it is.
     """
     loop = asyncio.get_running_loop()
     try:
@@ -58,7 +65,7 @@ async def exchange(
     except OSError as exc:
         raise ScanUnavailable(f"clamd at {address} is unreachable ({type(exc).__name__})") from None
     text = printable(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
-    if not complete:
+    if not complete and not _is_finding(text):
         raise ScanUnavailable(_early(address, text))
     if not text:
         raise ScanUnavailable(f"clamd at {address} closed the connection without a reply")
@@ -72,6 +79,23 @@ def printable(text: str, limit: int = 200) -> str:
     control characters (CR, LF, NUL, ESC, ...) are dropped and other non-ASCII becomes ``?``.
     """
     return _NON_ASCII.sub("?", _CONTROL.sub("", text)).strip()[:limit]
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """Attacker-named text (zip member names, reasons built from them) for errors, logs and metadata.
+
+    Control, format (bidi overrides, zero-width) and line-separator characters are dropped; other Unicode
+    stays, since a file may be named in any script. Scanner replies use the stricter ``printable``.
+    """
+    import unicodedata
+
+    kept = (c for c in text if unicodedata.category(c) not in _NOT_ON_ONE_LINE)
+    return "".join(kept).strip()[:limit]
+
+
+def _is_finding(text: str) -> bool:
+    """A ``<name>: <signature> FOUND`` reply: refused whenever it arrives, so never turned into "unscanned"."""
+    return text.startswith("stream: ") and text.endswith(" FOUND")
 
 
 def _early(address: str, text: str) -> str:

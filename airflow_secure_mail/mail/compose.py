@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from airflow_secure_mail.errors import PolicyViolation
+from airflow_secure_mail.mail._filetypes import COMPRESSED as _COMPRESSED
 from airflow_secure_mail.mail.addresses import (
     Mailbox,
     check_no_control,
@@ -45,16 +46,6 @@ class Attachment:
 
 
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
-
-
-_COMPRESSED = {
-    "gzip": "application/gzip",
-    "bzip2": "application/x-bzip2",
-    "xz": "application/x-xz",
-    "compress": "application/x-compress",
-    "br": "application/x-brotli",
-}
-"""The type of a file whose name says it is compressed (``mimetypes``' encoding), whatever is inside."""
 
 
 def wire_type(att: Attachment) -> tuple[str, dict[str, str]]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import ConfigurationError, MalwareFound, MalwareScanError, PolicyViolation
 from airflow_secure_mail.mail.archives import ArchiveUnchecked, check_archive
-from airflow_secure_mail.mail.clamd_wire import ScanUnavailable, exchange, parse_address
+from airflow_secure_mail.mail.clamd_wire import ScanUnavailable, exchange, one_line, parse_address
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.compose import MailRequest
@@ -50,6 +50,13 @@ class ScanReport:
     item: str | None = None
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        # item and reason may carry zip member names (attacker text): one line from here on, wherever built
+        for name in ("item", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, one_line(value))
+
     def to_metadata(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict.value,
@@ -64,9 +71,10 @@ class ScanReport:
 class ClamdScanner:
     """clamd over ``tcp://host:port`` or ``unix:///path``; ``on_error="allow"`` lets unscannable mail through.
 
-    A finding always refuses the message. An outage, a timeout, clamd's size-limit reply,
-    ``Heuristics.Limits.Exceeded``, a reply before the whole stream was sent, a part above ``max_bytes``,
-    a zip member inflating past it, a corrupt zip or archives nested deeper than ``max_archive_depth``
+    A finding always refuses the message, even one clamd sends before the end of the stream. An outage, a
+    timeout, clamd's size-limit reply, ``Heuristics.Limits.Exceeded``, any other reply before the whole
+    stream was sent, a part above ``max_bytes``, a zip or gzip member inflating past it, a corrupt zip,
+    gzip or tar, or archives (zip, gzip, tar: each a level) nested deeper than ``max_archive_depth``
     refuse it too, unless ``on_error="allow"`` (then it is sent marked unscanned).
     """
 
@@ -133,7 +141,7 @@ class ClamdScanner:
             except ScanUnavailable as exc:
                 problems.append((name, str(exc)))
         if problems and self.on_error != "allow":
-            name, reason = problems[0]
+            name, reason = (one_line(text) for text in problems[0])
             raise MalwareScanError(
                 f"{name!r} could not be scanned ({reason}); nothing was sent. Fix the scanner or the part, "
                 "or set ClamdScanner(on_error='allow') to send unscanned mail.",
@@ -143,8 +151,9 @@ class ClamdScanner:
         if not (problems or accepted):
             return ScanReport(Verdict.CLEAN, scanner=version)
         name, reason = (problems or accepted)[0]
-        log.warning("sending unscanned: %s: %s", name, reason)
-        return ScanReport(Verdict.UNSCANNED, scanner=version, item=name, reason=reason)
+        report = ScanReport(Verdict.UNSCANNED, scanner=version, item=name, reason=reason)
+        log.warning("sending unscanned: %s: %s", report.item, report.reason)
+        return report
 
     def _precheck(self, name: str, data: bytes) -> list[str]:
         """Size and zip structure, before any byte goes to clamd; returns encrypted members allowed through."""

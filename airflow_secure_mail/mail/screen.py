@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from typing import Any, Protocol
 
 from airflow_secure_mail.errors import ConfigurationError, PolicyViolation
+from airflow_secure_mail.mail._filetypes import COMPRESSED
 from airflow_secure_mail.mail.addresses import check_decoded, check_no_control, normalize_domain
 from airflow_secure_mail.mail.compose import Attachment
 from airflow_secure_mail.mail.html_screen import check_html_mode
@@ -191,12 +192,13 @@ def _canonical(kind: str) -> str:
 
 
 def _implied_type(filename: str) -> str | None:
-    """The type a file name says its bytes are: ``.gz``, ``.tgz``, ``.csv.gz`` and the like are gzip.
+    """The type a file name says its bytes are: ``.csv.gz`` is gzip, ``.tar.bz2`` bzip2, ``.csv.xz`` xz.
 
     mimetypes reports ``report.csv.gz`` as text/csv with encoding gzip: the bytes are the gzip, not the csv.
+    The table is compose's (``_filetypes.COMPRESSED``), so the name's type is the type it goes out as.
     """
     guessed, encoding = mimetypes.guess_type(filename)
-    return _GZIP if encoding == "gzip" else guessed
+    return COMPRESSED.get(encoding or "", guessed)
 
 
 def _extension_agrees(filename: str, sniffed: str) -> bool:
