@@ -286,6 +286,27 @@ def test_invisible_and_look_alike_characters_do_not_hide_a_host(text):
 
 
 @pytest.mark.parametrize(
+    "text",
+    ["paypal.com:443/login", "http:paypal.com", "https:\\\\paypal.com/login", '<img alt="paypal.com" src="x.png">',
+     '<span title="paypal.com">Sign in</span>'],
+    ids=["port", "scheme_without_slashes", "scheme_with_backslashes", "img_alt", "title"],
+)  # fmt: skip
+def test_a_host_shown_with_a_port_a_bare_scheme_or_as_image_text_is_judged(text):
+    """A mail client that blocks images shows the alt text in the link; browsers read http:host as a URL."""
+    with pytest.raises(PolicyViolation, match="shows paypal.com but points to evil.example") as info:
+        screen_html(f'<a href="https://evil.example/x">{text}</a>')
+    assert info.value.rule == "html_deceptive_link"
+
+
+@pytest.mark.parametrize("text", ["https: is required", "xhttp:paypal.com-ish", "Note:12"])
+def test_a_scheme_word_that_names_no_host_passes(text):
+    assert (
+        screen_html(f'<a href="https://looker.example.com/x">{text}</a>')
+        == f'<a href="https://looker.example.com/x">{text}</a>'
+    )
+
+
+@pytest.mark.parametrize(
     ("text", "shown"),
     [
         ("secure_login.paypal.com", "secure_login.paypal.com"),

@@ -177,7 +177,7 @@ _GENERATED = [
     '<style>a.x::after{content:"paypal.com"}</style><a class="x" href="https://evil.example/"></a>',
     '<style>a:before{content:"https://bank.example/login"}</style><a href="https://evil.example/">&nbsp;</a>',
     '<style>a span::before{c\\6f ntent:"paypal.com"}</style><a href="https://evil.example/"><span></span></a>',
-    "<style>a::after{/**/content/**/:attr(title)}</style><a title=paypal.com href=https://evil.example/>x</a>",
+    "<style>a::after{/**/content/**/:attr(data-x)}</style><a data-x=paypal.com href=https://evil.example/>x</a>",
     '<a href="https://evil.example/"><i></i>Log in</a><style>@media screen{A I:BEFORE{CONTENT:"paypal.com "}}</style>',
 ]
 

@@ -23,7 +23,10 @@ _SUBDOMAIN_LABEL = re.compile(r"^[\w-]{1,63}$")
 # ``orders.date``, ``dim.store``, ``dbt.run``, ``events.data`` are names of tables and commands, not hosts.
 _LEGACY_TLDS = frozenset({"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz"})
 # Schemes whose ``scheme://host`` a reader takes for a web address; ``s3://bucket``, ``hdfs://``, ``file://`` are not.
-_WEB_URL = re.compile(r"(?:https?|ftp|wss?)://", re.IGNORECASE)
+_WEB_URL = re.compile(
+    r"(?<![\w+.-])(?:https?|ftp|wss?):(?://|[/\\]*(?=[^\s/\\]))", re.IGNORECASE
+)  # http:host, http:\\host too
+_PORT = re.compile(r":\d{1,5}$")
 # Shown as a full stop, read as one by the browser's IDNA mapping: ideographic, full-width and half-width stops.
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 # Top-level domains that are also common file extensions, read as file names in a data pipeline's mail:
@@ -59,7 +62,13 @@ def deceit(node: Any, bases: tuple[str, ...]) -> tuple[str, str, bool] | None:
     # Two readings of the text: as the browser lays it out, where inline elements join (``paypal<b>.com</b>``
     # shows paypal.com) and blocks and <br> separate; and words split at every element, as read before.
     # A third: laid out without elements hidden by an inline style, so paypal<span hidden>_</span>.com is paypal.com.
-    readings = (_laid_out_text(node), node.text(deep=True, separator=" "), _laid_out_text(node, unhidden=True))
+    # A fourth: what stands for images and shows on hover (``alt``, ``title``), read where images are blocked.
+    readings = (
+        _laid_out_text(node),
+        node.text(deep=True, separator=" "),
+        _laid_out_text(node, unhidden=True),
+        _stand_in_text(node),
+    )
     for shown, bare in dict.fromkeys(h for reading in readings for h in hosts_named(_as_seen(reading))):
         for target in sorted(targets):
             if not _same_site(shown, target):
@@ -93,6 +102,13 @@ def _laid_out_text(node: Any, *, unhidden: bool = False) -> str:
         else:
             parts.append(_laid_out_text(child, unhidden=unhidden))
     return "".join(parts)
+
+
+def _stand_in_text(node: Any) -> str:
+    """The ``alt`` and ``title`` texts of the link and what it holds: a mail client that blocks images shows
+    ``<img alt="paypal.com">`` as that text, in the link."""
+    nodes = [node, *node.css("[alt], [title]")]
+    return " ".join(n.attributes.get(a) or "" for n in nodes for a in ("alt", "title"))
 
 
 def _hidden(node: Any) -> bool:
@@ -154,7 +170,7 @@ def _host_in_word(word: str) -> tuple[str, bool] | None:
     if "@" in word:
         domain = word.rpartition("@")[2]
         return (domain, False) if _looks_like_host(domain, any_tld=True) else None
-    name = word.partition("/")[0]  # bank.com/login names bank.com
+    name = _PORT.sub("", word.partition("/")[0])  # bank.com/login and bank.com:443 name bank.com
     return (name, True) if _looks_like_host(name) else None
 
 
