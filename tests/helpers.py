@@ -82,3 +82,18 @@ def numbered_request(n: int = 0, **fields: Any) -> Any:
         "id_seed": f"dag|task|run|{n}",
     }
     return MailRequest(**(values | fields))
+
+
+def numbered_outgoing(n: int, tag: str = "m") -> list[Any]:
+    """``n`` small wire-ready copies, each to its own ``ops+<tag><i>@example.com`` with its own Message-ID."""
+    from airflow_secure_mail.mail.outgoing import Outgoing
+
+    return [
+        Outgoing(
+            sender="airflow@example.com",
+            recipients=(f"ops+{tag}{i}@example.com",),
+            data=f"Message-ID: <{tag}{i}@test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n".encode(),
+            message_id=f"<{tag}{i}@test>",
+        )
+        for i in range(n)
+    ]

@@ -27,6 +27,7 @@ from airflow_secure_mail.transport.batch import DeliveryLimits, deliver_batch
 from airflow_secure_mail.transport.rate import forget_rate_limits
 from airflow_secure_mail.transport.smtp import SendReceipt, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
+from tests.helpers import numbered_outgoing
 
 
 @pytest.fixture(autouse=True)
@@ -34,18 +35,6 @@ def _fresh_rates() -> Iterator[None]:
     forget_rate_limits()
     yield
     forget_rate_limits()
-
-
-def _items(n: int, tag: str = "m") -> list[Outgoing]:
-    return [
-        Outgoing(
-            sender="airflow@example.com",
-            recipients=(f"ops+{tag}{i}@example.com",),
-            data=f"Message-ID: <{tag}{i}@test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n".encode(),
-            message_id=f"<{tag}{i}@test>",
-        )
-        for i in range(n)
-    ]
 
 
 def _opener(port: int, ca: TestCA, creds: SmtpCredentials | None = None, opened: list[int] | None = None):
@@ -90,7 +79,7 @@ def catcher(ca: TestCA) -> Iterator[tuple[SmtpCatcher, SmtpCredentials]]:
 
 def test_throttled_mail_from_is_retried_and_every_message_arrives_once(throttler, ca):
     throttler.throttle_first = 3
-    items = _items(5)
+    items = numbered_outgoing(5)
     outcomes = asyncio.run(deliver_batch(items, _opener(throttler.port, ca), _limits(concurrency=2)))
     assert [type(o) for o in outcomes] == [SendReceipt] * 5  # retries=0: throttling did not use them up
     assert _ids(throttler) == sorted(i.message_id for i in items)
@@ -108,14 +97,16 @@ def test_throttled_mail_from_is_retried_and_every_message_arrives_once(throttler
 )
 def test_throttling_reply_at_each_stage_is_retried_without_failing(throttler, ca, stage, reply):
     throttler.stage, throttler.reply, throttler.throttle_first = stage, reply, 2
-    outcomes = asyncio.run(deliver_batch(_items(3), _opener(throttler.port, ca), _limits()))
+    outcomes = asyncio.run(deliver_batch(numbered_outgoing(3), _opener(throttler.port, ca), _limits()))
     assert all(isinstance(o, SendReceipt) for o in outcomes), outcomes
     assert len(throttler.arrivals) == 3 and throttler.throttled == 2
 
 
 def test_relay_that_throttles_forever_fails_at_the_deadline_naming_both(throttler, ca):
     throttler.throttle_first = None
-    outcomes = asyncio.run(deliver_batch(_items(2), _opener(throttler.port, ca), _limits(deadline=1.0, retries=5)))
+    outcomes = asyncio.run(
+        deliver_batch(numbered_outgoing(2), _opener(throttler.port, ca), _limits(deadline=1.0, retries=5))
+    )
     assert len(outcomes) == 2
     for outcome in outcomes:
         assert isinstance(outcome, DeliveryError)
@@ -193,7 +184,7 @@ def _gaps(server: ThrottlingSmtpServer) -> list[float]:
 def test_rate_is_honoured_across_two_concurrent_sessions(throttler, ca):
     opened: list[int] = []
     limits = _limits(concurrency=2, max_messages_per_minute=150)  # one message every 0.4 s
-    outcomes = asyncio.run(deliver_batch(_items(6), _opener(throttler.port, ca, opened=opened), limits))
+    outcomes = asyncio.run(deliver_batch(numbered_outgoing(6), _opener(throttler.port, ca, opened=opened), limits))
     assert all(isinstance(o, SendReceipt) for o in outcomes)
     assert len(opened) == 2 and len({a.client_port for a in throttler.arrivals}) == 2
     # Lower bounds only: they hold however fast or slow the machine is.
@@ -207,7 +198,7 @@ def test_rate_is_shared_by_batches_on_two_threads(throttler, ca):
     outcomes: list[object] = []
 
     def batch(tag: str) -> None:
-        outcomes.extend(asyncio.run(deliver_batch(_items(3, tag), _opener(throttler.port, ca), limits)))
+        outcomes.extend(asyncio.run(deliver_batch(numbered_outgoing(3, tag), _opener(throttler.port, ca), limits)))
 
     threads = [threading.Thread(target=batch, args=(tag,)) for tag in ("a", "b")]
     for thread in threads:
@@ -234,7 +225,7 @@ def test_throttling_widens_the_shared_spacing_then_it_recovers():
 
 def test_deadline_gives_messages_left_a_transient_deadline_error(throttler, ca):
     limits = _limits(max_messages_per_minute=1, deadline=1.0)  # the second message's slot is a minute away
-    outcomes = asyncio.run(deliver_batch(_items(3), _opener(throttler.port, ca), limits))
+    outcomes = asyncio.run(deliver_batch(numbered_outgoing(3), _opener(throttler.port, ca), limits))
     assert isinstance(outcomes[0], SendReceipt)
     for outcome in outcomes[1:]:
         assert isinstance(outcome, DeliveryError) and outcome.transient and not outcome.throttled
@@ -264,7 +255,7 @@ def test_on_outcome_runs_while_later_messages_still_send(throttler, ca):
         assert isinstance(outcome, SendReceipt)
         seen.append((index, outcome.message_id))
 
-    asyncio.run(deliver_batch(_items(3), _opener(throttler.port, ca), _limits(), on_outcome))
+    asyncio.run(deliver_batch(numbered_outgoing(3), _opener(throttler.port, ca), _limits(), on_outcome))
     assert sorted(seen) == [(0, "<m0@test>"), (1, "<m1@test>"), (2, "<m2@test>")]
     assert seen[-1][0] == 0
 
@@ -274,12 +265,12 @@ def test_failing_on_outcome_stops_taking_messages_and_is_raised(throttler, ca):
         raise ArchiveError("archive is read-only", key=str(index))
 
     with pytest.raises(ArchiveError, match="archive is read-only"):
-        asyncio.run(deliver_batch(_items(5), _opener(throttler.port, ca), _limits(), on_outcome))
+        asyncio.run(deliver_batch(numbered_outgoing(5), _opener(throttler.port, ca), _limits(), on_outcome))
     assert 1 <= len(throttler.arrivals) <= 2  # the first, and at most the one already in flight
 
 
 def test_async_iterable_items_are_sent_as_they_arrive(throttler, ca):
-    items = _items(3)
+    items = numbered_outgoing(3)
 
     async def staged() -> AsyncIterator[Outgoing]:
         for number, item in enumerate(items):
@@ -292,7 +283,7 @@ def test_async_iterable_items_are_sent_as_they_arrive(throttler, ca):
 
 
 def test_failing_item_source_is_raised_after_the_messages_taken(throttler, ca):
-    items = _items(2)
+    items = numbered_outgoing(2)
     reported: list[int] = []
 
     async def staged() -> AsyncIterator[Outgoing]:
@@ -313,7 +304,7 @@ def test_failing_item_source_is_raised_after_the_messages_taken(throttler, ca):
 
 def test_permanent_refusal_is_that_messages_outcome_only(catcher, ca):
     server, creds = catcher
-    items = _items(3)
+    items = numbered_outgoing(3)
     server.script.rcpt_replies[items[1].recipients[0]] = "550 5.1.1 no such user"
     outcomes = asyncio.run(deliver_batch(items, _opener(server.starttls_port, ca, creds), _limits(retries=3)))
     assert isinstance(outcomes[0], SendReceipt) and isinstance(outcomes[2], SendReceipt)
@@ -327,7 +318,9 @@ def test_permanent_refusal_is_that_messages_outcome_only(catcher, ca):
 def test_transient_failure_is_retried_on_a_fresh_session(catcher, ca):
     server, creds = catcher
     server.script.data_replies = ["451 4.3.0 try again later"]
-    [outcome] = asyncio.run(deliver_batch(_items(1), _opener(server.starttls_port, ca, creds), _limits(retries=2)))
+    [outcome] = asyncio.run(
+        deliver_batch(numbered_outgoing(1), _opener(server.starttls_port, ca, creds), _limits(retries=2))
+    )
     assert isinstance(outcome, SendReceipt) and outcome.attempts == 2
     assert server.connections == 2 and len(server.messages) == 1
 
@@ -335,7 +328,9 @@ def test_transient_failure_is_retried_on_a_fresh_session(catcher, ca):
 def test_transient_failures_beyond_retries_are_the_outcome(catcher, ca):
     server, creds = catcher
     server.script.data_replies = ["451 4.3.0 try again later"] * 5
-    [outcome] = asyncio.run(deliver_batch(_items(1), _opener(server.starttls_port, ca, creds), _limits(retries=2)))
+    [outcome] = asyncio.run(
+        deliver_batch(numbered_outgoing(1), _opener(server.starttls_port, ca, creds), _limits(retries=2))
+    )
     assert isinstance(outcome, DeliveryError) and outcome.transient and outcome.code == 451
     assert (
         str(outcome)
@@ -347,7 +342,9 @@ def test_transient_failures_beyond_retries_are_the_outcome(catcher, ca):
 def test_connection_lost_after_data_started_is_maybe_delivered(catcher, ca):
     server, creds = catcher
     server.script.drop_in_data = 5
-    [outcome] = asyncio.run(deliver_batch(_items(1), _opener(server.starttls_port, ca, creds), _limits(retries=1)))
+    [outcome] = asyncio.run(
+        deliver_batch(numbered_outgoing(1), _opener(server.starttls_port, ca, creds), _limits(retries=1))
+    )
     assert isinstance(outcome, DeliveryError) and outcome.maybe_delivered and outcome.transient
     assert str(outcome).startswith(f"connection to localhost:{server.starttls_port} lost at DATA (")
 
@@ -355,7 +352,9 @@ def test_connection_lost_after_data_started_is_maybe_delivered(catcher, ca):
 def test_rejected_credentials_fail_every_message_after_one_login(catcher, ca):
     server, _ = catcher
     wrong = SmtpCredentials("password", "airflow", secrets.token_urlsafe(12))
-    outcomes = asyncio.run(deliver_batch(_items(4), _opener(server.starttls_port, ca, wrong), _limits(retries=3)))
+    outcomes = asyncio.run(
+        deliver_batch(numbered_outgoing(4), _opener(server.starttls_port, ca, wrong), _limits(retries=3))
+    )
     assert all(isinstance(o, SmtpAuthError) and o.code == 535 for o in outcomes)
     assert len(server.auth_attempts) == 2  # one try and one re-read after the 535: no lock-out by hammering
     assert server.messages == []

@@ -20,6 +20,7 @@ from airflow_secure_mail.transport.batch import DeliveryLimits, Outcome, deliver
 from airflow_secure_mail.transport.rate import forget_rate_limits
 from airflow_secure_mail.transport.smtp import SendReceipt, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
+from tests.helpers import numbered_outgoing
 
 GRACE = 2.0
 """What the deadline may be overrun by (the API's promise): cancelling, closing, reporting."""
@@ -30,18 +31,6 @@ def _fresh_rates() -> Iterator[None]:
     forget_rate_limits()
     yield
     forget_rate_limits()
-
-
-def _items(n: int, tag: str) -> list[Outgoing]:
-    return [
-        Outgoing(
-            sender="airflow@example.com",
-            recipients=(f"ops+{tag}{i}@example.com",),
-            data=f"Message-ID: <{tag}{i}@test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n".encode(),
-            message_id=f"<{tag}{i}@test>",
-        )
-        for i in range(n)
-    ]
 
 
 def _opener(port: int, ca: TestCA, session_class: type[SmtpSession] = SmtpSession):
@@ -90,7 +79,7 @@ def refusing() -> Iterator[RefusingGreetingServer]:
 
 def test_refused_greetings_back_off_for_every_session_until_the_deadline(refusing, ca):
     limits = DeliveryLimits(concurrency=4, retries=3, retry_backoff=1.0, deadline=5.0, rate_key="refusing")
-    outcomes, elapsed = _timed_batch(_items(6, "g"), _opener(refusing.port, ca), limits)
+    outcomes, elapsed = _timed_batch(numbered_outgoing(6, "g"), _opener(refusing.port, ca), limits)
     # Four sessions connect at once and are refused; then one connect per pause of 1-2 s, 2-3 s, 4-5 s...:
     # within 5 s that is at most two more. Without the backoff it was hundreds.
     assert refusing.accepted <= 10
@@ -108,7 +97,7 @@ def test_refused_greetings_back_off_for_every_session_until_the_deadline(refusin
 def test_a_busy_greeting_without_an_enhanced_code_is_throttling_too(ca):
     with RefusingGreetingServer(greeting=b"421 Service not available, too busy\r\n") as server:
         limits = DeliveryLimits(concurrency=2, retries=3, retry_backoff=1.0, deadline=3.0, rate_key="busy")
-        outcomes, elapsed = _timed_batch(_items(2, "b"), _opener(server.port, ca), limits)
+        outcomes, elapsed = _timed_batch(numbered_outgoing(2, "b"), _opener(server.port, ca), limits)
     assert server.accepted <= 6 and elapsed < limits.deadline + GRACE
     assert all(isinstance(o, DeliveryError) and o.throttled and o.code == 421 for o in outcomes)
 
@@ -135,7 +124,7 @@ class _SwallowsOneCancel(SmtpSession):
 def test_a_swallowed_cancellation_neither_overruns_the_deadline_nor_sends_after_it(ca):
     with ThrottlingSmtpServer(ca, stage="MAIL", throttle_first=None, throttle_every=2, data_delay=1.5) as server:
         limits = DeliveryLimits(concurrency=2, retries=3, retry_backoff=30.0, deadline=1.0, rate_key="swallow")
-        items = _items(8, "s")
+        items = numbered_outgoing(8, "s")
         outcomes, elapsed = _timed_batch(items, _opener(server.port, ca, _SwallowsOneCancel), limits)
         assert elapsed < limits.deadline + GRACE
         time.sleep(2.0)  # anything a left-over task would still send arrives by now
@@ -150,7 +139,7 @@ def test_throttled_sessions_return_by_the_deadline_every_time(ca):
         for run in range(20):
             forget_rate_limits()
             limits = DeliveryLimits(concurrency=4, retries=5, retry_backoff=0.05, deadline=1.5, rate_key="loop")
-            items = _items(300, f"r{run}-")
+            items = numbered_outgoing(300, f"r{run}-")
             outcomes, elapsed = _timed_batch(items, _opener(server.port, ca), limits)
             assert elapsed < limits.deadline + GRACE, f"run {run} returned {elapsed:.1f}s after it started"
             _assert_exactly_once(items, outcomes, _arrived_ids(server))
