@@ -127,7 +127,8 @@ def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None
 
 
 async def _send_all(found: _Round, notifier: Any) -> None:
-    """Send each claim on its own: a failed send is noted against its group (its lease lets a later flush retry)."""
+    """Send each claim on its own: a failed send is noted against its group; it stays the group's latest claim
+    (a takeover makes no newer one), so a later flush takes it over again once its lease runs out."""
     for claim in found.claims:
         try:
             found.sent.append(await send_claim(found.state, notifier, claim))
@@ -145,7 +146,7 @@ def prepare(
     *,
     skipped: list[str] | None = None,
 ) -> list[Claim]:
-    """The claims this worker must send now: one taken over after its lease, and/or the next one it won.
+    """The claims this worker must send now: one taken over after its lease, or else the next one it won.
 
     Events that cannot be read are left out and described in ``skipped``.
     """
@@ -160,7 +161,6 @@ def _prepare(
 
     claims = state.claims(gid)
     prev: Claim | None = None
-    takeover: Claim | None = None
     if claims:
         n = max(claims)
         prev = _read_claim(state, claim_name(gid, n))
@@ -172,18 +172,20 @@ def _prepare(
             if not state.create_json(claim_name(gid, n, f"lease-{k}"), lease):
                 return None, None
             log.warning("digest %s/%d: claimant did not finish within the lease; taking it over", gid, n)
-            takeover = prev
+            # The takeover only: claim n+1 is planned once n was sent, so a failed send of n is retried by a
+            # later flush (its lease runs out again) instead of being orphaned behind a newer claim.
+            return prev, None
     entries = unreported(prev, state.index(gid, prev.closed_through if prev else ""), now)
     silences = list_silences(state)
     claim = _plan_without_unreadable(
         lambda usable, load: plan(digest, gid, labels, prev, usable, silences, now, load), state, gid, entries, skipped
     )
     if claim is None:
-        return takeover, None
+        return None, None
     if not state.create_json(claim_name(gid, claim.n), claim.to_json()):
         log.info("digest %s/%d: another worker claimed it first", gid, claim.n)
-        return takeover, None
-    return takeover, claim
+        return None, None
+    return None, claim
 
 
 def _read_claim(state: DigestState, name: str) -> Claim | None:
