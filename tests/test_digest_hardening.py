@@ -341,7 +341,8 @@ def test_an_unreadable_event_fails_the_first_flush_only_and_says_to_delete_it(
         digest.flush(notifier)
     gid = group_id({"dag_id": "finance_daily"})
     [entry] = [p for p in (root / "index" / gid).rglob("*") if p.is_file() and broken.id in p.name]
-    to_delete = key if damage == "garbage" else str(entry.relative_to(root))  # a missing event: its index entry
+    index_entry = str(entry.relative_to(root))
+    to_delete = f"{key} and {index_entry}" if damage == "garbage" else index_entry  # missing: its index entry only
     assert key in str(raised.value) and f"delete {to_delete} once inspected" in str(raised.value)
     assert len(raised.value.sent) == 1
     marker = f"quarantine/{key}" if damage == "garbage" else f"quarantine/{key}.missing"
@@ -352,6 +353,8 @@ def test_an_unreadable_event_fails_the_first_flush_only_and_says_to_delete_it(
             clock.now = START + timedelta(minutes=minutes)
             sent_by_flush.append(len(digest.flush(notifier)))  # no DigestFlushError: reported once already
         assert sent_by_flush == [0, 0, 0, 0]  # nothing new to send, and no DigestFlushError
+        if damage == "garbage":  # deleting only the garbage object (not its index entry) is not a new failure
+            (root / key).unlink()
         digest.record(_event(clock.now, task="report"))  # the group still works: a new alert goes out
         clock.now += timedelta(minutes=30)
         assert len(digest.flush(notifier)) == 1
@@ -359,6 +362,11 @@ def test_an_unreadable_event_fails_the_first_flush_only_and_says_to_delete_it(
     assert len(texts) == 2 and "finance_daily.report" in texts[1]
     assert all("finance_daily.load" not in t for t in texts)
     assert any(f"{key} was reported by an earlier flush" in r.getMessage() for r in caplog.records)
+    from airflow_secure_mail.alerts.flush import prune
+
+    clock.now = START + timedelta(days=30)  # past retention: the left-out entry does not hold pruning back
+    assert prune(digest) > 0
+    assert not entry.exists() and not (root / key).exists()
 
 
 def test_a_taken_over_claim_whose_send_fails_is_sent_by_a_later_flush_before_the_next_claim(

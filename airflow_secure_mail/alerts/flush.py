@@ -239,7 +239,7 @@ def _read_or_quarantine(state: DigestState, gid: str, entry: IndexEntry, skipped
     try:
         event = state.read_event(gid, entry.event_id)
     except ArchiveIntegrityError as exc:
-        problem, culprit = str(exc), name
+        problem, culprit = str(exc), f"{name} and index/{gid}/{entry.name}"  # prune finds events by their index
     else:
         if event is not None:
             return event
@@ -259,6 +259,8 @@ def _quarantine(state: DigestState, name: str, raw: bytes | None) -> tuple[str, 
     human to look at; says where it went, and False when an earlier flush had already put it there."""
     copy = f"quarantine/{name}" if raw is not None else f"quarantine/{name}.missing"
     try:
+        if raw is None and state.objects.read(f"quarantine/{name}") is not None:  # garbage deleted, entry kept
+            return f"already in quarantine/{name}", False
         if state.create(copy, raw if raw is not None else b""):
             return f"copied to {copy}" if raw is not None else f"noted in {copy}", True
         if raw is not None and state.objects.read(copy) != raw:  # rewritten since it was reported: report it again
