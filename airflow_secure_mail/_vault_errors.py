@@ -19,7 +19,26 @@ class Forbidden(Exception):
 
 
 class RequestRefused(VaultSecretError):
-    """Vault refused a request as invalid (400): for a Transit decrypt, the ciphertext is not that key's."""
+    """Vault refused a request as invalid (400). ``reason`` names which known refusal it was (None: another),
+    so a Transit decrypt can tell key administration from tampering without keeping Vault's text."""
+
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.reason = reason
+
+
+_REFUSALS = {
+    "encryption key not found": "key_missing",
+    "disallowed by policy (too old)": "version_too_old",  # below the key's min_decryption_version
+    "message authentication failed": "not_this_key",  # another key's ciphertext, or altered
+}
+"""Phrases of Vault/OpenBao Transit refusals and what they mean; only the meaning leaves this module."""
+
+
+def _refusal(exc: BaseException) -> str | None:
+    errors = getattr(exc, "errors", None) or []
+    text = " ".join(str(e) for e in errors) if isinstance(errors, list) else ""
+    return next((reason for phrase, reason in _REFUSALS.items() if phrase in text), None)
 
 
 def missing_error(what: str) -> VaultSecretError:
@@ -92,8 +111,10 @@ def _hvac_error(what: str, exc: BaseException, conn_id: str) -> BaseException | 
             "check its credentials and auth method.",
             path=what,
         )
-    refused = RequestRefused if isinstance(exc, hvac.exceptions.InvalidRequest) else VaultSecretError
-    return refused(f"Vault refused {what!r} ({type(exc).__name__}): check the path, mount and policy.", path=what)
+    message = f"Vault refused {what!r} ({type(exc).__name__}): check the path, mount and policy."
+    if isinstance(exc, hvac.exceptions.InvalidRequest):
+        return RequestRefused(message, path=what, reason=_refusal(exc))
+    return VaultSecretError(message, path=what)
 
 
 def _transport_error(what: str, exc: BaseException) -> BaseException | None:

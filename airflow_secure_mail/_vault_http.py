@@ -106,11 +106,24 @@ def _track(sock: socket.socket | None) -> None:
         guard.register_socket(sock)
 
 
+def _clamp_to_guard(conn: HTTPConnection) -> None:
+    """Bound the socket timeout of a connect (a TLS handshake too: CPython bounds the whole handshake by it) to
+    what is left of the call. The adapter clamps once per request; urllib3's retries reuse that value."""
+    guard = _guard()
+    if guard is not None:
+        left = max(0.05, guard.remaining())
+        conn.timeout = left if conn.timeout is None else min(conn.timeout, left)
+
+
 class _GuardedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         _track(sock)
         return sock
+
+    def connect(self) -> None:
+        _clamp_to_guard(self)
+        super().connect()
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         guard = _guard()
@@ -122,13 +135,14 @@ class _GuardedHTTPConnection(HTTPConnection):
 class _GuardedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _track(sock)  # bounds the TLS handshake
+        _track(sock)  # bounds the TCP connect only: ``wrap_socket`` detaches this object before the handshake
         return sock
 
     def connect(self) -> None:
         guard = _guard()
         if guard is not None:
             guard.register(self)
+        _clamp_to_guard(self)  # what bounds the TLS handshake: the timer cannot reach its socket until it returns
         super().connect()
         _track(self.sock)  # wrapping detached the plain socket object: keep the TLS one
 

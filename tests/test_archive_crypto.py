@@ -190,3 +190,59 @@ def test_record_relabelled_to_another_transit_key_fails_with_its_data_key_cached
     with pytest.raises(ArchiveIntegrityError, match=expected):
         reader.read_message(copy)
     assert MailArchive(location, transit_key=transit_key).read_message(record).startswith(b"From: ")
+
+
+def _sent_record(mail_env, tmp_path, transit_key):
+    from pathlib import Path
+
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.pipeline import send_mail
+    from tests.helpers import numbered_request
+
+    location = f"file://{tmp_path}/a"
+    archive = MailArchive(location, transit_key=transit_key)
+    send_mail(numbered_request(1), channel=MailChannel.for_conn(), archive=archive)
+    [index] = list(Path(tmp_path, "a", "index").rglob("*.json"))
+    return location, archive.lookup(index.stem)
+
+
+def test_a_key_version_below_min_decryption_version_is_reported_as_such_not_as_tampering(
+    mail_env, tmp_path, transit_key
+):
+    """Routine Transit administration (rotate, then raise min_decryption_version) is not an integrity alarm."""
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.errors import VaultSecretError
+
+    location, record = _sent_record(mail_env, tmp_path, transit_key)
+    client = mail_env.bao.client()
+    client.secrets.transit.rotate_key(name=transit_key)
+    client.secrets.transit.update_key_configuration(name=transit_key, min_decryption_version=2)
+    TransitSealer.forget_keys()  # as in a fresh process
+    with pytest.raises(VaultSecretError) as raised:
+        MailArchive(location, transit_key=transit_key).read_message(record)
+    assert not isinstance(raised.value, ArchiveIntegrityError)
+    assert str(raised.value) == (
+        f"archive object {record.prefix}.eml: Transit key {transit_key!r} refuses to unwrap its data key: the key "
+        "version is below the key's min_decryption_version; lower it to read this record."
+    )
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+def test_a_transit_key_that_does_not_exist_is_reported_as_such_not_as_tampering(mail_env, tmp_path, transit_key):
+    import dataclasses
+
+    from airflow_secure_mail.archive.record import ArchiveRecord
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.errors import VaultSecretError
+
+    location, record = _sent_record(mail_env, tmp_path, transit_key)
+    gone = "no-such-key-xyz"
+    meta = dataclasses.replace(record.meta, encryption={**record.meta.encryption, "transit_key": gone})
+    with pytest.raises(VaultSecretError) as raised:
+        MailArchive(location, transit_key=gone).read_message(ArchiveRecord(record.key, record.prefix, meta))
+    assert not isinstance(raised.value, ArchiveIntegrityError)
+    assert str(raised.value) == (
+        f"archive object {record.prefix}.eml: Transit key {gone!r} does not exist on this Vault: create or "
+        "restore it (or point the archive's vault connection at the Vault that has it)."
+    )

@@ -314,3 +314,84 @@ def test_silence_list_escapes_control_characters_already_stored(capsys, tmp_path
     assert out.rstrip("\n").endswith(
         r"# ok\nfedcba987654  active   2026-11-29T01:10Z .. 2099-01-01T00:00Z  dag_id=forged  # x"
     )
+
+
+# -- issue 19 follow-up: a quarantined event fails one flush, not every later one -------------------------
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_an_unreadable_event_fails_the_first_flush_only_and_says_to_delete_it(
+    mail_env, notifier_for, clock, tmp_path, caplog, damage
+):
+    from airflow_secure_mail.errors import DigestFlushError
+
+    root = tmp_path / "state"
+    digest = AlertDigest(state=f"file://{root}", clock=clock)
+    notifier = notifier_for(digest)
+    digest.record(_event(START, task="extract"))
+    broken = _event(START, task="load")
+    digest.record(broken)
+    key = f"events/{group_id({'dag_id': 'finance_daily'})}/{broken.id}.json"
+    if damage == "garbage":
+        (root / key).write_bytes(GARBAGE)
+    else:
+        (root / key).unlink()
+    clock.now = START + timedelta(minutes=1)
+    with pytest.raises(DigestFlushError) as raised:
+        digest.flush(notifier)
+    gid = group_id({"dag_id": "finance_daily"})
+    [entry] = [p for p in (root / "index" / gid).rglob("*") if p.is_file() and broken.id in p.name]
+    index_entry = str(entry.relative_to(root))
+    to_delete = f"{key} and {index_entry}" if damage == "garbage" else index_entry  # missing: its index entry only
+    assert key in str(raised.value) and f"delete {to_delete} once inspected" in str(raised.value)
+    assert len(raised.value.sent) == 1
+    marker = f"quarantine/{key}" if damage == "garbage" else f"quarantine/{key}.missing"
+    assert (root / marker).exists()
+    sent_by_flush = []
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail.alerts.flush"):
+        for minutes in (30, 180, 24 * 60, 3 * 24 * 60):
+            clock.now = START + timedelta(minutes=minutes)
+            sent_by_flush.append(len(digest.flush(notifier)))  # no DigestFlushError: reported once already
+        assert sent_by_flush == [0, 0, 0, 0]  # nothing new to send, and no DigestFlushError
+        if damage == "garbage":  # deleting only the garbage object (not its index entry) is not a new failure
+            (root / key).unlink()
+        digest.record(_event(clock.now, task="report"))  # the group still works: a new alert goes out
+        clock.now += timedelta(minutes=30)
+        assert len(digest.flush(notifier)) == 1
+    texts = [_text(m) for m in mail_env.smtp.messages]
+    assert len(texts) == 2 and "finance_daily.report" in texts[1]
+    assert all("finance_daily.load" not in t for t in texts)
+    assert any(f"{key} was reported by an earlier flush" in r.getMessage() for r in caplog.records)
+    from airflow_secure_mail.alerts.flush import prune
+
+    clock.now = START + timedelta(days=30)  # past retention: the left-out entry does not hold pruning back
+    assert prune(digest) > 0
+    assert not entry.exists() and not (root / key).exists()
+
+
+def test_a_taken_over_claim_whose_send_fails_is_sent_by_a_later_flush_before_the_next_claim(
+    mail_env, notifier_for, clock, tmp_path
+):
+    """A flush that takes over claim n makes no claim n+1: n+1 is planned once n was sent, so n gets its marker."""
+    from airflow_secure_mail.alerts.flush import due
+    from airflow_secure_mail.errors import DigestFlushError
+
+    root = tmp_path / "state"
+    digest = AlertDigest(state=f"file://{root}", clock=clock, lease="5m")
+    notifier = notifier_for(digest)
+    gid = group_id({"dag_id": "finance_daily"})
+    digest.record(_event(START, task="load"))
+    clock.now = START + timedelta(minutes=1)
+    assert [c.n for c in due(digest).claims] == [1]  # claimed by a worker that then dies before sending
+    clock.now = START + timedelta(minutes=20)
+    digest.record(_event(clock.now, task="report"))
+    mail_env.smtp.script.data_replies = ["554 5.7.1 rejected for now"]  # the relay refuses once
+    with pytest.raises(DigestFlushError, match="digest 1 not sent"):
+        digest.flush(notifier)
+    for minutes in (30, 60, 24 * 60):
+        clock.now = START + timedelta(minutes=minutes)
+        digest.flush(notifier)
+    assert (root / "claims" / gid / "00000001.sent.json").exists()
+    texts = [_text(m) for m in mail_env.smtp.messages]
+    assert any("finance_daily.load" in t for t in texts)
+    assert any("finance_daily.report" in t for t in texts)

@@ -166,3 +166,40 @@ def test_a_store_without_a_connection_or_credentials_is_never_written_anonymousl
     with pytest.raises(ConfigurationError, match=r"^s3://mail-archive/prod: no credentials found"):
         ObjectStore("s3://mail-archive/prod").write_once("a.json", b"{}")
     assert lookups == []
+
+
+@pytest.fixture
+def bad_profile(no_aws_env, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An aws connection naming a profile that no config file defines (a typo): botocore's ProfileNotFound."""
+    extra = {"profile_name": "nosuch", "endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_BADPROFILE", json.dumps({"conn_type": "aws", "extra": extra}))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    return "aws_badprofile"
+
+
+def test_a_connection_whose_filesystem_cannot_be_set_up_is_our_configuration_error(bad_profile, lookups):
+    from airflow_secure_mail.archive.objects import ObjectStore
+
+    with pytest.raises(ConfigurationError) as caught:
+        ObjectStore("s3://mail-test/x", bad_profile).write_once("a.json", b"{}")
+    assert str(caught.value) == (
+        "s3://mail-test/x: cannot set up the storage of connection 'aws_badprofile' (ProfileNotFound): "
+        "fix the connection; a store that cannot be set up is never skipped."
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert lookups == []
+
+
+def test_a_broken_archive_connection_refuses_the_send_even_with_on_error_send(mail_env, bad_profile):
+    """A misconfigured connection is a typo to fix, not an outage: ``on_error='send'`` must not hide it."""
+    from airflow_secure_mail.archive.store import MailArchive
+    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.pipeline import send_mail
+    from tests.helpers import numbered_request
+
+    archive = MailArchive("s3://mail-test/archive", conn_id=bad_profile, on_error="send")
+    with pytest.raises(ConfigurationError, match=r"^s3://mail-test/archive: cannot set up .* \(ProfileNotFound\)"):
+        send_mail(numbered_request(1, text="x\n"), channel=MailChannel.for_conn(), archive=archive)
+    assert mail_env.smtp.messages == []

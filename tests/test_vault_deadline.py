@@ -99,3 +99,50 @@ def test_send_whose_vault_drips_its_body_fails_at_the_deadline_without_connectin
     elapsed = time.monotonic() - started
     assert elapsed < 5 + 2, f"a dripping Vault held the send for {elapsed:.1f}s"
     assert mail_env.smtp.connections == 0
+
+
+@pytest.fixture
+def tls_drip(monkeypatch) -> Iterator[str]:
+    """A scripted hostile Vault on loopback (a real one cannot misbehave so): it reads the ClientHello, announces a
+    16 KiB handshake record and drips it one byte per 0.5 s, so no single ``recv`` ever times out."""
+    import socket
+
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)  # the ClientHello
+            conn.sendall(bytes([0x16, 3, 3, 0x40, 0]))  # a handshake record of 16 KiB is coming...
+            while not stop.wait(0.5):
+                try:
+                    conn.sendall(b"\x02")
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    conn = {"conn_type": "vault", "host": "127.0.0.1", "port": server.getsockname()[1], "password": "t",
+            "extra": {"auth_type": "token", "use_tls": True}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_VAULT_TLSDRIP", json.dumps(conn))
+    yield "vault_tlsdrip"
+    stop.set()
+    server.close()
+
+
+def test_a_tls_handshake_dripped_one_byte_at_a_time_is_cut_at_the_deadline(tls_drip):
+    """The handshake's socket timeout is what is left of the call (each retry too), not the 5 s connect timeout."""
+    from airflow_secure_mail.vault import deadline, vault_for
+
+    started = time.monotonic()
+    with deadline(12), pytest.raises(VaultSecretError, match=r"within 12s|deadline has passed"):
+        vault_for(tls_drip).read("smtp/x", fresh=True)
+    elapsed = time.monotonic() - started
+    assert elapsed < 12 + 2, f"a dripped TLS handshake held the read for {elapsed:.1f}s"  # correctness bound

@@ -55,14 +55,12 @@ def _one_line(exc: BaseException) -> str:
 def _run(args: argparse.Namespace) -> int:
     from datetime import UTC
 
-    from airflow_secure_mail.alerts.digest import check_state_location
     from airflow_secure_mail.alerts.silences import add_silence, expire_silence, list_silences, printable
     from airflow_secure_mail.alerts.state import DigestState
 
     if not args.state:
         raise ConfigurationError(f"give --state URL (e.g. s3://bucket/alert-state) or set {ENV_STATE}.")
-    check_state_location(args.state)  # before anything opens a connection to wherever the URL points
-    state = DigestState(args.state, args.state_conn_id)
+    state = DigestState(args.state, args.state_conn_id)  # checks the URL before anything connects to it
     now = datetime.now(UTC)
     if args.verb == "add":
         silence = add_silence(

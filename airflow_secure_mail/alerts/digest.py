@@ -27,7 +27,8 @@ STATE_SCHEMES = ("file", "s3")
 def check_state_location(location: str) -> None:
     """Refuse a state URL without a scheme or with one we do not document (``http://``, ``ftp://``...).
 
-    Checked before any filesystem is built, so nothing connects to the host such a URL names.
+    The one check of a state URL: :class:`AlertDigest` runs it when built, :class:`DigestState` (the CLI's way
+    in) before it builds its store, so nothing connects to the host such a URL names.
     """
     scheme, sep, _ = str(location).partition("://")
     if not sep or not scheme:
@@ -80,9 +81,7 @@ class AlertDigest:
     clock: Callable[[], datetime] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if "://" not in str(self.state):
-            raise ConfigurationError(f"AlertDigest.state={self.state!r} needs a scheme: file:///path or s3://bucket/x.")
-        check_state_location(self.state)
+        check_state_location(self.state)  # when the DAG is parsed: a bad URL fails there, not at the first alert
         object.__setattr__(self, "group_by", tuple(self.group_by))
         unknown = [label for label in self.group_by if label not in LABELS]
         if unknown:

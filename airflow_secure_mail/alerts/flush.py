@@ -6,10 +6,11 @@ stored view, so the mail and its Message-ID are the same; with an archive the wr
 stops a second delivery if the first claimant had in fact sent it.
 
 Each group is flushed on its own. An event object that is missing or garbage is left out of its group's
-digest with a warning naming it, and copied write-once to ``quarantine/<its name>`` (the original is never
-rewritten or deleted); a garbage claim, lease or label object, a storage error or a failed send stops only
-its group. Once every other group's digest went out, :class:`DigestFlushError` names each group that needs
-attention, so the flush task fails visibly instead of passing over a dropped alert.
+digest with a warning naming it, and copied write-once to ``quarantine/<its name>`` (a missing one: a
+``.missing`` marker; the original is never rewritten or deleted); only the first flush that meets it fails
+over it, later ones find the copy and log it; a garbage claim, lease or label object, a storage error or a
+failed send stops only its group. Once every other group's digest went out, :class:`DigestFlushError` names
+each group that needs attention, so the flush task fails visibly instead of passing over a dropped alert.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None
 
 
 async def _send_all(found: _Round, notifier: Any) -> None:
-    """Send each claim on its own: a failed send is noted against its group (its lease lets a later flush retry)."""
+    """Send each claim on its own: a failed send is noted against its group; it stays the group's latest claim
+    (a takeover makes no newer one), so a later flush takes it over again once its lease runs out."""
     for claim in found.claims:
         try:
             found.sent.append(await send_claim(found.state, notifier, claim))
@@ -144,7 +146,7 @@ def prepare(
     *,
     skipped: list[str] | None = None,
 ) -> list[Claim]:
-    """The claims this worker must send now: one taken over after its lease, and/or the next one it won.
+    """The claims this worker must send now: one taken over after its lease, or else the next one it won.
 
     Events that cannot be read are left out and described in ``skipped``.
     """
@@ -159,7 +161,6 @@ def _prepare(
 
     claims = state.claims(gid)
     prev: Claim | None = None
-    takeover: Claim | None = None
     if claims:
         n = max(claims)
         prev = _read_claim(state, claim_name(gid, n))
@@ -171,18 +172,20 @@ def _prepare(
             if not state.create_json(claim_name(gid, n, f"lease-{k}"), lease):
                 return None, None
             log.warning("digest %s/%d: claimant did not finish within the lease; taking it over", gid, n)
-            takeover = prev
+            # The takeover only: claim n+1 is planned once n was sent, so a failed send of n is retried by a
+            # later flush (its lease runs out again) instead of being orphaned behind a newer claim.
+            return prev, None
     entries = unreported(prev, state.index(gid, prev.closed_through if prev else ""), now)
     silences = list_silences(state)
     claim = _plan_without_unreadable(
         lambda usable, load: plan(digest, gid, labels, prev, usable, silences, now, load), state, gid, entries, skipped
     )
     if claim is None:
-        return takeover, None
+        return None, None
     if not state.create_json(claim_name(gid, claim.n), claim.to_json()):
         log.info("digest %s/%d: another worker claimed it first", gid, claim.n)
-        return takeover, None
-    return takeover, claim
+        return None, None
+    return None, claim
 
 
 def _read_claim(state: DigestState, name: str) -> Claim | None:
@@ -224,35 +227,47 @@ def _plan_without_unreadable(
 
 
 def _read_or_quarantine(state: DigestState, gid: str, entry: IndexEntry, skipped: list[str]) -> Event | None:
-    """The entry's event, or None (warned, noted in ``skipped``) when it is missing or garbage.
+    """The entry's event, or None when it is missing or garbage: noted in ``skipped`` by the first flush only.
 
-    A garbage object is copied write-once to ``quarantine/<its name>``; the original stays where it is
-    (nothing in the state is ever rewritten). Storage that cannot be reached is not skipped: it raises.
+    A garbage object is copied write-once to ``quarantine/<its name>``, a missing one leaves a write-once
+    ``quarantine/<its name>.missing`` marker; the original stays where it is (nothing in the state is ever
+    rewritten). The entry stays unreported, so later flushes meet it again: finding the copy already there
+    means an earlier flush failed over it, and they only log it (the flush task is not red forever).
+    Storage that cannot be reached is not skipped: it raises.
     """
     name = f"events/{gid}/{entry.event_id}.json"
     try:
         event = state.read_event(gid, entry.event_id)
     except ArchiveIntegrityError as exc:
-        problem = str(exc)
+        problem, culprit = str(exc), f"{name} and index/{gid}/{entry.name}"  # prune finds events by their index
     else:
         if event is not None:
             return event
-        problem = f"index entry {entry.name} has no event object"
+        problem, culprit = f"index entry {entry.name} has no event object", f"index/{gid}/{entry.name}"
     raw = state.objects.read(name)
-    where = "nothing to copy" if raw is None else _quarantine(state, name, raw)
+    where, first = _quarantine(state, name, raw)
+    if not first:
+        log.info("digest %s: %s was reported by an earlier flush (%s); still left out until deleted", gid, name, where)
+        return None
     log.warning("digest %s: skipped unreadable %s (%s); %s", gid, name, problem, where)
-    skipped.append(f"skipped unreadable {name} ({where})")
+    skipped.append(f"skipped unreadable {name} ({where}; delete {culprit} once inspected)")
     return None
 
 
-def _quarantine(state: DigestState, name: str, raw: bytes) -> str:
-    """Copy a garbage object write-once to ``quarantine/<name>`` for a human to look at; says where it went."""
-    copy = f"quarantine/{name}"
+def _quarantine(state: DigestState, name: str, raw: bytes | None) -> tuple[str, bool]:
+    """Copy a garbage object write-once to ``quarantine/<name>`` (a missing one: a ``.missing`` marker) for a
+    human to look at; says where it went, and False when an earlier flush had already put it there."""
+    copy = f"quarantine/{name}" if raw is not None else f"quarantine/{name}.missing"
     try:
-        state.create(copy, raw)  # False when an earlier flush already copied it: the same bytes
+        if raw is None and state.objects.read(f"quarantine/{name}") is not None:  # garbage deleted, entry kept
+            return f"already in quarantine/{name}", False
+        if state.create(copy, raw if raw is not None else b""):
+            return f"copied to {copy}" if raw is not None else f"noted in {copy}", True
+        if raw is not None and state.objects.read(copy) != raw:  # rewritten since it was reported: report it again
+            return f"differs from its earlier copy {copy}", True
     except SecureMailError as exc:  # the copy is a courtesy: its failure must not fail the group
-        return f"not copied to {copy}: {exc}"
-    return f"copied to {copy}"
+        return f"not copied to {copy}: {exc}", True
+    return f"already in {copy}", False
 
 
 def _lease_expired(

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_secure_mail.errors import ArchiveIntegrityError
+from airflow_secure_mail.errors import ArchiveIntegrityError, VaultSecretError
 
 if TYPE_CHECKING:
     from airflow_secure_mail.vault import VaultSecrets
@@ -128,17 +128,14 @@ class TransitSealer:
         return self._single_flight(("datakey", *ident), take, generate, store)
 
     def _unwrap_for(self, transit_key: str, wrapped: str, name: str) -> bytes:
-        """:meth:`_unwrap`; Transit refusing the wrapped key under that name means the record was tampered with."""
+        """:meth:`_unwrap`; a refusal is told apart by what Transit said: routine key administration (a key
+        missing, a version below ``min_decryption_version``) is a VaultSecretError, the rest an integrity alarm."""
         from airflow_secure_mail._vault_errors import RequestRefused
 
         try:
             return self._unwrap(transit_key, wrapped)
-        except RequestRefused:
-            error = ArchiveIntegrityError(
-                f"archive object {name}: Transit key {transit_key!r} cannot unwrap its data key: the record "
-                "was relabelled to another key or altered.",
-                key=name,
-            )
+        except RequestRefused as refused:
+            error = _unwrap_error(refused.reason, transit_key, name)
         raise error  # outside the except: nothing of Vault's reply in the chain
 
     def _unwrap(self, transit_key: str, wrapped: str) -> bytes:
@@ -182,6 +179,32 @@ class TransitSealer:
             del self._flights[flight]
         pending.set_result(None)
         return value
+
+
+def _unwrap_error(reason: str | None, transit_key: str, name: str) -> VaultSecretError | ArchiveIntegrityError:
+    """Our error for Transit refusing to unwrap the data key of archive object ``name``."""
+    where = f"archive object {name}: Transit key {transit_key!r}"
+    if reason == "key_missing":
+        return VaultSecretError(
+            f"{where} does not exist on this Vault: create or restore it (or point the archive's vault connection "
+            "at the Vault that has it).",
+            path=name,
+        )
+    if reason == "version_too_old":
+        return VaultSecretError(
+            f"{where} refuses to unwrap its data key: the key version is below the key's min_decryption_version; "
+            "lower it to read this record.",
+            path=name,
+        )
+    if reason == "not_this_key":
+        return ArchiveIntegrityError(
+            f"{where} cannot unwrap its data key: the record was relabelled to another key or altered.", key=name
+        )
+    return ArchiveIntegrityError(  # a refusal we do not recognise: name every cause it may be
+        f"{where} cannot unwrap its data key: the Transit key is missing, the key version is below "
+        "min_decryption_version, or the record was relabelled or altered.",
+        key=name,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, ConfigurationError
+from airflow_secure_mail.errors import ArchiveError, ConfigurationError
 
 _PARALLEL = 8
 
@@ -29,22 +29,16 @@ class ObjectStore:
         self.location = location.rstrip("/")
         self.conn_id = conn_id
 
-    @property
-    def base(self) -> Any:
-        return storage_path(self.location, self.conn_id, checked=self._conn_checked)
-
     @functools.cached_property
-    def _conn_checked(self) -> bool:
-        """The named connection resolves and gives credentials (checked once per store, on first use: never
-        while a DAG is parsed). Without a connection, the environment must give some: these objects are
-        written, and an anonymous request would go to the public endpoint of the bucket's name."""
-        path = storage_path(self.location, self.conn_id)
-        if getattr(path.fs, "anon", False):
-            raise ConfigurationError(
-                f"{self.location}: no credentials found (no conn_id, and no key, role or profile in the "
-                "environment): give conn_id naming an Airflow connection; these objects are never written anonymously."
-            )
-        return True
+    def base(self) -> Any:
+        """The location's path, its connection and credentials checked on first use (never while a DAG is parsed).
+
+        A named connection that names nothing, gives no credentials or whose filesystem cannot be set up is a
+        ConfigurationError, also under ``MailArchive(on_error="send")``: a typo in a connection must not
+        silently turn the archive off. Without a connection the environment must give credentials: these
+        objects are written, and an anonymous request would go to the public endpoint of the bucket's name.
+        """
+        return storage_path(self.location, self.conn_id, anonymous=False)
 
     def _path(self, name: str) -> Any:
         return self.base / name
@@ -117,16 +111,11 @@ class ObjectStore:
             raise ArchiveError(f"cannot read archive object {name} ({type(exc).__name__}).", key=name) from None
 
     def read_json(self, name: str) -> dict[str, Any] | None:
+        """``name`` as a JSON object, None when missing; anything else is an ArchiveIntegrityError naming it."""
+        from airflow_secure_mail.archive.record import json_object
+
         raw = self.read(name)
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:  # JSONDecodeError, or bytes that are not text
-            data = None
-        if not isinstance(data, dict):  # raised outside the except: no JSONDecodeError kept in the chain
-            raise ArchiveIntegrityError(f"archive metadata {name} is not a valid JSON object.", key=name)
-        return data
+        return None if raw is None else json_object(raw, where=name)
 
     def delete(self, name: str) -> None:
         path = self._root / name if self._root is not None else self._path(name)
@@ -156,22 +145,40 @@ def require_connection(conn_id: str, location: str) -> None:
         ) from None
 
 
-def storage_path(location: str, conn_id: str | None, *, checked: bool = False) -> Any:
-    """The ``ObjectStoragePath`` of ``location``; a named ``conn_id`` must resolve and give credentials first
-    (unless ``checked``: this store checked it already)."""
+def storage_path(location: str, conn_id: str | None, *, anonymous: bool = True) -> Any:
+    """The ``ObjectStoragePath`` of ``location``, its filesystem set up; a named ``conn_id`` must resolve and give
+    credentials. Without one, no credentials at all is refused unless ``anonymous`` (reading a public object)."""
     from airflow.sdk import ObjectStoragePath
 
-    if not conn_id:
-        return ObjectStoragePath(location)
-    if not checked:
+    if conn_id:
         require_connection(conn_id, location)
-    path = ObjectStoragePath(location, conn_id=conn_id)
-    if not checked and getattr(path.fs, "anon", False):  # s3fs: the connection found no key, role or profile
-        raise ConfigurationError(
-            f"connection {conn_id!r} (for {location}) gives no credentials: set a key pair, a role or a profile "
-            "on it; a named connection is never used for anonymous access."
-        )
+    path = ObjectStoragePath(location, conn_id=conn_id) if conn_id else ObjectStoragePath(location)
+    if getattr(_filesystem(path, location, conn_id), "anon", False):  # s3fs found no key, role or profile
+        if conn_id:
+            raise ConfigurationError(
+                f"connection {conn_id!r} (for {location}) gives no credentials: set a key pair, a role or a "
+                "profile on it; a named connection is never used for anonymous access."
+            )
+        if not anonymous:
+            raise ConfigurationError(
+                f"{location}: no credentials found (no conn_id, and no key, role or profile in the environment): "
+                "give conn_id naming an Airflow connection; these objects are never written anonymously."
+            )
     return path
+
+
+def _filesystem(path: Any, location: str, conn_id: str | None) -> Any:
+    """``path.fs``, built here: its set-up reads the connection and the cloud SDK's configuration (botocore's
+    ProfileNotFound for a profile that no file defines). That is configuration to fix, never an outage to send
+    through, so any failure is our one-line ConfigurationError (the library's message may quote anything)."""
+    try:
+        return path.fs
+    except Exception as exc:
+        of, fix = (f" of connection {conn_id!r}", "the connection") if conn_id else ("", "the environment's profile")
+        raise ConfigurationError(
+            f"{location}: cannot set up the storage{of} ({type(exc).__name__}): fix {fix}; a store that cannot be "
+            "set up is never skipped."
+        ) from None
 
 
 def _precondition_failed(exc: BaseException) -> bool:
