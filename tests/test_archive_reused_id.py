@@ -104,12 +104,14 @@ _PROTECTIONS = {
 }
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["fingerprint", "record-without-fingerprint"])
 @pytest.mark.parametrize("protect", list(_PROTECTIONS))
 def test_retried_task_is_still_already_sent_though_date_boundaries_and_ciphertext_change(
-    mail_env, tmp_path, request, protect
+    mail_env, tmp_path, request, protect, legacy
 ):
     """A composed message is serialised anew at each try (Date, MIME boundaries, a fresh session key or
-    signing time): the fingerprint taken before protection recognises it."""
+    signing time): the fingerprint taken before protection recognises it, and a record written before
+    fingerprints existed is still judged by its archived bytes as then."""
     import time
 
     from airflow_secure_mail.channel import MailChannel
@@ -133,6 +135,8 @@ def test_retried_task_is_still_already_sent_though_date_boundaries_and_ciphertex
         id_seed="dag|task|run|-1",
     )
     first = send_mail(mail, channel=MailChannel.for_conn(), archive=archive, **options)
+    if legacy:
+        _drop_fingerprints(tmp_path / "a")
     before = _files(tmp_path / "a")
     time.sleep(1.1)  # a later Date header
     again = send_mail(mail, channel=MailChannel.for_conn(), archive=archive, **options)
@@ -295,3 +299,24 @@ def test_record_without_a_fingerprint_refuses_other_content_signed_elsewhere(mai
     with pytest.raises(ArchiveIntegrityError, match=REFUSED):
         SecureSmtpHook().send(_signed_elsewhere("Amount due: 9,100 EUR"), archive=_archive(tmp_path))
     assert len(mail_env.smtp.messages) == 1
+
+
+def _with_preamble(preamble: str):
+    """A fixed multipart message (no random Content-ID) whose only difference is its preamble."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "airflow@example.com", "ops@example.com", "Invoice 42"
+    msg["Message-ID"], msg["Date"] = MESSAGE_ID, "Mon, 07 Dec 2026 10:00:00 +0000"
+    msg.set_content("See the attached invoice.")
+    msg.add_attachment(b"a,b\n1,2\n", maintype="text", subtype="csv", filename="invoice.csv")
+    msg.preamble = preamble
+    return msg
+
+
+def test_other_preamble_under_a_sent_message_id_is_refused(mail_env, tmp_path):
+    """Text before the first part is shown by some readers: it is content too."""
+    SecureSmtpHook().send(_with_preamble("Pay to account A."), archive=_archive(tmp_path))
+    with pytest.raises(ArchiveIntegrityError, match=REFUSED):
+        SecureSmtpHook().send(_with_preamble("Pay to account B."), archive=_archive(tmp_path))
+    assert [b"account A" in m.data for m in mail_env.smtp.messages] == [True]
