@@ -180,9 +180,11 @@ def _same_as_recorded(store: MailArchive, record: ArchiveRecord, item: Outgoing,
     import hashlib
 
     from airflow_secure_mail.archive.record import same_message
+    from airflow_secure_mail.mail.fingerprint import VERSION
 
-    if record.meta.content_fingerprint is not None:
-        return record.meta.content_fingerprint == item.content_fingerprint()
+    stored = record.meta.content_fingerprint
+    if stored is not None and stored.startswith(f"{VERSION}:"):  # another way of fingerprinting: the bytes judge
+        return stored == item.content_fingerprint()
     if record.meta.content_sha256 == hashlib.sha256(item.data).hexdigest():
         return True
     archived = _archived(store, record) if archived is None else archived
