@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError, SecureMailError, detached
@@ -105,6 +105,8 @@ def _stage_group(store: MailArchive, group: list[Delivery], info: RecordInfo) ->
 
     ``on_error='send'`` lets a copy go without a record when the store fails, never when sealing does.
     """
+    for d in group:  # once per copy, off the event loop: the lookup compares it, staging records it
+        d.item = replace(d.item, fingerprint=d.item.content_fingerprint())
     try:
         new = [d for d in group if not _found(store, d)]
         staged: list[ArchiveRecord | ArchiveError] = store.stage_many(
@@ -137,7 +139,7 @@ def _staged_bytes(store: MailArchive, d: Delivery, record: ArchiveRecord) -> Arc
         archived = store.read_message(record)
     except ArchiveError as exc:
         return exc
-    _refuse_other_content(record, d.item, archived)
+    _refuse_other_content(store, record, d.item, archived)
     d.item = d.item.with_data(archived)
     return record
 
@@ -151,13 +153,12 @@ def _found(store: MailArchive, d: Delivery) -> bool:
         return False
     d.record = record
     if record.delivered:
-        if not _same_as_recorded(record, d.item):
-            _refuse_other_content(record, d.item, _archived(store, record))
+        _refuse_other_content(store, record, d.item)
         d.already_sent = True
         d.outcome = _stored_receipt(record, d.item)
     else:
         archived = store.read_message(record)
-        _refuse_other_content(record, d.item, archived)
+        _refuse_other_content(store, record, d.item, archived)
         d.item = d.item.with_data(archived)  # complete the staged send with the staged bytes
     return True
 
@@ -170,11 +171,24 @@ class _Refused(Exception):
         self.error = error
 
 
-def _same_as_recorded(record: ArchiveRecord, item: Outgoing) -> bool:
-    """The cheap check: the record's hash of the sent bytes matches (an unencrypted record keeps one)."""
+def _same_as_recorded(store: MailArchive, record: ArchiveRecord, item: Outgoing, archived: bytes | None) -> bool:
+    """True when ``item`` is another try of the recorded message.
+
+    A record keeps the content fingerprint: compared, nothing is read (nor opened with Transit). A record
+    written before fingerprints existed is judged as then: its hash of the bytes, else the bytes themselves.
+    """
     import hashlib
 
-    return record.meta.content_sha256 == hashlib.sha256(item.data).hexdigest()
+    from airflow_secure_mail.archive.record import same_message
+    from airflow_secure_mail.mail.fingerprint import VERSION
+
+    stored = record.meta.content_fingerprint
+    if stored is not None and stored.startswith(f"{VERSION}:"):  # another way of fingerprinting: the bytes judge
+        return stored == item.content_fingerprint()
+    if record.meta.content_sha256 == hashlib.sha256(item.data).hexdigest():
+        return True
+    archived = _archived(store, record) if archived is None else archived
+    return same_message(archived, item.data, protected_here=record.meta.protection != "none")
 
 
 def _archived(store: MailArchive, record: ArchiveRecord) -> bytes:
@@ -185,12 +199,12 @@ def _archived(store: MailArchive, record: ArchiveRecord) -> bytes:
         raise _Refused(exc) from None
 
 
-def _refuse_other_content(record: ArchiveRecord, item: Outgoing, archived: bytes) -> None:
+def _refuse_other_content(
+    store: MailArchive, record: ArchiveRecord, item: Outgoing, archived: bytes | None = None
+) -> None:
     """Raise when ``item`` is not another try of the archived message: its Message-ID was reused for other
     content, and reporting "already sent" (or sending the staged bytes instead) would drop it silently."""
-    from airflow_secure_mail.archive.record import same_message
-
-    if same_message(archived, item.data):
+    if _same_as_recorded(store, record, item, archived):
         return
     state = "sent" if record.delivered else "archived (not yet delivered)"
     when = (record.meta.committed_at or record.meta.staged_at)[:10]

@@ -121,11 +121,17 @@ async def protect_all(
     from airflow_secure_mail.keys import resolve_keys
     from airflow_secure_mail.mail.protect import protect
 
+    def protected(item: Outgoing) -> list[Outgoing]:
+        # each copy carries the plain message's fingerprint: a retry (fresh session key, signing time) is
+        # recognised as the same message, and the archive never needs the plaintext to tell
+        mark = item.content_fingerprint()
+        return [replace(copy, fingerprint=mark) for copy in protect(item, protection, keys)]
+
     everyone = list(dict.fromkeys(address for item in plain for address in item.recipients))
     keys = await asyncio.to_thread(resolve_keys, protection, everyone, vault)  # once per request, not per copy
     out: list[Outgoing] = []
     for item in plain:
-        for copy in await asyncio.to_thread(protect, item, protection, keys):
+        for copy in await asyncio.to_thread(protected, item):
             check_size(copy.size, policy)
             out.append(copy)
     return out

@@ -51,6 +51,9 @@ class RecordMetadata:
     staged_at: str
     message_id: str | None = None
     content_sha256: str | None = None
+    content_fingerprint: str | None = None
+    """What the message says, taken before our protection (``mail/fingerprint.py``): a retry is judged by it
+    without reading (or Transit-opening) the archived bytes. None in records written before it existed."""
     encryption: Mapping[str, Any] | None = None
     protection: str = "none"
     malware_scan: Mapping[str, Any] | None = None
@@ -150,37 +153,25 @@ def record_key(message_id: str | None, sender: str, recipients: list[str] | tupl
     return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 
-_VOLATILE = frozenset({"date", "resent-date"})
-"""Header fields a retry of the same message may set anew (compose stamps Date at each try)."""
-_SEALED = frozenset({"multipart/encrypted", "multipart/signed", "application/pkcs7-mime", "application/x-pkcs7-mime"})
-"""Bodies that differ at each try of the same message (fresh session keys, signing times): judged by headers."""
+def same_message(archived: bytes, new: bytes, *, protected_here: bool = False) -> bool:
+    """True when ``new`` is another try of the message in ``archived``: equal content fingerprints.
+
+    For records written before ``content_fingerprint`` existed. A message we encrypted (``protected_here``)
+    carries fresh ciphertext at each try, and its plaintext is gone: it is judged by its headers, as then.
+    """
+    from airflow_secure_mail.mail.fingerprint import ENCRYPTED, fingerprint, headers_fingerprint
+
+    if archived == new:
+        return True
+    if protected_here and _top_type(archived) in ENCRYPTED and _top_type(new) in ENCRYPTED:
+        return headers_fingerprint(archived) == headers_fingerprint(new)
+    return fingerprint(archived) == fingerprint(new)
 
 
-def same_message(archived: bytes, new: bytes) -> bool:
-    """True when ``new`` is another try of the message in ``archived``: equal but for the Date, the MIME
-    boundaries (random at each serialisation) and, for an encrypted or signed body, the body itself."""
-    return archived == new or _fingerprint(archived) == _fingerprint(new)
-
-
-def _fingerprint(data: bytes) -> str:
-    """A hash of the message's header fields and decoded leaf parts, without what a retry changes."""
+def _top_type(data: bytes) -> str:
     from email import message_from_bytes
 
-    message = message_from_bytes(data)
-    sealed = message.get_content_type() in _SEALED
-    h = hashlib.sha256()
-    for part in [message] if sealed else message.walk():
-        for name, value in part.items():
-            if name.lower() in _VOLATILE:
-                continue
-            if name.lower() == "content-type":
-                params = [p for p in part.get_params() or [] if p[0].lower() != "boundary"]
-                value = repr(sorted((str(k).lower(), str(v)) for k, v in params))
-            h.update(f"{name.lower()}:{' '.join(str(value).split())}\x00".encode("utf-8", "surrogateescape"))
-        if not sealed and not part.is_multipart():
-            payload = part.get_payload(decode=True)
-            h.update(hashlib.sha256(payload if isinstance(payload, bytes) else b"").digest())
-    return h.hexdigest()
+    return message_from_bytes(data).get_content_type()
 
 
 __all__ = [

@@ -220,6 +220,7 @@ def _pending(
         stored_size=len(stored),
         sha256=hashlib.sha256(stored).hexdigest(),
         content_sha256=None if encryption else hashlib.sha256(item.data).hexdigest(),
+        content_fingerprint=item.content_fingerprint(),
         staged_at=now.isoformat(),
         message_id=item.message_id,
         encryption=encryption,

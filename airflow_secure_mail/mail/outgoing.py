@@ -24,6 +24,8 @@ class Outgoing:
     ``hidden`` are the Bcc recipients among ``recipients``: errors and logs never name them.
     ``resend_of`` is the original Message-ID when this copy is a resend of an archived message.
     ``scan`` is the malware scan of this copy's parts (None when nothing was scanned); its archive record keeps it.
+    ``fingerprint`` is the content fingerprint (``mail/fingerprint.py``) of the message before our protection;
+    None until set: ``protect_all`` sets it on every protected copy, the archive computes it from the bytes.
     """
 
     sender: str
@@ -34,6 +36,7 @@ class Outgoing:
     hidden: tuple[str, ...] = ()
     resend_of: str | None = None
     scan: ScanReport | None = None
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.recipients, list):
@@ -42,6 +45,14 @@ class Outgoing:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def content_fingerprint(self) -> str:
+        """The fingerprint set by ``protect_all``, else that of these bytes (a copy we did not protect)."""
+        if self.fingerprint is not None:
+            return self.fingerprint
+        from airflow_secure_mail.mail.fingerprint import fingerprint
+
+        return fingerprint(self.data)
 
     def with_data(self, data: bytes) -> Outgoing:
         """The same copy carrying other bytes (a staged copy found in the archive)."""
