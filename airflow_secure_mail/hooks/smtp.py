@@ -102,9 +102,9 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> SendReceipt:
         """Screen, archive (when given) and send one message; EmailMessage, wire bytes or an Outgoing."""
-        channel, mail_policy = self._channel_and_policy(policy)
+        channel, mail_policy = _channel_and_policy(self, policy)
         item = _as_outgoing(message, sender, recipients, channel.from_email, mail_policy.allow_special_use_domains)
-        return (await self._run(channel, [item], 1, allow_partial, mail_policy, archive))[0]
+        return (await _send(channel, mail_policy, [item], 1, allow_partial, archive))[0]
 
     def send(
         self,
@@ -130,10 +130,10 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> list[SendReceipt]:
         """Screen every message first, then send them over up to ``concurrency`` sessions; raises if any failed."""
-        channel, mail_policy = self._channel_and_policy(policy)
+        channel, mail_policy = _channel_and_policy(self, policy)
         special = mail_policy.allow_special_use_domains
         items = [_as_outgoing(m, None, None, channel.from_email, special) for m in messages]
-        return await self._run(channel, items, concurrency, allow_partial, mail_policy, archive)
+        return await _send(channel, mail_policy, items, concurrency, allow_partial, archive)
 
     def send_many(
         self,
@@ -151,37 +151,6 @@ class SecureSmtpHook(BaseHook):
         )
         return run_sync(coro)
 
-    def _channel_and_policy(self, policy: MailPolicy | None) -> tuple[MailChannel, MailPolicy]:
-        """This connection as a channel, and the send's policy (``policy``, else the connection's default).
-
-        Known before a message built elsewhere is parsed: its envelope depends on it (special-use domains).
-        """
-        from airflow_secure_mail.channel import MailChannel
-
-        channel = MailChannel.of(self)
-        return channel, channel.policy(policy)
-
-    async def _run(
-        self,
-        channel: MailChannel,
-        items: list[Outgoing],
-        concurrency: int,
-        allow_partial: bool,
-        policy: MailPolicy,
-        archive: Any,
-    ) -> list[SendReceipt]:
-        from airflow_secure_mail.pipeline import asend_outgoing
-
-        result = await asend_outgoing(
-            items,
-            channel=channel,
-            policy=policy,
-            archive=archive,
-            allow_partial=allow_partial,
-            concurrency=concurrency,
-        )
-        return result.receipts
-
     # -- connection test -------------------------------------------------------------------------
     async def atest_connection(self) -> tuple[bool, str]:
         """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
@@ -196,6 +165,29 @@ class SecureSmtpHook(BaseHook):
         from airflow_secure_mail.hooks.session import session_info
 
         return await session_info(self.settings, self.vault)
+
+
+def _channel_and_policy(hook: SecureSmtpHook, policy: MailPolicy | None) -> tuple[MailChannel, MailPolicy]:
+    """The hook's connection as a channel, and the send's policy (``policy``, else the connection's default).
+
+    Known before a message built elsewhere is parsed: its envelope depends on it (special-use domains).
+    """
+    from airflow_secure_mail.channel import MailChannel
+
+    channel = MailChannel.of(hook)
+    return channel, channel.policy(policy)
+
+
+async def _send(
+    channel: MailChannel, policy: MailPolicy, items: list[Outgoing], concurrency: int, allow_partial: bool, archive: Any
+) -> list[SendReceipt]:
+    """The pipeline's send of messages built elsewhere: screened, archived when asked, one receipt each."""
+    from airflow_secure_mail.pipeline import asend_outgoing
+
+    result = await asend_outgoing(
+        items, channel=channel, policy=policy, archive=archive, allow_partial=allow_partial, concurrency=concurrency
+    )
+    return result.receipts
 
 
 def _as_outgoing(

@@ -48,20 +48,9 @@ def outgoing_from(
     ``allow_special_use_domains`` is the send's ``MailPolicy.allow_special_use_domains``: the caller resolves
     the policy (argument, else the connection's) before the envelope is parsed.
     """
-    hidden: list[str] = []
-    if isinstance(message, Message):
-        message = _modern(message)
-        header_sender, header_rcpts, hidden = envelope_of(message)
-        sender = sender or header_sender
-        recipients = list(recipients) if recipients is not None else header_rcpts
-        data = message.as_bytes(policy=email_policy.SMTP)  # its Bcc goes below, with the raw bytes' one
-    elif isinstance(message, bytes | bytearray):
-        data = bytes(message)
-    else:
-        raise ConfigurationError(
-            f"cannot send a {type(message).__name__}: pass an EmailMessage, wire bytes (with recipients=) or an "
-            "Outgoing."
-        )
+    data, header_sender, header_rcpts, hidden = _wire_and_envelope(message)
+    sender = sender or header_sender
+    recipients = list(recipients) if recipients is not None else header_rcpts
     hidden_text = _hidden_fields_text(data)
     data = screen_header_block(data)
     sender = sender or default_sender
@@ -81,6 +70,20 @@ def outgoing_from(
         message_id,
         hidden=tuple(r for r in rcpts if r in hidden or r.lower() in hidden_text),
         resend_of=resend_of,
+    )
+
+
+def _wire_and_envelope(message: Message | bytes) -> tuple[bytes, str | None, list[str] | None, list[str]]:
+    """The wire bytes, and from a message object its header sender, recipients and Bcc ones (bytes have none:
+    their envelope is the caller's)."""
+    if isinstance(message, Message):
+        message = _modern(message)
+        header_sender, header_rcpts, hidden = envelope_of(message)
+        return message.as_bytes(policy=email_policy.SMTP), header_sender, header_rcpts, hidden  # Bcc goes later
+    if isinstance(message, bytes | bytearray):
+        return bytes(message), None, None, []
+    raise ConfigurationError(
+        f"cannot send a {type(message).__name__}: pass an EmailMessage, wire bytes (with recipients=) or an Outgoing."
     )
 
 
