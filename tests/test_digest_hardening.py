@@ -150,20 +150,15 @@ def test_a_catastrophic_backtracking_matcher_returns_at_once_with_re2_semantics(
     assert Matcher.parse("dag_id!~(a+)+$").matches({"dag_id": "a" * 60 + "b"}) is True
 
 
+def _add_silence(capsys, tmp_path, match: str, reason: str = "r") -> tuple[int, str]:
+    """``silence add`` on a local state folder, until 2099: the exit code and what it printed."""
+    return _cli(capsys, "add", "--state", f"file://{tmp_path}/state", "--match", match, "--until",
+                "2099-01-01T00:00Z", "--reason", reason)  # fmt: skip
+
+
 @pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)a", "(?<!x)a"])
 def test_a_matcher_re2_cannot_run_is_refused_when_the_silence_is_added(capsys, tmp_path, pattern):
-    code, out = _cli(
-        capsys,
-        "add",
-        "--state",
-        f"file://{tmp_path}/state",
-        "--match",
-        f"dag_id=~{pattern}",
-        "--until",
-        "2099-01-01T00:00Z",
-        "--reason",
-        "r",
-    )
+    code, out = _add_silence(capsys, tmp_path, f"dag_id=~{pattern}")
     assert code == 2 and out.count("\n") == 1
     matcher = f"dag_id=~{pattern}"
     assert out.startswith(f"error: silence matcher {matcher!r}: not a linear-time (RE2) regular expression")
@@ -261,36 +256,14 @@ def test_alert_digest_refuses_an_undocumented_state_scheme():
     "text", ["maintenance\n3f9a0c12b7e4  active", "a\rb", "a\x00b", "a\x1b[2Jb", "a\x85b", "a\u2028b", "a\u2029b"]
 )
 def test_silence_reason_with_a_control_character_is_refused(capsys, tmp_path, text):
-    code, out = _cli(
-        capsys,
-        "add",
-        "--state",
-        f"file://{tmp_path}/state",
-        "--match",
-        "dag_id=a",
-        "--until",
-        "2099-01-01T00:00Z",
-        "--reason",
-        text,
-    )
+    code, out = _add_silence(capsys, tmp_path, "dag_id=a", reason=text)
     assert code == 2 and out.count("\n") == 1
     assert out.startswith("error: silence --reason contains a control or line-break character")
     assert not (tmp_path / "state" / "silences").exists()
 
 
 def test_silence_matcher_with_a_control_character_is_refused(capsys, tmp_path):
-    code, out = _cli(
-        capsys,
-        "add",
-        "--state",
-        f"file://{tmp_path}/state",
-        "--match",
-        "dag_id=a\rb",
-        "--until",
-        "2099-01-01T00:00Z",
-        "--reason",
-        "r",
-    )
+    code, out = _add_silence(capsys, tmp_path, "dag_id=a\rb")
     assert code == 2 and out.count("\n") == 1
     assert out.startswith("error: silence --match contains a control or line-break character")
 
