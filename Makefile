@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := test,s3,dev
+EXTRAS := test,s3,dev,docs
 
 .PHONY: all install sysdeps lint test e2e demo bench soak lock clean
 
@@ -63,7 +63,7 @@ soak: install
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 lock: $(UV)
-	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt
+	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra docs --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
