@@ -20,13 +20,13 @@ _EXPORTS = {
     "MailBackupOperator": "airflow_secure_mail.operators.backup",
     "MailRestoreOperator": "airflow_secure_mail.operators.backup",
     "MailArchive": "airflow_secure_mail.archive.store",
-    "MailChannel": "airflow_secure_mail.channel",
+    "MailChannel": "airflow_secure_mail.pipeline.channel",
     "Outgoing": "airflow_secure_mail.mail.outgoing",
     "MailPolicy": "airflow_secure_mail.mail.screen",
-    "ClamdScanner": "airflow_secure_mail.mail.scan",
+    "ClamdScanner": "airflow_secure_mail.scanning.clamd",
     "Protection": "airflow_secure_mail.mail.protect",
     "TLSPolicy": "airflow_secure_mail.transport.tls",
-    "SendReceipt": "airflow_secure_mail.transport.smtp",
+    "SendReceipt": "airflow_secure_mail.transport.session",
     "SecureMailError": "airflow_secure_mail.errors",
     "get_provider_info": "airflow_secure_mail.get_provider_info",
 }
@@ -36,19 +36,19 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.get_provider_info import get_provider_info
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.mail.protect import Protection
-    from airflow_secure_mail.mail.scan import ClamdScanner
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.notifications.email import SecureEmailNotifier
     from airflow_secure_mail.operators.backup import MailBackupOperator, MailRestoreOperator
     from airflow_secure_mail.operators.digest import AlertDigestFlushOperator
     from airflow_secure_mail.operators.email import SecureEmailOperator
-    from airflow_secure_mail.transport.smtp import SendReceipt
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.scanning.clamd import ClamdScanner
+    from airflow_secure_mail.transport.session import SendReceipt
     from airflow_secure_mail.transport.tls import TLSPolicy
 
 

@@ -25,10 +25,10 @@ def send_email(
     **kwargs: Any,
 ) -> None:
     """Same signature as Airflow's ``send_email_smtp``; compose, screen and deliver via the pipeline."""
-    from airflow_secure_mail.attachments import load_attachments
-    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.compose import MailRequest, address_list
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.attachments import load_attachments
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.send import send_mail
 
     channel = MailChannel.for_conn(_DEFAULT if conn_id in (None, "smtp_default") else conn_id)
     request = MailRequest(

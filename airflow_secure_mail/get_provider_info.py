@@ -12,7 +12,7 @@ def get_provider_info() -> dict[str, Any]:
     The raw "Extra Fields JSON" editor stays visible: Airflow 3's form cannot hide it, and we do not try.
     """
     from airflow_secure_mail import __version__
-    from airflow_secure_mail.hooks.connection_fields import CONN_TYPE, conn_fields, placeholders
+    from airflow_secure_mail.connection.fields import CONN_TYPE, conn_fields, placeholders
 
     return {
         "package-name": "airflow-secure-mail",

@@ -153,9 +153,9 @@ def _stdlib_message(rcpt: str) -> bytes:
 
 def bench_throughput(server: Server, rows: list[Row]) -> None:
     """One request to 300 recipients, one message each, default screening, file:// archive."""
-    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.mail.compose import Attachment, MailRequest
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.send import send_mail
 
     WORK.mkdir(exist_ok=True)
     archive = tempfile.mkdtemp(dir=WORK)  # on the project's disk, not /tmp; one archive for every run
@@ -354,11 +354,11 @@ def bench_smime(rows: list[Row]) -> None:
 
 _MEMORY = """
 import json, os, resource, secrets, sys
-from airflow_secure_mail.channel import MailChannel
+from airflow_secure_mail.pipeline.channel import MailChannel
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.screen import MailPolicy
-from airflow_secure_mail.pipeline import send_mail
-from airflow_secure_mail.attachments import load_attachments
+from airflow_secure_mail.pipeline.send import send_mail
+from airflow_secure_mail.pipeline.attachments import load_attachments
 
 def send(path):
     request = MailRequest(sender="airflow@example.com", to=("board@example.com",), subject="big", text="see attached",

@@ -14,11 +14,11 @@ from airflow_secure_mail.archive.bundle import backup, verify_bundle
 from airflow_secure_mail.archive.crypto import TransitSealer
 from airflow_secure_mail.archive.restore import RestoreSelection, export, select
 from airflow_secure_mail.archive.store import MailArchive, ObjectStore
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.outgoing import Outgoing
-from airflow_secure_mail.pipeline import aresend, send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import aresend, send_mail
 from tests.helpers import audit_paths, numbered_request, window
 
 BODY = "Confidential payroll summary: total 1,234,567 EUR\n"

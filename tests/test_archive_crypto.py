@@ -165,8 +165,8 @@ def test_record_relabelled_to_another_transit_key_fails_with_its_data_key_cached
 
     from airflow_secure_mail.archive.record import ArchiveRecord
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.channel import MailChannel
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.send import send_mail
     from tests.helpers import create_transit_key, numbered_request
 
     other = create_transit_key(mail_env.bao, "mail-archive-b-" + secrets.token_hex(3))
@@ -196,8 +196,8 @@ def _sent_record(mail_env, tmp_path, transit_key):
     from pathlib import Path
 
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.channel import MailChannel
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.send import send_mail
     from tests.helpers import numbered_request
 
     location = f"file://{tmp_path}/a"

@@ -16,11 +16,11 @@ import pytest
 from airflow_secure_mail.archive import _durable
 from airflow_secure_mail.archive.record import ArchiveStatus
 from airflow_secure_mail.archive.store import MailArchive, ObjectStore
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ArchiveError
 from airflow_secure_mail.mail.compose import compose
 from airflow_secure_mail.mail.outgoing import Outgoing
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import send_mail
 from tests.helpers import numbered_request
 
 

@@ -114,10 +114,10 @@ def test_retried_task_is_still_already_sent_though_date_boundaries_and_ciphertex
     fingerprints existed is still judged by its archived bytes as then."""
     import time
 
-    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.compose import Attachment, MailRequest
     from airflow_secure_mail.mail.protect import Protection
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.send import send_mail
 
     options = {}
     archive = _archive(tmp_path)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_secure_mail.errors import PolicyViolation, SecureMailError
-from airflow_secure_mail.mail.archives import ArchiveCorrupt, ArchiveUnchecked, check_archive
+from airflow_secure_mail.scanning.containers import ArchiveCorrupt, ArchiveUnchecked, check_archive
 from airflow_secure_mail.testing.clamd import encrypted_zip, patched_zip, zip_of
 
 MB = 1024 * 1024

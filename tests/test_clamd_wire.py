@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from airflow_secure_mail.errors import ConfigurationError
-from airflow_secure_mail.mail.clamd_wire import ScanUnavailable, exchange, parse_address
+from airflow_secure_mail.scanning.clamd_wire import ScanUnavailable, exchange, parse_address
 from airflow_secure_mail.testing._ports import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

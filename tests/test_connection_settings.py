@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from airflow_secure_mail.connection.fields import FIELDS, FIELDS_BY_NAME, ui_form_extra
+from airflow_secure_mail.connection.settings import SmtpSettings
 from airflow_secure_mail.errors import ConfigurationError
-from airflow_secure_mail.hooks.connection_fields import FIELDS, FIELDS_BY_NAME, ui_form_extra
-from airflow_secure_mail.hooks.settings import SmtpSettings
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from tests.helpers import plain_message
 
@@ -146,7 +146,7 @@ def test_deprecated_names_are_read_with_a_warning(caplog):
         "oauth_token_url": "https://idp.example.com/token",
         "auth": "xoauth2",
     }
-    with caplog.at_level(logging.WARNING, logger="airflow_secure_mail.hooks.settings"):
+    with caplog.at_level(logging.WARNING, logger="airflow_secure_mail.connection.settings"):
         s = SmtpSettings.from_connection(_FakeConn(extra))
     assert (s.vault_path, s.vault_version, s.oauth_endpoint) == ("smtp/old", 2, "https://idp.example.com/token")
     warned = caplog.text
@@ -234,7 +234,7 @@ def test_provider_info_imports_only_stdlib_and_the_schema():
     ours = {m for m in loaded if m.startswith("airflow_secure_mail")}
     assert ours == {
         "airflow_secure_mail", "airflow_secure_mail.get_provider_info",
-        "airflow_secure_mail.hooks", "airflow_secure_mail.hooks.connection_fields",
+        "airflow_secure_mail.hooks", "airflow_secure_mail.connection.fields",
         "airflow_secure_mail.transport", "airflow_secure_mail.transport.auth", "airflow_secure_mail.errors",
     }  # fmt: skip
     assert not [m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]

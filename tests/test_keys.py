@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from airflow_secure_mail.errors import ConfigurationError, VaultSecretError
-from airflow_secure_mail.keys import resolve_keys
 from airflow_secure_mail.mail.protect import Protection
+from airflow_secure_mail.pipeline.keys import resolve_keys
 from airflow_secure_mail.testing.keys import seed_vault_keys
 from tests.helpers import audit_paths
 

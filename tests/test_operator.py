@@ -6,7 +6,7 @@ import email
 import email.policy
 from types import SimpleNamespace
 
-from airflow_secure_mail.channel import MailChannel
+from airflow_secure_mail.pipeline.channel import MailChannel
 from tests.conftest import load_dag
 
 
@@ -91,7 +91,7 @@ def test_operator_templates_render_from_context(mail_env, airflow_db):
 
 def test_retry_of_same_task_instance_keeps_message_id(mail_env):
     from airflow_secure_mail.mail.compose import MailRequest
-    from airflow_secure_mail.pipeline import identity_seed, send_mail
+    from airflow_secure_mail.pipeline.send import identity_seed, send_mail
 
     ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
     request = MailRequest(

@@ -16,8 +16,8 @@ from airflow_secure_mail.errors import ArchiveIntegrityError, DeliveryError, Pol
 from airflow_secure_mail.mail.compose import MailRequest, compose, compose_each
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.mail.wire import split_fields, with_headers
-from airflow_secure_mail.outcome import raise_for_outcomes
-from airflow_secure_mail.transport.smtp import SendReceipt
+from airflow_secure_mail.pipeline.result import raise_for_outcomes
+from airflow_secure_mail.transport.session import SendReceipt
 
 _LOCAL = st.from_regex(r"[a-z][a-z0-9._+-]{0,15}[a-z0-9]", fullmatch=True).filter(lambda s: ".." not in s)
 _NAME = st.text(
@@ -130,7 +130,7 @@ def test_renamed_names_still_work_for_one_release_and_say_what_replaces_them(tmp
     from airflow_secure_mail.archive.store import MailArchive
 
     sys.modules.pop("airflow_secure_mail.sources", None)
-    with pytest.warns(DeprecationWarning, match="import from airflow_secure_mail.attachments"):
+    with pytest.warns(DeprecationWarning, match="import from airflow_secure_mail.pipeline.attachments"):
         sources = importlib.import_module("airflow_secure_mail.sources")
     assert sources.load_attachments(None) == ()
     with pytest.warns(DeprecationWarning, match="use MailArchive.sealer"):

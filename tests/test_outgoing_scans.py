@@ -11,8 +11,8 @@ from pathlib import Path
 
 from airflow_secure_mail.archive.store import MailArchive
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-from airflow_secure_mail.mail.scan import ClamdScanner
 from airflow_secure_mail.mail.screen import MailPolicy
+from airflow_secure_mail.scanning.clamd import ClamdScanner
 from airflow_secure_mail.testing.clamd import ScriptedClamd
 
 

@@ -8,10 +8,10 @@ import re
 import pytest
 
 from airflow_secure_mail.archive.store import MailArchive
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.compose import MailRequest
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import send_mail
 from tests.helpers import alert_context, numbered_request
 
 ORIGIN = {"dag_id": "dag", "task_id": "task", "run_id": "run", "map_index": -1, "try_number": 1}

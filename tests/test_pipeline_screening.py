@@ -11,11 +11,11 @@ import email.policy
 
 import pytest
 
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import PolicyViolation
 from airflow_secure_mail.mail.compose import Attachment, MailRequest
 from airflow_secure_mail.mail.screen import MailPolicy
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import send_mail
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + b"PE\x00\x00" + b"\x00" * 64
@@ -132,7 +132,7 @@ def test_valid_content_type_parameters_reach_the_wire_without_injection(mail_env
 
 
 def test_attachment_from_s3_object_storage(mail_env, s3_conn, seaweed):
-    from airflow_secure_mail.attachments import load_attachments
+    from airflow_secure_mail.pipeline.attachments import load_attachments
 
     seaweed.client().put_object(Bucket="mail-test", Key="reports/q4.csv", Body=b"region,total\nnorth,1\n")
     [att] = load_attachments(["s3://mail-test/reports/q4.csv"], conn_id=s3_conn)

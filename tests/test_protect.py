@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import EncryptionKeyMissing
 from airflow_secure_mail.mail.compose import Attachment, MailRequest
 from airflow_secure_mail.mail.protect import Protection
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import send_mail
 from airflow_secure_mail.testing.keys import SmimeCA, make_pgp_identity
 
 BODY = "Quarterly numbers attached.\nFrom here on, trailing spaces stay:   \n"
@@ -368,7 +368,7 @@ def test_notifier_accepts_protection(keys_in_vault, pgp_ids):
 
 def _count_resolutions(monkeypatch) -> list[tuple[str, ...]]:
     """Every resolve_keys call's recipients; the real function still runs (a counting wrapper, no mock)."""
-    import airflow_secure_mail.keys as keys_module
+    import airflow_secure_mail.pipeline.keys as keys_module
 
     calls: list[tuple[str, ...]] = []
     real = keys_module.resolve_keys

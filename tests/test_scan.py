@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from airflow_secure_mail.archive.store import MailArchive
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import MalwareFound, MalwareScanError, PolicyViolation
 from airflow_secure_mail.mail.compose import Attachment, MailRequest
-from airflow_secure_mail.mail.scan import ClamdScanner, Verdict, eicar
 from airflow_secure_mail.mail.screen import MailPolicy
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import send_mail
+from airflow_secure_mail.scanning.clamd import ClamdScanner, Verdict, eicar
 from airflow_secure_mail.testing._ports import free_port
 from airflow_secure_mail.testing.clamd import ClamdServer, ScriptedClamd, encrypted_zip, patched_zip, zip_of
 
@@ -192,7 +192,7 @@ def test_archives_nested_past_our_bound_refuse_whatever_clamd_allows(clamd):
 def test_on_error_allow_sends_unscanned_and_archives_why(mail_env, tmp_path, caplog):
     archive = MailArchive(f"file://{tmp_path}/archive")
     scanner = ClamdScanner(f"tcp://127.0.0.1:{free_port()}", on_error="allow")
-    with caplog.at_level(logging.WARNING, logger="airflow_secure_mail.mail.scan"):
+    with caplog.at_level(logging.WARNING, logger="airflow_secure_mail.scanning.clamd"):
         result = _send(_request(Attachment("sales.csv", b"a,b\n")), scanner, archive=archive)
     assert len(mail_env.smtp.messages) == 1 and result.to_xcom()["malware_scan"] == "unscanned"
     assert "sending unscanned" in caplog.text

@@ -10,9 +10,9 @@ import asyncio
 import pytest
 
 from airflow_secure_mail.errors import ConfigurationError, MalwareFound, MalwareScanError, PolicyViolation
-from airflow_secure_mail.mail.compose import Attachment, MailRequest
-from airflow_secure_mail.mail.scan import ClamdScanner, ScanReport, Verdict, database_date, eicar, parts_of
+from airflow_secure_mail.mail.compose import Attachment, MailRequest, parts_of
 from airflow_secure_mail.mail.screen import MailPolicy
+from airflow_secure_mail.scanning.clamd import ClamdScanner, ScanReport, Verdict, database_date, eicar
 from airflow_secure_mail.testing.clamd import ScriptedClamd, encrypted_zip
 
 

@@ -112,7 +112,7 @@ def test_archive_with_a_connection_that_names_nothing_is_a_configuration_error(n
 
 
 def test_attachment_with_a_connection_that_names_nothing_is_a_configuration_error(no_aws_env, lookups):
-    from airflow_secure_mail.attachments import load_attachment
+    from airflow_secure_mail.pipeline.attachments import load_attachment
 
     with pytest.raises(ConfigurationError, match=r"^connection 'nowhere' \(for s3://reports/daily.csv\) was not found"):
         load_attachment("s3://reports/daily.csv", conn_id="nowhere")
@@ -195,8 +195,8 @@ def test_a_connection_whose_filesystem_cannot_be_set_up_is_our_configuration_err
 def test_a_broken_archive_connection_refuses_the_send_even_with_on_error_send(mail_env, bad_profile):
     """A misconfigured connection is a typo to fix, not an outage: ``on_error='send'`` must not hide it."""
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.channel import MailChannel
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.send import send_mail
     from tests.helpers import numbered_request
 
     archive = MailArchive("s3://mail-test/archive", conn_id=bad_profile, on_error="send")

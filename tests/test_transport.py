@@ -10,7 +10,6 @@ from email.message import EmailMessage
 
 import pytest
 
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import (
     ConfigurationError,
     DeliveryError,
@@ -19,6 +18,7 @@ from airflow_secure_mail.errors import (
 )
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
 from airflow_secure_mail.mail.outgoing import Outgoing
+from airflow_secure_mail.pipeline.channel import MailChannel
 from airflow_secure_mail.testing.smtp import SmtpCatcher
 from tests.helpers import audit_paths
 from tests.helpers import plain_message as _message
@@ -209,7 +209,7 @@ def test_one_recipient_of_three_refused(mail_env, api):
 
 def test_every_recipient_refused_names_no_address_but_keeps_the_details(mail_env):
     from airflow_secure_mail.mail.compose import MailRequest
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.send import send_mail
 
     mail_env.smtp.script.rcpt_replies = {
         "a@example.com": "550 5.1.1 no such user",
@@ -582,7 +582,7 @@ def test_mutual_tls_with_client_certificate_from_vault(mail_env, server_factory,
 def test_policy_defaults_come_from_the_connection(mail_env):
     from airflow_secure_mail.errors import PolicyViolation
     from airflow_secure_mail.mail.compose import MailRequest
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.send import send_mail
 
     mail_env.set_smtp_conn(policy={"allowed_recipient_domains": ["example.org"], "max_recipients": 5})
     request = MailRequest(sender="airflow@example.com", to=("ops@example.com",), subject="s", text="b")

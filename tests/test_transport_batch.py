@@ -25,7 +25,7 @@ from airflow_secure_mail.testing.smtp import SmtpCatcher, TestCA
 from airflow_secure_mail.testing.throttling import ThrottlingSmtpServer
 from airflow_secure_mail.transport.batch import DeliveryLimits, deliver_batch
 from airflow_secure_mail.transport.rate import forget_rate_limits
-from airflow_secure_mail.transport.smtp import SendReceipt, SmtpCredentials, SmtpSession
+from airflow_secure_mail.transport.session import SendReceipt, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 from tests.helpers import numbered_outgoing
 

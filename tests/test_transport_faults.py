@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from airflow_secure_mail.archive.store import MailArchive
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import DeliveryError, SecureMailError
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
-from airflow_secure_mail.pipeline import send_mail
+from airflow_secure_mail.pipeline.channel import MailChannel
+from airflow_secure_mail.pipeline.send import send_mail
 from tests.helpers import numbered_request
 
 

@@ -18,7 +18,7 @@ from airflow_secure_mail.testing.smtp import TestCA
 from airflow_secure_mail.testing.throttling import RefusingGreetingServer, ThrottlingSmtpServer
 from airflow_secure_mail.transport.batch import DeliveryLimits, Outcome, deliver_batch
 from airflow_secure_mail.transport.rate import forget_rate_limits
-from airflow_secure_mail.transport.smtp import SendReceipt, SmtpCredentials, SmtpSession
+from airflow_secure_mail.transport.session import SendReceipt, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 from tests.helpers import numbered_outgoing
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_secure_mail.channel import MailChannel
 from airflow_secure_mail.errors import ConfigurationError, SecureMailError, VaultSecretError
 from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+from airflow_secure_mail.pipeline.channel import MailChannel
 from airflow_secure_mail.testing.faults import Fault, FaultyHttpProxy
 from tests.helpers import audit_paths, plain_message
 
@@ -182,7 +182,7 @@ def test_unanswering_transit_is_bounded_by_the_send_deadline(mail_env, faulty, t
     """Vault calls before delivery (the archive's Transit data key) count against the same deadline."""
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.mail.compose import MailRequest
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.send import send_mail
 
     faulty.add(Fault("hang", path=f"transit/datakey/plaintext/{transit_key}", times=100))
     archive = MailArchive(f"file://{tmp_path}/a", transit_key=transit_key, vault_conn_id="vault_faulty")
@@ -287,7 +287,7 @@ def test_one_vault_login_per_process_shared_by_credentials_certificates_and_tran
 ):
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.mail.compose import MailRequest
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.send import send_mail
 
     bao = mail_env.bao
     root = bao.client()
@@ -331,7 +331,7 @@ def test_mail_through_vault_agent_worker_holds_no_credential_and_never_logs_in(
     """
     from airflow_secure_mail.archive.store import MailArchive
     from airflow_secure_mail.mail.compose import MailRequest
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.send import send_mail
     from airflow_secure_mail.testing.openbao import OpenBaoAgent
 
     bao = mail_env.bao
@@ -497,10 +497,10 @@ def test_a_batch_of_protected_archived_sends_reads_each_secret_once(mail_env, tm
     PGP-encrypted to a key in Vault and archived sealed with Transit: one read of the SMTP credentials, one of
     the recipient's key, one Transit data key (issue 12: at most two per 1,000 messages)."""
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.compose import MailRequest
     from airflow_secure_mail.mail.protect import Protection
-    from airflow_secure_mail.pipeline import send_mail
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.send import send_mail
     from airflow_secure_mail.testing.keys import make_pgp_identity
     from airflow_secure_mail.vault import clear_cache
 

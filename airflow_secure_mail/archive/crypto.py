@@ -130,7 +130,7 @@ class TransitSealer:
     def _unwrap_for(self, transit_key: str, wrapped: str, name: str) -> bytes:
         """:meth:`_unwrap`; a refusal is told apart by what Transit said: routine key administration (a key
         missing, a version below ``min_decryption_version``) is a VaultSecretError, the rest an integrity alarm."""
-        from airflow_secure_mail._vault_errors import RequestRefused
+        from airflow_secure_mail.vault._errors import RequestRefused
 
         try:
             return self._unwrap(transit_key, wrapped)

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_secure_mail._sync import run_sync
+from airflow_secure_mail.connection.fields import CONN_TYPE
+from airflow_secure_mail.connection.settings import SmtpSettings
 from airflow_secure_mail.errors import SecureMailError
-from airflow_secure_mail.hooks.connection_fields import CONN_TYPE
-from airflow_secure_mail.hooks.settings import SmtpSettings
 from airflow_secure_mail.mail.outgoing import Outgoing
-from airflow_secure_mail.transport.smtp import SendReceipt, SessionInfo, SmtpSession
+from airflow_secure_mail.transport.session import SendReceipt, SessionInfo, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.mail.screen import MailPolicy
+    from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.transport.batch import Outcome
 
 Message = EmailMessage | bytes | Outgoing
@@ -61,12 +61,12 @@ class SecureSmtpHook(BaseHook):
 
     def tls_policy(self) -> TLSPolicy:
         """The connection's TLSPolicy, with ``vault:`` certificate references resolved."""
-        from airflow_secure_mail.hooks.session import tls_policy_for
+        from airflow_secure_mail.connection.client import tls_policy_for
 
         return tls_policy_for(self.settings, self.vault)
 
     async def _open(self) -> SmtpSession:
-        from airflow_secure_mail.hooks.session import open_session
+        from airflow_secure_mail.connection.client import open_session
 
         return await open_session(self.settings, self.vault)
 
@@ -154,7 +154,7 @@ class SecureSmtpHook(BaseHook):
     # -- connection test -------------------------------------------------------------------------
     async def atest_connection(self) -> tuple[bool, str]:
         """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
-        from airflow_secure_mail.hooks.session import check_connection
+        from airflow_secure_mail.connection.client import check_connection
 
         return await check_connection(self.settings, self.vault)
 
@@ -162,7 +162,7 @@ class SecureSmtpHook(BaseHook):
         return run_sync(self.atest_connection())
 
     async def aconnection_info(self) -> SessionInfo:
-        from airflow_secure_mail.hooks.session import session_info
+        from airflow_secure_mail.connection.client import session_info
 
         return await session_info(self.settings, self.vault)
 
@@ -172,7 +172,7 @@ def _channel_and_policy(hook: SecureSmtpHook, policy: MailPolicy | None) -> tupl
 
     Known before a message built elsewhere is parsed: its envelope depends on it (special-use domains).
     """
-    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.pipeline.channel import MailChannel
 
     channel = MailChannel.of(hook)
     return channel, channel.policy(policy)
@@ -182,7 +182,7 @@ async def _send(
     channel: MailChannel, policy: MailPolicy, items: list[Outgoing], concurrency: int, allow_partial: bool, archive: Any
 ) -> list[SendReceipt]:
     """The pipeline's send of messages built elsewhere: screened, archived when asked, one receipt each."""
-    from airflow_secure_mail.pipeline import asend_outgoing
+    from airflow_secure_mail.pipeline.send import asend_outgoing
 
     result = await asend_outgoing(
         items, channel=channel, policy=policy, archive=archive, allow_partial=allow_partial, concurrency=concurrency

@@ -350,3 +350,9 @@ def _seed_for(request: MailRequest, rcpt: Mailbox) -> str | None:
 
 def _fmt(m: Mailbox) -> str:
     return formataddr((m.name, m.addr)) if m.name else m.addr
+
+
+def parts_of(request: MailRequest) -> list[tuple[str, bytes]]:
+    """What a malware scan judges: the plaintext bodies and every attachment, by name, before protection."""
+    bodies = (("text body", request.text), ("html body", request.html))
+    return [(n, b.encode("utf-8")) for n, b in bodies if b] + [(a.filename, a.content) for a in request.attachments]

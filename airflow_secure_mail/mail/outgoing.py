@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.mail.scan import ScanReport
+    from airflow_secure_mail.scanning.clamd import ScanReport
 
 
 @dataclass(frozen=True)

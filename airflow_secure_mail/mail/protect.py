@@ -1,6 +1,6 @@
 """Protect: sign and/or encrypt a composed message as PGP/MIME (RFC 3156) or S/MIME (RFC 8551).
 
-Pure: keys arrive as :class:`KeyMaterial` (fetched by :mod:`airflow_secure_mail.keys`). The signed
+Pure: keys arrive as :class:`KeyMaterial` (fetched by :mod:`airflow_secure_mail.pipeline.keys`). The signed
 entity is serialized once with ``policy.SMTP`` (7-bit: quoted-printable/base64 only) and its bytes are
 placed verbatim in the output, so no re-folding can break a signature.
 """

@@ -16,7 +16,7 @@ from airflow_secure_mail.mail._filetypes import COMPRESSED
 from airflow_secure_mail.mail.addresses import check_decoded, check_no_control, normalize_domain
 from airflow_secure_mail.mail.compose import Attachment
 from airflow_secure_mail.mail.html_screen import check_html_mode
-from airflow_secure_mail.mail.scan import ClamdScanner
+from airflow_secure_mail.scanning.clamd import ClamdScanner
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _zip_kind(data: bytes) -> str:
     A zip that cannot be read, or whose ``mimetype`` entry is damaged or lies about its size, is
     ``application/octet-stream``: never a raw zipfile error, never a guess.
     """
-    from airflow_secure_mail.mail.archives import ZIP_ERRORS, ArchiveUnchecked
+    from airflow_secure_mail.scanning.containers import ZIP_ERRORS, ArchiveUnchecked
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -177,7 +177,7 @@ def _zip_kind(data: bytes) -> str:
 
 def _odf_mimetype(data: bytes, info: zipfile.ZipInfo) -> str:
     """An ODF file's declared type: its small, unencrypted ``mimetype`` entry, read within a byte budget."""
-    from airflow_secure_mail.mail.archives import inflate_member
+    from airflow_secure_mail.scanning.containers import inflate_member
 
     if info.file_size > _ODF_MIMETYPE_MAX or info.flag_bits & 0x1:
         return "application/zip"  # not an ODF mimetype entry (the format keeps it short and in the clear)

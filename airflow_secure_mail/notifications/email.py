@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.mail.screen import MailPolicy
-    from airflow_secure_mail.outcome import MailResult
+    from airflow_secure_mail.pipeline.result import MailResult
 
 _TEMPLATES = Path(__file__).with_name("templates")
 _STATUS = {
@@ -142,7 +142,7 @@ class SecureEmailNotifier(BaseNotifier):
 
     def _content(self, context: Mapping[str, Any]) -> tuple[str, str | None, str | None, str | None]:
         """Subject, text, HTML (the default alert fills what was not given) and the retry-stable id seed."""
-        from airflow_secure_mail.pipeline import identity_seed
+        from airflow_secure_mail.pipeline.send import identity_seed
 
         subject, text, html = self.subject, self.text_content, self.html_content
         if subject is None or (html is None and text is None):
@@ -160,9 +160,9 @@ class SecureEmailNotifier(BaseNotifier):
         self, subject: str, text: str | None, html: str | None, *, seed: str | None, origin: Mapping[str, Any]
     ) -> MailResult:
         """Send through the pipeline to this notifier's recipients with its policy, protection and archive."""
-        from airflow_secure_mail.channel import MailChannel
         from airflow_secure_mail.mail.compose import MailRequest, address_list
-        from airflow_secure_mail.pipeline import asend_mail
+        from airflow_secure_mail.pipeline.channel import MailChannel
+        from airflow_secure_mail.pipeline.send import asend_mail
 
         channel = MailChannel.for_conn(self.conn_id)
         request = MailRequest(
@@ -187,7 +187,7 @@ class SecureEmailNotifier(BaseNotifier):
         )
 
     async def async_notify(self, context: Any) -> None:
-        from airflow_secure_mail.pipeline import origin_of
+        from airflow_secure_mail.pipeline.send import origin_of
 
         if self.digest is not None:  # fold into digests (airflow_secure_mail.alerts)
             from airflow_secure_mail.alerts.callback import anotify

@@ -205,8 +205,8 @@ class MailRestoreOperator(BaseOperator):
     def _resend(self, found: list[Any], context: Context) -> list[str | None]:
         """Through the pipeline like any send: screened, archived as a resend, recorded; a retry sends nothing twice."""
         from airflow_secure_mail._sync import run_sync
-        from airflow_secure_mail.channel import MailChannel
-        from airflow_secure_mail.pipeline import aresend, identity_seed, origin_of
+        from airflow_secure_mail.pipeline.channel import MailChannel
+        from airflow_secure_mail.pipeline.send import aresend, identity_seed, origin_of
 
         return run_sync(
             aresend(

@@ -116,10 +116,10 @@ class SecureEmailOperator(BaseOperator):
         self.attachments_conn_id = attachments_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_secure_mail.attachments import load_attachments
-        from airflow_secure_mail.channel import MailChannel
         from airflow_secure_mail.mail.compose import MailRequest, address_list
-        from airflow_secure_mail.pipeline import identity_seed, origin_of, send_mail
+        from airflow_secure_mail.pipeline.attachments import load_attachments
+        from airflow_secure_mail.pipeline.channel import MailChannel
+        from airflow_secure_mail.pipeline.send import identity_seed, origin_of, send_mail
 
         channel = MailChannel.for_conn(self.conn_id)
         request = MailRequest(

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from airflow_secure_mail.mail.scan import eicar
+from airflow_secure_mail.scanning.clamd import eicar
 from airflow_secure_mail.testing._ports import free_port, port_open, stop_process, wait_until
 
 EICAR_SIGNATURE = "Eicar-Test-Signature-HDB"

@@ -24,7 +24,7 @@ from airflow_secure_mail.transport.replies import is_throttling
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.outgoing import Outgoing
-    from airflow_secure_mail.transport.smtp import SmtpSession
+    from airflow_secure_mail.transport.session import SmtpSession
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.mail.compose import MailRequest
-from airflow_secure_mail.outcome import MailResult
-from airflow_secure_mail.transport.smtp import SendReceipt
+from airflow_secure_mail.pipeline.result import MailResult
+from airflow_secure_mail.transport.session import SendReceipt
 
 if TYPE_CHECKING:
     from airflow_secure_mail.archive.restore import Restored
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.channel import MailChannel
     from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.mail.screen import MailPolicy
-    from airflow_secure_mail.prepare import Prepared
+    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ async def asend_mail(
 
     ``hook=`` is the deprecated way to name the connection: pass ``channel=MailChannel.for_conn(conn_id)``.
     """
-    from airflow_secure_mail.prepare import prepare_request
+    from airflow_secure_mail.pipeline.prepare import prepare_request
     from airflow_secure_mail.vault import deadline
 
     channel = _channel(channel, hook)
@@ -90,7 +90,7 @@ async def asend_outgoing(
     concurrency: int = 1,
 ) -> MailResult:
     """Messages built elsewhere: screened as the exact bytes, then archived and delivered like any other."""
-    from airflow_secure_mail.prepare import prepare_outgoing
+    from airflow_secure_mail.pipeline.prepare import prepare_outgoing
     from airflow_secure_mail.vault import deadline
 
     with deadline(channel.deadline):
@@ -134,8 +134,8 @@ async def _send(
     concurrency: int,
 ) -> MailResult:
     from airflow_secure_mail.archive.store import as_archive
-    from airflow_secure_mail.dispatch import RecordInfo, dispatch
-    from airflow_secure_mail.outcome import log_already_sent, log_outcomes, raise_for_outcomes
+    from airflow_secure_mail.pipeline.dispatch import RecordInfo, dispatch
+    from airflow_secure_mail.pipeline.result import log_already_sent, log_outcomes, raise_for_outcomes
 
     info = RecordInfo(dict(origin or {}), prepared.protection)
     deliveries = await dispatch(prepared.items, channel.hook, as_archive(archive), info, concurrency=concurrency)
@@ -162,7 +162,7 @@ def _result(prepared: Prepared) -> MailResult:
 
 
 def _channel(channel: MailChannel | None, hook: SecureSmtpHook | None) -> MailChannel:
-    from airflow_secure_mail.channel import MailChannel
+    from airflow_secure_mail.pipeline.channel import MailChannel
 
     if channel is not None:
         return channel

@@ -11,7 +11,7 @@ from typing import Any
 from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.batch import Outcome
-from airflow_secure_mail.transport.smtp import SendReceipt
+from airflow_secure_mail.transport.session import SendReceipt
 
 log = logging.getLogger(__name__)
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.hooks.settings import SmtpSettings
+    from airflow_secure_mail.connection.settings import SmtpSettings
 
 Check = tuple[str, str, str]  # (status, what, detail)
 
 
 def _static_checks(conn: Any) -> tuple[list[Check], SmtpSettings | None]:
     """What the connection's settings say, without opening any connection; the settings when they parse."""
-    from airflow_secure_mail.hooks.connection_fields import read_extras
-    from airflow_secure_mail.hooks.settings import SmtpSettings
+    from airflow_secure_mail.connection.fields import read_extras
+    from airflow_secure_mail.connection.settings import SmtpSettings
     from airflow_secure_mail.transport.tls import default_security
 
     try:
@@ -45,7 +44,7 @@ def _static_checks(conn: Any) -> tuple[list[Check], SmtpSettings | None]:
 def _live_checks(settings: SmtpSettings) -> list[Check]:
     """Open one session with the settings already read (the connection is not looked up again); send nothing."""
     from airflow_secure_mail._sync import run_sync
-    from airflow_secure_mail.hooks.session import session_info
+    from airflow_secure_mail.connection.client import session_info
     from airflow_secure_mail.transport.describe import certificate_expiry
     from airflow_secure_mail.vault import vault_for
 
@@ -70,9 +69,9 @@ def _vault_tls_check(vault_conn_id: str) -> Check:
     """Judge the Vault address the client will really use (the same scheme rule as ``vault.py``)."""
     from airflow.sdk import BaseHook
 
-    from airflow_secure_mail._vault_login import _flag
     from airflow_secure_mail.transport.tls import is_loopback
     from airflow_secure_mail.vault import vault_url
+    from airflow_secure_mail.vault._login import _flag
 
     try:
         vault = BaseHook.get_connection(vault_conn_id)
@@ -113,7 +112,7 @@ def doctor(conn_id: str) -> int:
     """
     from airflow.sdk import BaseHook
 
-    from airflow_secure_mail.mail.scan import scanner_checks
+    from airflow_secure_mail.scanning.clamd import scanner_checks
 
     try:
         conn = BaseHook.get_connection(conn_id)
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
     doc.add_argument("--conn-id", default="secure_smtp_default")
-    from airflow_secure_mail.alerts import cli as silence_cli
+    from airflow_secure_mail.cli import silence as silence_cli
 
     silence_cli.add_parser(sub)
     args = parser.parse_args(argv)
@@ -144,7 +143,3 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             return doctor(args.conn_id)
         return silence_cli.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,14 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_secure_mail.errors import ConfigurationError, MalwareFound, MalwareScanError, PolicyViolation
-from airflow_secure_mail.mail.archives import ArchiveUnchecked, check_archive
-from airflow_secure_mail.mail.clamd_wire import ScanUnavailable, exchange, one_line, parse_address
-
-if TYPE_CHECKING:
-    from airflow_secure_mail.mail.compose import MailRequest
+from airflow_secure_mail.scanning.clamd_wire import ScanUnavailable, exchange, one_line, parse_address
+from airflow_secure_mail.scanning.containers import ArchiveUnchecked, check_archive
 
 log = logging.getLogger(__name__)
 
@@ -200,17 +197,6 @@ class ClamdScanner:
             return exc
 
 
-def parts_of(request: MailRequest) -> list[tuple[str, bytes]]:
-    """What a scan judges: the plaintext bodies and every attachment, by name, before protection."""
-    bodies = (("text body", request.text), ("html body", request.html))
-    return [(n, b.encode("utf-8")) for n, b in bodies if b] + [(a.filename, a.content) for a in request.attachments]
-
-
-async def scan_request(request: MailRequest, scanner: ClamdScanner | None) -> ScanReport | None:
-    """Scan a request's parts (None without a scanner); raises on a finding or an unscannable part."""
-    return None if scanner is None else await scanner.ascan(parts_of(request))
-
-
 def database_date(version: str) -> datetime | None:
     """The signature database's build time from a VERSION reply, if clamd loaded a dated (official) one."""
     pieces = version.split("/")
@@ -264,7 +250,5 @@ __all__ = [
     "Verdict",
     "database_date",
     "eicar",
-    "parts_of",
-    "scan_request",
     "scanner_checks",
 ]

@@ -6,10 +6,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import VaultSecretError
-from airflow_secure_mail.transport.smtp import SmtpCredentials
+from airflow_secure_mail.transport.session import SmtpCredentials
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.hooks.settings import SmtpSettings
+    from airflow_secure_mail.connection.settings import SmtpSettings
 
 
 async def read_credentials(settings: SmtpSettings, vault: Any, fresh: bool) -> SmtpCredentials:

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from airflow_secure_mail._vault_errors import LOGIN, Forbidden, deadline_error, map_error
-from airflow_secure_mail._vault_login import Login, login_for
 from airflow_secure_mail.errors import VaultSecretError
+from airflow_secure_mail.vault._errors import LOGIN, Forbidden, deadline_error, map_error
+from airflow_secure_mail.vault._login import Login, login_for
 
 if TYPE_CHECKING:
     import hvac
@@ -72,7 +72,7 @@ class VaultCalls:
 
     def _guarded(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` inside the call's deadline; map every failure to our errors with no context kept."""
-        from airflow_secure_mail._vault_http import CallGuard, DeadlinePassed
+        from airflow_secure_mail.vault._http import CallGuard, DeadlinePassed
 
         budget = call_budget()
         if budget <= 0:

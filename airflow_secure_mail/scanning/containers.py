@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_secure_mail.errors import PolicyViolation, SecureMailError
-from airflow_secure_mail.mail.clamd_wire import one_line, printable
+from airflow_secure_mail.scanning.clamd_wire import one_line, printable
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _GZIP_MAGIC = b"\x1f\x8b"

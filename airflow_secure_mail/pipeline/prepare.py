@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.mail.compose import Envelope, MailRequest, compose_each, compose_wire
+from airflow_secure_mail.mail.compose import Envelope, MailRequest, compose_each, compose_wire, parts_of
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen, screen_recipients
 
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.protect import Protection
-    from airflow_secure_mail.mail.scan import ScanReport
+    from airflow_secure_mail.scanning.clamd import ClamdScanner, ScanReport
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ async def prepare_request(
 ) -> Prepared:
     """Compose and screen every copy, scan the parts, then protect: nothing here opens an SMTP connection."""
     from airflow_secure_mail.mail.html_screen import screen_html
-    from airflow_secure_mail.mail.scan import scan_request
 
     if request.html is not None:
         request = replace(request, html=screen_html(request.html, policy.html))
@@ -62,7 +61,7 @@ async def prepare_request(
     for other in plain[1:]:  # the same content: only the envelope differs
         screen_recipients(other.recipients, policy)
         check_size(other.size, policy)
-    scan = await scan_request(request, policy.malware_scan)
+    scan = await _scan_request(request, policy.malware_scan)
     items = await protect_all([replace(item, scan=scan) for item in plain], protection, vault, policy)
     return Prepared(tuple(items), protection.describe() if protection is not None else None, scan)
 
@@ -85,7 +84,6 @@ async def _screen_outside(item: Outgoing, policy: MailPolicy) -> ScanReport | No
     """Screen one message built elsewhere and scan its attachments; raises on a violation or a finding."""
     from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed, refuse_repeated_part_fields
     from airflow_secure_mail.mail.html_screen import screen_html
-    from airflow_secure_mail.mail.scan import scan_request
 
     message = parsed(item.data)
     refuse_repeated_part_fields(message)
@@ -99,12 +97,12 @@ async def _screen_outside(item: Outgoing, policy: MailPolicy) -> ScanReport | No
     if not attachments or policy.malware_scan is None:
         return None
     request = MailRequest(sender=item.sender, to=item.recipients, attachments=attachments)
-    return await scan_request(request, policy.malware_scan)
+    return await _scan_request(request, policy.malware_scan)
 
 
 def _overall(reports: Sequence[ScanReport]) -> ScanReport | None:
     """The result's verdict over several copies: the first unscanned, else the first clean (a finding raised)."""
-    from airflow_secure_mail.mail.scan import Verdict
+    from airflow_secure_mail.scanning.clamd import Verdict
 
     return next((r for r in reports if r.verdict is Verdict.UNSCANNED), reports[0] if reports else None)
 
@@ -118,8 +116,8 @@ async def protect_all(
     """
     if protection is None or not protection.active:
         return list(plain)
-    from airflow_secure_mail.keys import resolve_keys
     from airflow_secure_mail.mail.protect import protect
+    from airflow_secure_mail.pipeline.keys import resolve_keys
 
     def protected(item: Outgoing) -> list[Outgoing]:
         # each copy carries the plain message's fingerprint: a retry (fresh session key, signing time) is
@@ -135,3 +133,8 @@ async def protect_all(
             check_size(copy.size, policy)
             out.append(copy)
     return out
+
+
+async def _scan_request(request: MailRequest, scanner: ClamdScanner | None) -> ScanReport | None:
+    """Scan a request's parts (None without a scanner); raises on a finding or an unscannable part."""
+    return None if scanner is None else await scanner.ascan(parts_of(request))

@@ -13,13 +13,13 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.transport.smtp import SessionInfo, SmtpCredentials, SmtpSession
+from airflow_secure_mail.transport.session import SessionInfo, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
     import ssl
 
-    from airflow_secure_mail.hooks.settings import SmtpSettings
+    from airflow_secure_mail.connection.settings import SmtpSettings
 
 _CONTEXTS: OrderedDict[tuple[Any, ...], ssl.SSLContext] = OrderedDict()
 _CONTEXTS_LOCK = threading.Lock()
@@ -80,7 +80,7 @@ def _file_stamps(policy: TLSPolicy) -> tuple[tuple[Any, ...], ...]:
 
 async def open_session(settings: SmtpSettings, vault: Any) -> SmtpSession:
     """Credentials first (a sealed Vault opens no SMTP connection), then TLS and AUTH, within extra ``deadline``."""
-    from airflow_secure_mail.hooks.credentials import read_credentials
+    from airflow_secure_mail.connection.credentials import read_credentials
     from airflow_secure_mail.vault import deadline
 
     async def credentials(fresh: bool) -> SmtpCredentials:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.batch import Outcome
-from airflow_secure_mail.transport.smtp import SendReceipt
+from airflow_secure_mail.transport.session import SendReceipt
 
 if TYPE_CHECKING:
     from airflow_secure_mail.archive.record import ArchiveRecord

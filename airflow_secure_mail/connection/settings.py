@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from airflow_secure_mail.connection.fields import SECRET_EXTRAS, ExtraError, is_unset, read_extras
 from airflow_secure_mail.errors import ConfigurationError
-from airflow_secure_mail.hooks.connection_fields import SECRET_EXTRAS, ExtraError, is_unset, read_extras
 from airflow_secure_mail.transport.auth import OAUTH_MECHANISMS, AuthMechanism
 
 if TYPE_CHECKING:

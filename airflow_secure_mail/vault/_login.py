@@ -106,7 +106,7 @@ class Login:
                 self._client = None
 
     def _log_in(self) -> hvac.Client:
-        from airflow_secure_mail._vault_http import vault_session
+        from airflow_secure_mail.vault._http import vault_session
 
         self._expires = None
         conn = self._connection()

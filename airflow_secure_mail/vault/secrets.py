@@ -13,11 +13,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail._masking import mask
-from airflow_secure_mail._vault_cache import Absent, Loaded, ReadCache
-from airflow_secure_mail._vault_call import DEFAULT_CALL_BUDGET, VaultCalls, call_budget, deadline
-from airflow_secure_mail._vault_errors import as_dict, b64_key, missing_error, unexpected
-from airflow_secure_mail._vault_login import AGENT_AUTH_TYPE, check_vault_url, forget_logins, login_for, vault_url
 from airflow_secure_mail.errors import ConfigurationError, VaultSecretError
+from airflow_secure_mail.vault._cache import Absent, Loaded, ReadCache
+from airflow_secure_mail.vault._call import DEFAULT_CALL_BUDGET, VaultCalls, call_budget, deadline
+from airflow_secure_mail.vault._errors import as_dict, b64_key, missing_error, unexpected
+from airflow_secure_mail.vault._login import AGENT_AUTH_TYPE, check_vault_url, forget_logins, login_for, vault_url
 
 if TYPE_CHECKING:
     import hvac

@@ -1,0 +1,5 @@
+"""``airflow-secure-mail``: ``doctor`` (check a connection and the services it needs) and ``silence``."""
+
+from airflow_secure_mail.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,7 @@
+"""``python -m airflow_secure_mail.cli``."""
+
+import sys
+
+from airflow_secure_mail.cli.main import main
+
+sys.exit(main())
