@@ -39,6 +39,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy airflow_secure_mail
+	$(BIN)/lint-imports --no-cache
 
 test: install
 	$(BIN)/python -m pytest -p no:cacheprovider tests

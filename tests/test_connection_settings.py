@@ -234,7 +234,7 @@ def test_provider_info_imports_only_stdlib_and_the_schema():
     ours = {m for m in loaded if m.startswith("airflow_secure_mail")}
     assert ours == {
         "airflow_secure_mail", "airflow_secure_mail.get_provider_info",
-        "airflow_secure_mail.hooks", "airflow_secure_mail.connection.fields",
+        "airflow_secure_mail.connection", "airflow_secure_mail.connection.fields",
         "airflow_secure_mail.transport", "airflow_secure_mail.transport.auth", "airflow_secure_mail.errors",
     }  # fmt: skip
     assert not [m for m in loaded if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]

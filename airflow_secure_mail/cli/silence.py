@@ -12,7 +12,7 @@ from airflow_secure_mail.errors import ConfigurationError, SecureMailError
 ENV_STATE = "AIRFLOW_SECURE_MAIL_DIGEST_STATE"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``silence`` and its three subcommands on the main parser."""
     silence = sub.add_parser("silence", help="hold alert digest mail for matching alerts until a time")
     verbs = silence.add_subparsers(dest="verb", required=True)

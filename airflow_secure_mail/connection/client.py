@@ -1,4 +1,6 @@
-"""Opening one protected, authenticated SMTP session for a connection: its TLS policy and its Vault credentials.
+"""SmtpClient: one ``securesmtp`` connection's verified sessions (TLS policy, Vault credentials) and delivery.
+
+The pipeline delivers through it; :class:`~airflow_secure_mail.hooks.smtp.SecureSmtpHook` is its Airflow face.
 
 The SSL context is built once per TLS policy and certificate material and shared by every session: loading a
 CA bundle costs milliseconds per session otherwise. New material (a rotated ``vault:`` PEM, a rewritten file)
@@ -11,15 +13,19 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.transport.session import SessionInfo, SmtpCredentials, SmtpSession
+from airflow_secure_mail.transport.session import SendReceipt, SessionInfo, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
     import ssl
 
     from airflow_secure_mail.connection.settings import SmtpSettings
+    from airflow_secure_mail.errors import SecureMailError
+    from airflow_secure_mail.mail.outgoing import Outgoing
+    from airflow_secure_mail.transport.batch import Outcome
 
 _CONTEXTS: OrderedDict[tuple[Any, ...], ssl.SSLContext] = OrderedDict()
 _CONTEXTS_LOCK = threading.Lock()
@@ -114,3 +120,68 @@ async def check_connection(settings: SmtpSettings, vault: Any) -> tuple[bool, st
     except SecureMailError as exc:
         return False, str(exc)
     return True, describe_session(info)
+
+
+class SmtpClient:
+    """Delivers Outgoing copies over verified TLS with credentials read from Vault when a session opens.
+
+    Built from a connection's settings; knows nothing of screening or the archive (the pipeline does that).
+    """
+
+    def __init__(self, conn_id: str, settings: SmtpSettings, *, vault: Any = None) -> None:
+        self.conn_id = conn_id
+        self.settings = settings
+        self._vault = vault
+
+    @classmethod
+    def for_conn(cls, conn_id: str = "secure_smtp_default", *, vault: Any = None) -> SmtpClient:
+        """The client of connection ``conn_id``, read as Airflow reads connections (secrets backends first)."""
+        from airflow.sdk import BaseHook
+
+        from airflow_secure_mail.connection.settings import SmtpSettings
+
+        return cls(conn_id, SmtpSettings.from_connection(BaseHook.get_connection(conn_id)), vault=vault)
+
+    @property
+    def vault(self) -> Any:
+        """The process's one Vault access object for this connection's Vault (credentials, keys, certificates)."""
+        if self._vault is None:
+            from airflow_secure_mail.vault import vault_for
+
+            self._vault = vault_for(self.settings.vault_conn_id)
+        return self._vault
+
+    def tls_policy(self) -> TLSPolicy:
+        """The connection's TLSPolicy, with ``vault:`` certificate references resolved."""
+        return tls_policy_for(self.settings, self.vault)
+
+    async def open(self) -> SmtpSession:
+        """A new verified, authenticated session."""
+        return await open_session(self.settings, self.vault)
+
+    async def adeliver(
+        self,
+        batch: Sequence[Outgoing] | Any,
+        *,
+        concurrency: int = 1,
+        on_outcome: Callable[[int, Outgoing, Outcome], Awaitable[None]] | None = None,
+    ) -> list[SendReceipt | SecureMailError]:
+        """Deliver each copy as is; one outcome per copy, in order, never raising for one copy's failure.
+
+        Up to ``concurrency`` reused sessions, at most ``max_messages_per_minute``; the connection's
+        ``deadline`` bounds the whole batch, Vault included. ``on_outcome`` hears of each copy as it ends.
+        """
+        from airflow_secure_mail.transport.batch import deliver_batch
+        from airflow_secure_mail.vault import deadline as vault_deadline
+
+        limits = self.settings.delivery_limits(self.conn_id, concurrency=concurrency)
+        with vault_deadline(self.settings.deadline):
+            return await deliver_batch(batch, self.open, limits, on_outcome)
+
+    async def check(self) -> tuple[bool, str]:
+        """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
+        return await check_connection(self.settings, self.vault)
+
+    async def info(self) -> SessionInfo:
+        """What a session negotiates, from one opened and closed at once."""
+        return await session_info(self.settings, self.vault)

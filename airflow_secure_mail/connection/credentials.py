@@ -27,7 +27,7 @@ async def read_credentials(settings: SmtpSettings, vault: Any, fresh: bool) -> S
         return await _oauth_credentials(settings, data, where, fresh)
     secret_field = "password" if s.auth == "password" else "access_token"
     username, secret = _secret_fields(data, where, ("username", secret_field))
-    return SmtpCredentials(mechanism=s.auth, username=username, secret=secret)  # type: ignore[arg-type]
+    return SmtpCredentials(mechanism=s.auth, username=username, secret=secret)
 
 
 async def _oauth_credentials(settings: SmtpSettings, data: dict[str, Any], where: str, fresh: bool) -> SmtpCredentials:
@@ -48,7 +48,7 @@ async def _oauth_credentials(settings: SmtpSettings, data: dict[str, Any], where
         scope=settings.oauth_scope,
     )
     token = await asyncio.to_thread(access_token, client, fresh=fresh)
-    return SmtpCredentials(mechanism=settings.auth, username=username, secret=token)  # type: ignore[arg-type]
+    return SmtpCredentials(mechanism=settings.auth, username=username, secret=token)
 
 
 def _secret_fields(data: dict[str, Any], where: str, names: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,5 +1,9 @@
-"""SecureSmtpHook: reads the ``securesmtp`` connection and delivers Outgoing copies over verified TLS,
-with credentials fetched from Vault when a session opens. Its ``send`` facades run the whole pipeline."""
+"""SecureSmtpHook: the Airflow face of one ``securesmtp`` connection.
+
+It owns the connection's :class:`~airflow_secure_mail.connection.client.SmtpClient` (verified sessions,
+Vault credentials, delivery) and its ``send`` facades call down into the pipeline (screen, archive, deliver,
+record). Nothing below imports the hook.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_secure_mail._sync import run_sync
+from airflow_secure_mail.connection.client import SmtpClient
 from airflow_secure_mail.connection.fields import CONN_TYPE
 from airflow_secure_mail.connection.settings import SmtpSettings
 from airflow_secure_mail.errors import SecureMailError
 from airflow_secure_mail.mail.outgoing import Outgoing
-from airflow_secure_mail.transport.session import SendReceipt, SessionInfo, SmtpSession
+from airflow_secure_mail.transport.session import SendReceipt, SessionInfo
 from airflow_secure_mail.transport.tls import TLSPolicy
 
 if TYPE_CHECKING:
@@ -43,6 +48,7 @@ class SecureSmtpHook(BaseHook):
         self.conn_id = conn_id
         self._vault = vault
         self._settings: SmtpSettings | None = None
+        self._client: SmtpClient | None = None
 
     @property
     def settings(self) -> SmtpSettings:
@@ -51,26 +57,21 @@ class SecureSmtpHook(BaseHook):
         return self._settings
 
     @property
+    def client(self) -> SmtpClient:
+        """The connection's client: what the pipeline delivers through."""
+        if self._client is None:
+            self._client = SmtpClient(self.conn_id, self.settings, vault=self._vault)
+        return self._client
+
+    @property
     def vault(self) -> Any:
         """The process's one Vault access object for this connection's Vault (credentials, keys, certificates)."""
-        if self._vault is None:
-            from airflow_secure_mail.vault import vault_for
-
-            self._vault = vault_for(self.settings.vault_conn_id)
-        return self._vault
+        return self.client.vault
 
     def tls_policy(self) -> TLSPolicy:
         """The connection's TLSPolicy, with ``vault:`` certificate references resolved."""
-        from airflow_secure_mail.connection.client import tls_policy_for
+        return self.client.tls_policy()
 
-        return tls_policy_for(self.settings, self.vault)
-
-    async def _open(self) -> SmtpSession:
-        from airflow_secure_mail.connection.client import open_session
-
-        return await open_session(self.settings, self.vault)
-
-    # -- the one job -----------------------------------------------------------------------------
     async def adeliver(
         self,
         batch: Sequence[Outgoing] | Any,
@@ -78,17 +79,8 @@ class SecureSmtpHook(BaseHook):
         concurrency: int = 1,
         on_outcome: Callable[[int, Outgoing, Outcome], Awaitable[None]] | None = None,
     ) -> list[SendReceipt | SecureMailError]:
-        """Deliver each copy as is; one outcome per copy, in order, never raising for one copy's failure.
-
-        Up to ``concurrency`` reused sessions, at most ``max_messages_per_minute``; the connection's
-        ``deadline`` bounds the whole batch, Vault included. ``on_outcome`` hears of each copy as it ends.
-        """
-        from airflow_secure_mail.transport.batch import deliver_batch
-        from airflow_secure_mail.vault import deadline as vault_deadline
-
-        limits = self.settings.delivery_limits(self.conn_id, concurrency=concurrency)
-        with vault_deadline(self.settings.deadline):
-            return await deliver_batch(batch, self._open, limits, on_outcome)
+        """Deliver each copy as is, unscreened and unarchived (:meth:`SmtpClient.adeliver`); prefer :meth:`send`."""
+        return await self.client.adeliver(batch, concurrency=concurrency, on_outcome=on_outcome)
 
     # -- facades: the whole pipeline for messages built elsewhere ------------------------------------
     async def asend(
@@ -154,17 +146,13 @@ class SecureSmtpHook(BaseHook):
     # -- connection test -------------------------------------------------------------------------
     async def atest_connection(self) -> tuple[bool, str]:
         """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
-        from airflow_secure_mail.connection.client import check_connection
-
-        return await check_connection(self.settings, self.vault)
+        return await self.client.check()
 
     def test_connection(self) -> tuple[bool, str]:
         return run_sync(self.atest_connection())
 
     async def aconnection_info(self) -> SessionInfo:
-        from airflow_secure_mail.connection.client import session_info
-
-        return await session_info(self.settings, self.vault)
+        return await self.client.info()
 
 
 def _channel_and_policy(hook: SecureSmtpHook, policy: MailPolicy | None) -> tuple[MailChannel, MailPolicy]:
@@ -174,7 +162,7 @@ def _channel_and_policy(hook: SecureSmtpHook, policy: MailPolicy | None) -> tupl
     """
     from airflow_secure_mail.pipeline.channel import MailChannel
 
-    channel = MailChannel.of(hook)
+    channel = MailChannel.of(hook.client)
     return channel, channel.policy(policy)
 
 

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 from airflow_secure_mail.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.connection.client import SmtpClient
     from airflow_secure_mail.mail.screen import MailPolicy
 
 
 @dataclass(frozen=True)
 class MailChannel:
-    """The hook that delivers, its Vault access, the connection's default policy and sender, the send deadline."""
+    """The client that delivers, its Vault access, the connection's default policy and sender, the send deadline."""
 
     conn_id: str
-    hook: SecureSmtpHook
+    client: SmtpClient
     default_policy: MailPolicy
     from_email: str | None
     deadline: float
@@ -29,22 +29,24 @@ class MailChannel:
 
     @classmethod
     def for_conn(cls, conn_id: str = "secure_smtp_default") -> MailChannel:
-        from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+        """The channel of connection ``conn_id``."""
+        from airflow_secure_mail.connection.client import SmtpClient
 
-        return cls.of(SecureSmtpHook(conn_id=conn_id))
+        return cls.of(SmtpClient.for_conn(conn_id))
 
     @classmethod
-    def of(cls, hook: SecureSmtpHook) -> MailChannel:
+    def of(cls, client: SmtpClient) -> MailChannel:
+        """The channel of a connection's client (``SecureSmtpHook.client``)."""
         from airflow_secure_mail.mail.screen import MailPolicy
 
-        s = hook.settings
+        s = client.settings
         policy = MailPolicy.from_dict(s.policy_defaults) if s.policy_defaults else MailPolicy()
-        return cls(hook.conn_id, hook, policy, s.from_email, s.deadline, f"{s.host}:{s.port}")
+        return cls(client.conn_id, client, policy, s.from_email, s.deadline, f"{s.host}:{s.port}")
 
     @property
     def vault(self) -> Any:
         """The one Vault access object of this process for the connection's Vault (credentials, keys)."""
-        return self.hook.vault
+        return self.client.vault
 
     def sender(self, explicit: str | None = None) -> str:
         """The envelope sender: ``explicit`` if given, else the connection's ``from_email``."""

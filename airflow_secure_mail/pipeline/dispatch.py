@@ -21,7 +21,7 @@ from airflow_secure_mail.transport.session import SendReceipt
 if TYPE_CHECKING:
     from airflow_secure_mail.archive.record import ArchiveRecord
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
+    from airflow_secure_mail.connection.client import SmtpClient
 
 log = logging.getLogger(__name__)
 _PARALLEL = 16
@@ -53,7 +53,7 @@ class RecordInfo:
 
 async def dispatch(
     items: Sequence[Outgoing],
-    hook: SecureSmtpHook,
+    client: SmtpClient,
     store: MailArchive | None,
     info: RecordInfo,
     *,
@@ -62,7 +62,7 @@ async def dispatch(
     """Every copy delivered (or found already delivered) and, with an archive, recorded."""
     deliveries = [Delivery(item) for item in items]
     if store is None:
-        outcomes = await hook.adeliver(items, concurrency=concurrency)
+        outcomes = await client.adeliver(items, concurrency=concurrency)
         for d, outcome in zip(deliveries, outcomes, strict=True):
             d.outcome = outcome
         return deliveries
@@ -74,7 +74,7 @@ async def dispatch(
         committer.add(sending[index])
 
     try:
-        await hook.adeliver(_staged(deliveries, store, info, sending), concurrency=concurrency, on_outcome=on_outcome)
+        await client.adeliver(_staged(deliveries, store, info, sending), concurrency=concurrency, on_outcome=on_outcome)
     finally:
         await committer.close()
     for d in deliveries:  # the deadline ran out before their turn: staged, so a retry sends them

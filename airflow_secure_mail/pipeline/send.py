@@ -20,7 +20,6 @@ from airflow_secure_mail.transport.session import SendReceipt
 if TYPE_CHECKING:
     from airflow_secure_mail.archive.restore import Restored
     from airflow_secure_mail.archive.store import MailArchive
-    from airflow_secure_mail.hooks.smtp import SecureSmtpHook
     from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.mail.screen import MailPolicy
@@ -58,7 +57,7 @@ async def asend_mail(
     concurrency: int = 1,
     dry_run: bool = False,
     origin: Mapping[str, Any] | None = None,
-    hook: SecureSmtpHook | None = None,
+    hook: Any = None,
 ) -> MailResult:
     """Run the flow for one request. Every copy is screened before the first connection opens.
 
@@ -138,7 +137,7 @@ async def _send(
     from airflow_secure_mail.pipeline.result import log_already_sent, log_outcomes, raise_for_outcomes
 
     info = RecordInfo(dict(origin or {}), prepared.protection)
-    deliveries = await dispatch(prepared.items, channel.hook, as_archive(archive), info, concurrency=concurrency)
+    deliveries = await dispatch(prepared.items, channel.client, as_archive(archive), info, concurrency=concurrency)
     for d in deliveries:
         if d.already_sent:
             log_already_sent(d.item, d.record.status if d.record is not None else "sent")
@@ -161,7 +160,7 @@ def _result(prepared: Prepared) -> MailResult:
     return MailResult(protection=prepared.protection, dropped=dropped, malware_scan=verdict)
 
 
-def _channel(channel: MailChannel | None, hook: SecureSmtpHook | None) -> MailChannel:
+def _channel(channel: MailChannel | None, hook: Any) -> MailChannel:
     from airflow_secure_mail.pipeline.channel import MailChannel
 
     if channel is not None:
@@ -171,7 +170,7 @@ def _channel(channel: MailChannel | None, hook: SecureSmtpHook | None) -> MailCh
     warnings.warn(
         "send_mail(hook=...) is deprecated: pass channel=MailChannel.for_conn(conn_id).", DeprecationWarning, 3
     )
-    return MailChannel.of(hook)
+    return MailChannel.of(hook.client)  # a SecureSmtpHook, duck-typed: the pipeline never imports the hook
 
 
 def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:

@@ -112,7 +112,7 @@ class _Attempts:
     def backoff(self, count: int) -> float:
         """Exponential from ``retry_backoff``, capped, with up to one more ``retry_backoff`` of jitter."""
         base = self.limits.retry_backoff
-        return min(base * 2 ** max(count - 1, 0), _MAX_BACKOFF) + random.uniform(0, base)
+        return min(base * 2.0 ** max(count - 1, 0), _MAX_BACKOFF) + random.uniform(0, base)
 
     def wait(self, state: Any) -> float:
         """Throttling waits at the shared limiter (every session pauses), a plain failure here; never past the end."""

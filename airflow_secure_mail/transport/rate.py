@@ -96,7 +96,7 @@ class RateLimiter:
                 return self._connect_gap
             self._refusals += 1
             self._last_refusal = now
-            pause = min(base * 2 ** (self._refusals - 1), _MAX_INTERVAL) + random.uniform(0, base)
+            pause = min(base * 2.0 ** (self._refusals - 1), _MAX_INTERVAL) + random.uniform(0, base)
             self._connect_gap = pause
             self._paused_until = max(self._paused_until, now + pause)
             return pause

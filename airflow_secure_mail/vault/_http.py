@@ -176,7 +176,7 @@ class _VaultAdapter(HTTPAdapter):
         manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
 
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         connect, read = _split_timeout(kwargs.get("timeout"))
         guard = _guard()
         if guard is not None:
