@@ -25,20 +25,20 @@ def send_email(
     **kwargs: Any,
 ) -> None:
     """Same signature as Airflow's ``send_email_smtp``; compose, screen and deliver via the pipeline."""
-    from airflow_secure_mail.mail.compose import MailRequest, address_list
     from airflow_secure_mail.pipeline.attachments import load_attachments
-    from airflow_secure_mail.pipeline.channel import MailChannel
+    from airflow_secure_mail.pipeline.channel import MailChannel, request_for
     from airflow_secure_mail.pipeline.send import send_mail
 
     channel = MailChannel.for_conn(_DEFAULT if conn_id in (None, "smtp_default") else conn_id)
-    request = MailRequest(
-        sender=channel.sender(from_email),
-        to=address_list(to),
-        cc=address_list(cc),
-        bcc=address_list(bcc),
+    request = request_for(
+        channel,
+        sender=from_email,
+        to=to,
+        cc=cc,
+        bcc=bcc,
         subject=subject,
         html=html_content,
         attachments=load_attachments(files),
-        headers=tuple((custom_headers or {}).items()),
+        headers=custom_headers,
     )
     send_mail(request, channel=channel, dry_run=dryrun)

@@ -160,21 +160,14 @@ class SecureEmailNotifier(BaseNotifier):
         self, subject: str, text: str | None, html: str | None, *, seed: str | None, origin: Mapping[str, Any]
     ) -> MailResult:
         """Send through the pipeline to this notifier's recipients with its policy, protection and archive."""
-        from airflow_secure_mail.mail.compose import MailRequest, address_list
-        from airflow_secure_mail.pipeline.channel import MailChannel
+        from airflow_secure_mail.pipeline.channel import MailChannel, request_for
         from airflow_secure_mail.pipeline.send import asend_mail
 
         channel = MailChannel.for_conn(self.conn_id)
-        request = MailRequest(
-            sender=channel.sender(self.sender),
-            to=address_list(self.to),
-            cc=address_list(self.cc),
-            bcc=address_list(self.bcc),
-            subject=subject,
-            text=text,
-            html=html,
+        request = request_for(
+            channel, sender=self.sender, to=self.to, cc=self.cc, bcc=self.bcc, subject=subject, text=text, html=html,
             id_seed=seed,
-        )
+        )  # fmt: skip
         count = len(request.to) + len(request.cc) + len(request.bcc)
         log.info("SecureEmailNotifier: sending %r to %d recipient(s)", request.subject, count)
         return await asend_mail(

@@ -116,22 +116,22 @@ class SecureEmailOperator(BaseOperator):
         self.attachments_conn_id = attachments_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_secure_mail.mail.compose import MailRequest, address_list
         from airflow_secure_mail.pipeline.attachments import load_attachments
-        from airflow_secure_mail.pipeline.channel import MailChannel
+        from airflow_secure_mail.pipeline.channel import MailChannel, request_for
         from airflow_secure_mail.pipeline.send import identity_seed, origin_of, send_mail
 
         channel = MailChannel.for_conn(self.conn_id)
-        request = MailRequest(
-            sender=channel.sender(self.sender),
-            to=address_list(self.to),
-            cc=address_list(self.cc),
-            bcc=address_list(self.bcc),
+        request = request_for(
+            channel,
+            sender=self.sender,
+            to=self.to,
+            cc=self.cc,
+            bcc=self.bcc,
             subject=self.subject,
             text=self.text_content,
             html=self.html_content,
             attachments=load_attachments(_plain(self.attachments), conn_id=self.attachments_conn_id),
-            headers=tuple(self.headers.items()),
+            headers=self.headers,
             id_seed=identity_seed(context),
         )
         result = send_mail(

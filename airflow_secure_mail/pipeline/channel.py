@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 from airflow_secure_mail.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from airflow_secure_mail.connection.client import SmtpClient
+    from airflow_secure_mail.mail.compose import Attachment, MailRequest
     from airflow_secure_mail.mail.screen import MailPolicy
 
 
@@ -62,4 +65,39 @@ class MailChannel:
         return explicit if explicit is not None else self.default_policy
 
 
-__all__ = ["MailChannel"]
+def request_for(
+    channel: MailChannel,
+    *,
+    sender: str | None = None,
+    to: str | Iterable[str] | None = None,
+    cc: str | Iterable[str] | None = None,
+    bcc: str | Iterable[str] | None = None,
+    subject: str = "",
+    text: str | None = None,
+    html: str | None = None,
+    attachments: tuple[Attachment, ...] = (),
+    headers: dict[str, Any] | None = None,
+    id_seed: str | None = None,
+) -> MailRequest:
+    """The request a caller (operator, notifier, email backend) asks this channel to send.
+
+    The sender is ``sender``, else the connection's ``from_email``; ``to``/``cc``/``bcc`` may each be one
+    address, a comma-separated string or a list.
+    """
+    from airflow_secure_mail.mail.compose import MailRequest
+
+    return MailRequest(
+        sender=channel.sender(sender),
+        to=to,  # type: ignore[arg-type]  # MailRequest normalizes each list when built
+        cc=cc,  # type: ignore[arg-type]
+        bcc=bcc,  # type: ignore[arg-type]
+        subject=subject,
+        text=text,
+        html=html,
+        attachments=attachments,
+        headers=tuple((headers or {}).items()),
+        id_seed=id_seed,
+    )
+
+
+__all__ = ["MailChannel", "request_for"]
