@@ -10,7 +10,8 @@ from pathlib import Path
 
 import airflow_secure_mail
 
-ROOT = Path(__file__).resolve().parents[1]
+# The repository root, wherever this file sits under tests/ (it may move to tests/integration/).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "mkdocs.yml").is_file())
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 _MD_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
