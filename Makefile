@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := test,s3,dev,docs
 
-.PHONY: all install sysdeps lint test e2e demo bench soak lock clean
+.PHONY: all install sysdeps lint test e2e demo bench soak lock clean docs
 
 all: test
 
@@ -62,6 +62,10 @@ bench: install
 # Smaller or delivery-only runs: make soak SOAK_ARGS="--messages 1000 --no-archive".
 soak: install
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
+# The user's manual (mkdocs-material + mkdocstrings) into site/; --strict: any warning fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lock: $(UV)
 	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra docs --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt
