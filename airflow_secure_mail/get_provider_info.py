@@ -8,11 +8,10 @@ from typing import Any
 def get_provider_info() -> dict[str, Any]:
     """Connection type ``securesmtp``, hooks, operators and notifier; imports only stdlib modules of ours.
 
-    The form's fields come from the same table the settings parser reads (``hooks/connection_fields.py``).
+    The form's fields come from the same table the settings parser reads (``connection/fields.py``).
     The raw "Extra Fields JSON" editor stays visible: Airflow 3's form cannot hide it, and we do not try.
     """
     from airflow_secure_mail import __version__
-    from airflow_secure_mail.connection.fields import CONN_TYPE, conn_fields, placeholders
 
     return {
         "package-name": "airflow-secure-mail",
@@ -44,21 +43,26 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "notifications": ["airflow_secure_mail.notifications.email.SecureEmailNotifier"],
-        "connection-types": [
-            {
-                "hook-class-name": "airflow_secure_mail.hooks.smtp.SecureSmtpHook",
-                "connection-type": CONN_TYPE,
-                "hook-name": "Secure SMTP (TLS only, credentials in Vault)",
-                "conn-fields": conn_fields(),
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "password"],
-                    "relabeling": {"host": "SMTP host"},
-                    "placeholders": {
-                        "host": "smtp.example.com",
-                        "port": "465 (implicit TLS) or 587 (STARTTLS)",
-                        **placeholders(),
-                    },
-                },
-            }
-        ],
+        "connection-types": [_connection_type()],
+    }
+
+
+def _connection_type() -> dict[str, Any]:
+    """The ``securesmtp`` form: every extra from the one schema, login and password hidden (they live in Vault)."""
+    from airflow_secure_mail.connection.fields import CONN_TYPE, conn_fields, placeholders
+
+    return {
+        "hook-class-name": "airflow_secure_mail.hooks.smtp.SecureSmtpHook",
+        "connection-type": CONN_TYPE,
+        "hook-name": "Secure SMTP (TLS only, credentials in Vault)",
+        "conn-fields": conn_fields(),
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "login", "password"],
+            "relabeling": {"host": "SMTP host"},
+            "placeholders": {
+                "host": "smtp.example.com",
+                "port": "465 (implicit TLS) or 587 (STARTTLS)",
+                **placeholders(),
+            },
+        },
     }

@@ -156,6 +156,10 @@ class _Source:
         self.error: BaseException | None = None
         self.closed = False
 
+    def stop(self) -> None:
+        """Hand out no more messages (a callback failed)."""
+        self.closed = True
+
     async def take(self) -> tuple[int, Outgoing] | None:
         async with self._lock:
             if self.closed:
@@ -185,41 +189,68 @@ class _Source:
         return ()
 
 
+class _Outcomes:
+    """Each message's final outcome, kept once and told to ``on_outcome`` (a task each, awaited by ``drain``)."""
+
+    def __init__(self, on_outcome: OutcomeCallback | None) -> None:
+        self.on_outcome = on_outcome
+        self.results: dict[int, Outcome] = {}
+        self.callbacks: list[asyncio.Task[None]] = []
+        self.error: BaseException | None = None
+        """The first exception a callback raised: the batch stops taking messages and raises it."""
+        self.on_error: Callable[[], None] = lambda: None
+        self.settled = False
+        """Every outcome is final: a worker left behind can no longer report one."""
+
+    def report(self, index: int, item: Outgoing, outcome: Outcome) -> None:
+        if self.settled:  # a worker left behind after the deadline: its message already has its outcome
+            return
+        self.results[index] = outcome
+        if self.on_outcome is None:
+            return
+        task = asyncio.ensure_future(self.on_outcome(index, item, outcome))
+        task.add_done_callback(self._done)
+        self.callbacks.append(task)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self.error is None:
+            self.error = task.exception()
+            self.on_error()
+
+    async def drain(self) -> None:
+        """Settle, then wait for every callback (their errors are in ``error``)."""
+        self.settled = True
+        await asyncio.gather(*self.callbacks, return_exceptions=True)
+
+
 class _Batch:
     def __init__(self, open_session: SessionOpener, limits: DeliveryLimits, on_outcome: OutcomeCallback | None):
         self.open_session = open_session
         self.limits = limits
-        self.on_outcome = on_outcome
         self.limiter: RateLimiter = rate_limiter(limits.rate_key, limits.max_messages_per_minute)
-        self.results: dict[int, Outcome] = {}
+        self.outcomes = _Outcomes(on_outcome)
         self.last_error: dict[int, DeliveryError] = {}
         self.tries: dict[int, _Attempts] = {}
         self.in_flight: set[int] = set()
         self.last_throttle: DeliveryError | None = None
         self.fatal: SecureMailError | None = None
-        self.callbacks: list[asyncio.Task[None]] = []
-        self.callback_error: BaseException | None = None
         self.source: _Source
-        self.end = 0.0
-        """The deadline, on ``time.monotonic``."""
-        self.stopped = False
-        """The deadline ran out (or the call was cancelled): no session connects or sends any more."""
-        self.settled = False
-        """Every outcome is final: a worker left behind can no longer report one."""
+        self.end = 0.0  # the deadline, on time.monotonic
+        self.stopped = False  # the deadline ran out (or the call was cancelled): nothing connects or sends any more
 
     async def run(self, items: Sequence[Outgoing] | AsyncIterable[Outgoing]) -> list[Outcome]:
         self.source = source = _Source(items)
+        self.outcomes.on_error = source.stop
         workers = self.limits.concurrency if source.size is None else max(1, min(self.limits.concurrency, source.size))
         self.end = time.monotonic() + self.limits.deadline
         cut_off = await run_until((self._worker() for _ in range(workers)), self.end, self._stop)
         if cut_off or self.stopped:
             self._after_deadline(await source.left_over())
-        self.settled = True
-        await asyncio.gather(*self.callbacks, return_exceptions=True)
-        for error in (self.callback_error, source.error):
+        await self.outcomes.drain()
+        for error in (self.outcomes.error, source.error):
             if error is not None:
                 raise error
-        return [self.results[index] for index in range(len(source.taken))]
+        return [self.outcomes.results[index] for index in range(len(source.taken))]
 
     def _stop(self) -> None:
         self.stopped = True
@@ -234,7 +265,7 @@ class _Batch:
         try:
             while (taken := await self.source.take()) is not None:
                 index, item = taken
-                self._report(index, item, await self._deliver(holder, index, item))
+                self.outcomes.report(index, item, await self._deliver(holder, index, item))
         except _DeadlineReached:
             self.stopped = True
         finally:
@@ -294,8 +325,7 @@ class _Batch:
         return receipt
 
     async def _open(self) -> SmtpSession:
-        """A new session, once the shared gate lets it connect; a permanent failure to open one (TLS, AUTH)
-        ends the batch without more tries, a refused greeting holds back every session's next connect."""
+        """A new session once the shared gate allows; a permanent failure (TLS, AUTH) ends the batch."""
         if not await self.limiter.before_connect(self.end) or self.stopped:
             raise _DeadlineReached
         started = time.monotonic()
@@ -321,9 +351,7 @@ class _Batch:
             self.last_throttle = error
             if not opening:  # a refused connect has paused the connects already (in _open)
                 pause = tries.backoff(tries.throttles)
-                log.warning(
-                    "SMTP relay throttling (%s); every session of this connection pauses %.1fs", error.code, pause
-                )
+                log.warning("SMTP relay throttling (%s); every session pauses %.1fs", error.code, pause)
                 self.limiter.throttled(pause)
         elif error.transient:
             log.warning("transient SMTP failure (attempt %d): %s", tries.total, error)
@@ -331,33 +359,19 @@ class _Batch:
             if session is not None:
                 await session.close(timeout=min(5.0, self._left()))
 
-    def _report(self, index: int, item: Outgoing, outcome: Outcome) -> None:
-        if self.settled:  # a worker left behind after the deadline: its message already has its outcome
-            return
-        self.results[index] = outcome
-        if self.on_outcome is None:
-            return
-        task = asyncio.ensure_future(self.on_outcome(index, item, outcome))
-        task.add_done_callback(self._callback_done)
-        self.callbacks.append(task)
-
-    def _callback_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None and self.callback_error is None:
-            self.callback_error = task.exception()
-            self.source.closed = True
-
     def _after_deadline(self, left_over: Iterable[Outgoing]) -> None:
         """Every message without an outcome gets one saying the deadline ran out (and why, if throttled)."""
         for index, item in enumerate(self.source.taken):
-            if index not in self.results:
+            if index not in self.outcomes.results:
                 partial = self.tries[index].partial if index in self.tries else None
                 last = self.last_error.get(index) or self.last_throttle
                 cut_off = _deadline_error(self.limits.deadline, last, index in self.in_flight)
-                self._report(index, item, partial or cut_off)
+                self.outcomes.report(index, item, partial or cut_off)
         for item in left_over:
             self.source.taken.append(item)
-            self._report(len(self.source.taken) - 1, item, _deadline_error(self.limits.deadline, self.last_throttle))
-        self.settled = True
+            cut_off = _deadline_error(self.limits.deadline, self.last_throttle)
+            self.outcomes.report(len(self.source.taken) - 1, item, cut_off)
+        self.outcomes.settled = True
 
 
 def _deadline_error(deadline: float, last: DeliveryError | None, maybe_delivered: bool = False) -> DeliveryError:
