@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from airflow_secure_mail.alerts.claims import Claim
 from airflow_secure_mail.alerts.digest import AlertDigest
 from airflow_secure_mail.alerts.events import RUN, Event, Kind
-from airflow_secure_mail.alerts.plan import Claim, plan
+from airflow_secure_mail.alerts.plan import plan
 from airflow_secure_mail.alerts.silences import Matcher, Silence
 from airflow_secure_mail.alerts.state import IndexEntry
 

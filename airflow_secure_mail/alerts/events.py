@@ -1,4 +1,8 @@
-"""Events: one per (dag, run, task, map index, try, kind), with the labels groups and silences match on."""
+"""Events: one per (dag, run, task, map index, try, kind), with the labels groups and silences match on.
+
+Second from the bottom of the alerts wing: it reads a callback context through :mod:`.fields` and knows
+nothing of digests, state or sending; the knobs (``group_by``) and silences validate against :data:`LABELS`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from airflow_secure_mail.alerts.fields import alert_fields
+
+LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number", "kind")
+"""What an event is labelled with: what ``group_by`` groups on and silence matchers match."""
 
 RUN = "(run)"
 """The task_id label of a DAG-run event."""
@@ -104,8 +113,6 @@ def _kind(context: Mapping[str, Any], ti: Any) -> Kind:
 
 def event_from_context(context: Mapping[str, Any], at: datetime) -> Event:
     """The event a task or DAG callback stands for; the error is the masked first line only."""
-    from airflow_secure_mail.notifications.email import alert_fields
-
     fields = alert_fields(context)
     task_instance = context.get("ti") or context.get("task_instance")
     is_run = task_instance is None or "reason" in context  # DAG callbacks carry the run's ``reason``, task ones don't

@@ -11,6 +11,9 @@ digest with a warning naming it, and copied write-once to ``quarantine/<its name
 over it, later ones find the copy and log it; a garbage claim, lease or label object, a storage error or a
 failed send stops only its group. Once every other group's digest went out, :class:`DigestFlushError` names
 each group that needs attention, so the flush task fails visibly instead of passing over a dropped alert.
+
+Flush takes the digest's knobs (:class:`~airflow_secure_mail.alerts.knobs.DigestKnobs`) as a parameter and
+sits below only the callback and ``digest``: ``AlertDigest.flush``/``prune`` call it, it never imports them.
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.alerts.plan import Claim, plan, unreported
-from airflow_secure_mail.alerts.state import DigestState, IndexEntry, claim_name, group_id
+from airflow_secure_mail.alerts.claims import Claim
+from airflow_secure_mail.alerts.plan import plan, unreported
+from airflow_secure_mail.alerts.render import render_digest
+from airflow_secure_mail.alerts.silences import list_silences
+from airflow_secure_mail.alerts.state import DigestState, IndexEntry, claim_name, group_id, stamp_of
 from airflow_secure_mail.errors import ArchiveIntegrityError, DigestFlushError, SecureMailError
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.alerts.digest import AlertDigest
     from airflow_secure_mail.alerts.events import Event
+    from airflow_secure_mail.alerts.knobs import DigestKnobs
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +90,13 @@ def _log_failure(what: str, exc: BaseException) -> None:
         log.error("%s", what, exc_info=exc)
 
 
-def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> _Round:
+def due(digest: DigestKnobs, group: Mapping[str, str] | None = None) -> _Round:
     """Claim every digest that is due now (of ``group`` only, when given): the storage half of a flush.
 
     Each group is handled on its own: one group's garbage or unreadable state is noted against that group
     and the others still get their claims.
     """
-    state = digest.store()
+    state = DigestState.of(digest)
     found = _Round(state)
     gids = [group_id(group)] if group is not None else state.group_ids()
     for gid in sorted(gids):
@@ -106,7 +112,7 @@ def due(digest: AlertDigest, group: Mapping[str, str] | None = None) -> _Round:
     return found
 
 
-async def aflush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
+async def aflush(digest: DigestKnobs, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
     """Send every due digest (of ``group`` only, when given); the Message-IDs sent.
 
     Raises DigestFlushError after the good groups were sent if any group could not be (or skipped an event).
@@ -116,7 +122,7 @@ async def aflush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str]
     return found.result()
 
 
-def flush(digest: AlertDigest, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
+def flush(digest: DigestKnobs, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
     """Sync facade of :func:`aflush` that starts no event loop when nothing is due (the common case)."""
     from airflow_secure_mail._sync import run_sync
 
@@ -138,7 +144,7 @@ async def _send_all(found: _Round, notifier: Any) -> None:
 
 
 def prepare(
-    digest: AlertDigest,
+    digest: DigestKnobs,
     state: DigestState,
     gid: str,
     labels: dict[str, str],
@@ -155,10 +161,8 @@ def prepare(
 
 
 def _prepare(
-    digest: AlertDigest, state: DigestState, gid: str, labels: dict[str, str], now: datetime, skipped: list[str]
+    digest: DigestKnobs, state: DigestState, gid: str, labels: dict[str, str], now: datetime, skipped: list[str]
 ) -> tuple[Claim | None, Claim | None]:
-    from airflow_secure_mail.alerts.silences import list_silences
-
     claims = state.claims(gid)
     prev: Claim | None = None
     if claims:
@@ -271,7 +275,7 @@ def _quarantine(state: DigestState, name: str, raw: bytes | None) -> tuple[str, 
 
 
 def _lease_expired(
-    digest: AlertDigest, state: DigestState, gid: str, n: int, suffixes: list[str], claim: Claim, now: datetime
+    digest: DigestKnobs, state: DigestState, gid: str, n: int, suffixes: list[str], claim: Claim, now: datetime
 ) -> bool:
     held_since = claim.time
     for suffix in suffixes:
@@ -282,8 +286,6 @@ def _lease_expired(
 
 
 async def send_claim(state: DigestState, notifier: Any, claim: Claim) -> str:
-    from airflow_secure_mail.alerts.render import render_digest
-
     subject, text, html = render_digest(claim.view)
     seed = f"airflow-secure-mail-digest|{state.location}|{claim.gid}|{claim.n}"
     result = await notifier.asend(subject, text, html, seed=seed, origin={"digest": claim.gid})  # the one send path
@@ -297,11 +299,9 @@ async def send_claim(state: DigestState, notifier: Any, claim: Claim) -> str:
     return message_id
 
 
-def prune(digest: AlertDigest) -> int:
+def prune(digest: DigestKnobs) -> int:
     """Drop state older than ``retention`` that every digest has already reported; objects removed."""
-    from airflow_secure_mail.alerts.state import stamp_of
-
-    state = digest.store()
+    state = DigestState.of(digest)
     horizon = stamp_of(digest.now() - digest.interval("retention"))
     removed = 0
     for gid in state.group_ids():

@@ -1,72 +1,28 @@
 """Deciding whether a group's next digest is due, and what it reports: pure, no I/O beyond ``load``.
 
-A group's digests form a chain of claims 1, 2, 3, ... Each claim carries the group's alert state (which
-alert keys fire, since when, how often) and which recent events it reported, so the next one is built
-from the previous claim plus the events recorded since, and every event lands in exactly one digest.
+The next claim (:mod:`.claims`) is built from the previous one plus the events recorded since, so every
+event lands in exactly one digest; its view (:mod:`.view`) is computed here, once. Flush calls this with
+the digest's knobs (:class:`~airflow_secure_mail.alerts.knobs.DigestKnobs`), never the other way round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from airflow_secure_mail.alerts.claims import FIRING, RESOLVED, AlertState, Claim
 from airflow_secure_mail.alerts.events import RUN, Event, Kind, alerting_kinds
 from airflow_secure_mail.alerts.state import IndexEntry, stamp_of
+from airflow_secure_mail.alerts.view import build_view
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.alerts.digest import AlertDigest
+    from airflow_secure_mail.alerts.knobs import DigestKnobs
     from airflow_secure_mail.alerts.silences import Silence
 
 _SETTLE = timedelta(minutes=10)
 """Beyond the lease, how long a late writer may take between reading the clock and storing its event."""
-
-FIRING, RESOLVED = "firing", "resolved"
-
-
-@dataclass
-class AlertState:
-    """One alert key (dag_id, task_id) across digests: Alertmanager's alert, with a count of its events."""
-
-    dag_id: str
-    task_id: str
-    status: str
-    first_seen: str
-    last_seen: str
-    count: int = 0
-    retries: int = 0
-    last_error: str | None = None
-    log_url: str | None = None
-    resolved_at: str | None = None
-
-
-@dataclass
-class Claim:
-    """Digest ``n`` of a group: written once before sending; whoever writes it sends it."""
-
-    n: int
-    gid: str
-    group: dict[str, str]
-    at: str
-    kind: str
-    closed_through: str
-    reported: list[str]
-    alerts: dict[str, AlertState]
-    view: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def time(self) -> datetime:
-        return datetime.fromisoformat(self.at)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Claim:
-        values = dict(data)
-        values["alerts"] = {k: AlertState(**v) for k, v in data["alerts"].items()}
-        return cls(**values)
 
 
 def _mark(entry: IndexEntry) -> str:
@@ -123,7 +79,7 @@ def _split(
 
 
 def plan(
-    digest: AlertDigest,
+    digest: DigestKnobs,
     gid: str,
     group: dict[str, str],
     prev: Claim | None,
@@ -170,7 +126,7 @@ def _silenced_now(alert: AlertState, silences: list[Silence], now: datetime) -> 
 
 
 def _build(
-    digest: AlertDigest,
+    digest: DigestKnobs,
     gid: str,
     group: dict[str, str],
     prev: Claim | None,
@@ -180,8 +136,6 @@ def _build(
     load: Callable[[IndexEntry], Event],
     kind: str,
 ) -> Claim:
-    from airflow_secure_mail.alerts.view import build_view
-
     alerts = _carried_over(prev, now, digest.interval("resolve_timeout"))
     events = [load(e) for e in batch.normal]
     held = [(load(e), s) for e, s in batch.held_ended]

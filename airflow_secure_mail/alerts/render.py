@@ -1,4 +1,8 @@
-"""The digest mail: a scannable subject, a plain-text body and a phone-width HTML body, from a claim's view."""
+"""The digest mail: a scannable subject, a plain-text body and a phone-width HTML body, from a claim's view.
+
+Its templates sit beside it (``alerts/templates/digest.*.j2``); it reads a view (plain data) and imports
+nothing of the package, so flush can call it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-_TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
+_TEMPLATES = Path(__file__).resolve().with_name("templates")
 _MAX_DAGS_IN_SUBJECT = 2
 
 

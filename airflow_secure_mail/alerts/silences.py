@@ -1,4 +1,8 @@
-"""Silences: label matchers with a time window; a silenced event is recorded, held, and mentioned later."""
+"""Silences: label matchers with a time window; a silenced event is recorded, held, and mentioned later.
+
+Above the state (where silences are stored) and the events (whose labels matchers name); plan, view, flush
+and the ``silence`` CLI read them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.alerts.digest import LABELS
+from airflow_secure_mail.alerts.events import LABELS
 from airflow_secure_mail.errors import ArchiveIntegrityError, ConfigurationError
 
 if TYPE_CHECKING:

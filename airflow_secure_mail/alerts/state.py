@@ -9,6 +9,8 @@ Layout under the state location::
     claims/<gid>/<n>.lease-<k>.json                    a takeover of claim n after its lease ran out
     claims/<gid>/<n>.sent.json                         claim n was delivered
     silences/<id>.json, silences/<id>.expired.json     silences and their early ends
+
+Below silences, plan and flush; above the knobs (it checks the state URL with them) and the events.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_secure_mail.alerts.digest import check_state_location
 from airflow_secure_mail.alerts.events import Event, Kind
-from airflow_secure_mail.archive.store import ObjectStore
+from airflow_secure_mail.alerts.knobs import DigestKnobs, check_state_location
+from airflow_secure_mail.archive.objects import ObjectStore
 from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -93,6 +95,11 @@ class DigestState:
     def __init__(self, location: str, conn_id: str | None = None) -> None:
         check_state_location(location)
         self.objects = ObjectStore(location, conn_id)
+
+    @classmethod
+    def of(cls, knobs: DigestKnobs) -> DigestState:
+        """The state a digest's ``state`` and ``state_conn_id`` name."""
+        return cls(knobs.state, knobs.state_conn_id)
 
     @property
     def location(self) -> str:

@@ -1,4 +1,7 @@
-"""What a digest shows, computed once when it is claimed (so a takeover sends the very same mail)."""
+"""What a digest shows, computed once when it is claimed (so a takeover sends the very same mail).
+
+Reads a claim (:mod:`.claims`), its events and the knobs; the plan calls it, it calls nothing above it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_secure_mail.alerts.claims import FIRING, AlertState, Claim
 from airflow_secure_mail.alerts.events import RUN, Event, Kind, alerting_kinds
-from airflow_secure_mail.alerts.plan import FIRING
 
 if TYPE_CHECKING:
-    from airflow_secure_mail.alerts.digest import AlertDigest
-    from airflow_secure_mail.alerts.plan import AlertState, Claim
+    from airflow_secure_mail.alerts.knobs import DigestKnobs
     from airflow_secure_mail.alerts.silences import Silence
 
 
@@ -28,7 +30,7 @@ def _item(e: Event) -> dict[str, Any]:
 
 
 def build_view(
-    digest: AlertDigest,
+    digest: DigestKnobs,
     claim: Claim,
     events: list[Event],
     held: list[tuple[Event, Silence]],
