@@ -153,8 +153,8 @@ def _stdlib_message(rcpt: str) -> bytes:
 
 def bench_throughput(server: Server, rows: list[Row]) -> None:
     """One request to 300 recipients, one message each, default screening, file:// archive."""
-    from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.mail.compose import Attachment, MailRequest
+    from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.pipeline.send import send_mail
 
     WORK.mkdir(exist_ok=True)

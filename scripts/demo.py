@@ -115,12 +115,12 @@ def connection_test() -> None:
 
 def malware_scan(smtp: Any) -> None:
     """A real clamd (private config, EICAR hash signature written here) refuses an infected zip before SMTP."""
-    from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.errors import MalwareFound
     from airflow_secure_mail.mail.compose import Attachment, MailRequest
-    from airflow_secure_mail.scanning.clamd import ClamdScanner, eicar
     from airflow_secure_mail.mail.screen import MailPolicy
+    from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.pipeline.send import send_mail
+    from airflow_secure_mail.scanning.clamd import ClamdScanner, eicar
     from airflow_secure_mail.testing.clamd import ClamdServer, zip_of
 
     print("\n-- malware scan (clamd on loopback, signature database written at start)")
