@@ -8,7 +8,7 @@ record). Nothing below imports the hook.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,6 @@ from airflow_secure_mail._sync import run_sync
 from airflow_secure_mail.connection.client import SmtpClient
 from airflow_secure_mail.connection.fields import CONN_TYPE
 from airflow_secure_mail.connection.settings import SmtpSettings
-from airflow_secure_mail.errors import SecureMailError
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.session import SendReceipt, SessionInfo
 from airflow_secure_mail.transport.tls import TLSPolicy
@@ -26,16 +25,16 @@ from airflow_secure_mail.transport.tls import TLSPolicy
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.screen import MailPolicy
     from airflow_secure_mail.pipeline.channel import MailChannel
-    from airflow_secure_mail.transport.batch import Outcome
 
 Message = EmailMessage | bytes | Outgoing
 
 
 class SecureSmtpHook(BaseHook):
-    """Delivers mail over verified TLS with credentials read from Vault at send time.
+    """Sends mail over verified TLS with credentials read from Vault at send time.
 
-    One async core (:meth:`adeliver`); :meth:`send` and :meth:`send_many` run the pipeline (screen, archive,
-    deliver, record) for messages built elsewhere, so nothing reaches the server unscreened.
+    :meth:`send` and :meth:`send_many` (async: :meth:`asend`, :meth:`asend_many`) run the pipeline (screen,
+    archive, deliver, record) for messages built elsewhere, so nothing reaches the server unscreened; the
+    connection's :class:`SmtpClient` (:attr:`client`) does the delivering.
     """
 
     conn_name_attr = "conn_id"
@@ -71,16 +70,6 @@ class SecureSmtpHook(BaseHook):
     def tls_policy(self) -> TLSPolicy:
         """The connection's TLSPolicy, with ``vault:`` certificate references resolved."""
         return self.client.tls_policy()
-
-    async def adeliver(
-        self,
-        batch: Sequence[Outgoing] | Any,
-        *,
-        concurrency: int = 1,
-        on_outcome: Callable[[int, Outgoing, Outcome], Awaitable[None]] | None = None,
-    ) -> list[SendReceipt | SecureMailError]:
-        """Deliver each copy as is, unscreened and unarchived (:meth:`SmtpClient.adeliver`); prefer :meth:`send`."""
-        return await self.client.adeliver(batch, concurrency=concurrency, on_outcome=on_outcome)
 
     # -- facades: the whole pipeline for messages built elsewhere ------------------------------------
     async def asend(

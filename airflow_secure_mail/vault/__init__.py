@@ -5,28 +5,5 @@ are the login per connection (``_login``), the guarded HTTP session (``_http``),
 the call budget (``_call``) and the mapping of failures to our errors (``_errors``).
 """
 
-from airflow_secure_mail.vault.secrets import (
-    AGENT_AUTH_TYPE,
-    DEFAULT_CACHE_TTL,
-    DEFAULT_CALL_BUDGET,
-    VaultSecrets,
-    check_vault_url,
-    clear_cache,
-    deadline,
-    parse_vault_ref,
-    vault_for,
-    vault_url,
-)
-
-__all__ = [
-    "AGENT_AUTH_TYPE",
-    "DEFAULT_CACHE_TTL",
-    "DEFAULT_CALL_BUDGET",
-    "VaultSecrets",
-    "check_vault_url",
-    "clear_cache",
-    "deadline",
-    "parse_vault_ref",
-    "vault_for",
-    "vault_url",
-]
+from airflow_secure_mail.vault.secrets import *  # noqa: F403
+from airflow_secure_mail.vault.secrets import __all__ as __all__
