@@ -73,7 +73,7 @@ def test_doctor_warns_about_deprecated_extra_names(mail_env, capsys):
     ],
 )
 def test_doctor_judges_the_vault_scheme_as_the_vault_client_does(monkeypatch, conn, expected):
-    from airflow_secure_mail.cli import _vault_tls_check
+    from airflow_secure_mail.cli.main import _vault_tls_check
 
     monkeypatch.setenv("AIRFLOW_CONN_VAULT_DOCTOR", json.dumps(conn))
     status, what, detail = _vault_tls_check("vault_doctor")
@@ -81,7 +81,7 @@ def test_doctor_judges_the_vault_scheme_as_the_vault_client_does(monkeypatch, co
 
 
 def test_doctor_fails_a_missing_vault_connection_by_name(monkeypatch):
-    from airflow_secure_mail.cli import _vault_tls_check
+    from airflow_secure_mail.cli.main import _vault_tls_check
 
     monkeypatch.delenv("AIRFLOW_CONN_VAULT_NOWHERE", raising=False)
     assert _vault_tls_check("vault_nowhere") == ("FAIL", "Vault connection", "vault_nowhere: AirflowNotFoundException")
