@@ -8,7 +8,7 @@ from pathlib import Path
 
 from airflow_secure_mail.archive.store import MailArchive
 from tests.conftest import load_dag
-from tests.test_archive import _send
+from tests.integration.archive.test_store import _send
 
 
 def _manifests(backup_dir: Path) -> dict[str, dict]:

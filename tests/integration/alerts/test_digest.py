@@ -13,6 +13,7 @@ from airflow_secure_mail.alerts.digest import AlertDigest, parse_duration
 from airflow_secure_mail.alerts.events import Event, Kind
 from airflow_secure_mail.errors import ConfigurationError
 from airflow_secure_mail.testing.browser import render
+from tests.conftest import ROOT
 from tests.helpers import alert_context, modules_loaded_by
 
 START = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
@@ -385,7 +386,7 @@ def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, no
     ):
         assert expected in dom
     assert shot.stat().st_size > 1000
-    artefacts = Path(__file__).resolve().parent.parent / ".artifacts"
+    artefacts = ROOT / ".artifacts"
     artefacts.mkdir(exist_ok=True)
     shutil.copy(shot, artefacts / "digest-mail.png")
 

@@ -12,7 +12,7 @@ import pytest
 from airflow_secure_mail.alerts.digest import AlertDigest
 from airflow_secure_mail.alerts.state import group_id
 from airflow_secure_mail.errors import ConfigurationError, SecureMailError
-from tests.test_digest import START, Clock, _cli, _event, _subject, _text
+from tests.integration.alerts.test_digest import START, Clock, _cli, _event, _subject, _text
 
 GARBAGE = b'{"dag_id": "finance_daily", "run_id": '  # a truncated write, as a crashed tool might leave it
 
