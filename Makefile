@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := test,s3,dev,docs
 
-.PHONY: all install sysdeps lint test e2e demo bench soak lock clean
+.PHONY: all install sysdeps lint unit test e2e demo bench soak lock clean
 
 all: test
 
@@ -40,8 +40,17 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy airflow_secure_mail
 
+# PYTEST_WORKERS: pytest-xdist processes. Most tests wait on loopback servers and subprocesses, so more workers
+# than cores pays (measured on 2 cores); each worker starts its own servers once (session fixtures).
+PYTEST_WORKERS ?= 4
+UNIT_WORKERS ?= 2
+
+# The fast loop: tests that need nothing beyond the venv (marked `unit` by tests/conftest.py), no sysdeps.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m unit -n $(UNIT_WORKERS) tests
+
 test: install
-	$(BIN)/python -m pytest -p no:cacheprovider tests
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup tests
 
 # The deployment suite: wheel in a fresh venv, PostgreSQL, Redis, Airflow components, REST API, Chromium.
 e2e: install
