@@ -1,15 +1,27 @@
-"""Real servers on loopback for the whole suite: OpenBao dev, a TLS SMTP catcher, an Airflow home."""
+"""Real servers on loopback for the whole suite: OpenBao dev, a TLS SMTP catcher, an Airflow home.
+
+Every test is marked ``unit`` or ``integration`` here, from the fixtures it uses (``SERVICE_FIXTURES``) and the
+fine markers it carries: ``make unit`` runs ``-m unit`` in well under a minute. A unit test that starts a server,
+Chromium, gpg/openssl or the Airflow CLI anyway fails at once (``_UnitGuard``), so a wrong mark cannot hide.
+Under pytest-xdist each worker has its own servers, Airflow home and SQLite database (migrated once per run).
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +29,7 @@ from airflow_secure_mail.testing.airflow_home import airflow_env
 
 ROOT = Path(__file__).resolve().parent.parent
 _HOME = tempfile.mkdtemp(prefix="asm-airflow-home-")
+atexit.register(shutil.rmtree, _HOME, True)
 # The DAG bundle dag.test() syncs from: the example DAGs (linked) plus files tests write there.
 DAGS = Path(_HOME, "dags")
 DAGS.mkdir()
@@ -26,6 +39,111 @@ os.environ.update(airflow_env(_HOME, str(DAGS)))
 
 from airflow_secure_mail.testing.openbao import OpenBaoDevServer  # noqa: E402
 from airflow_secure_mail.testing.smtp import SmtpCatcher, TestCA  # noqa: E402
+
+# What a test needs beyond the venv, by fixture (``item.fixturenames`` is transitive: ``mail_env`` brings ``bao``
+# and ``smtp_server``). A new fixture that starts a server belongs here; the guard below fails a test using it
+# until it is. Module-local fixture names are listed with their module's name.
+SERVICE_FIXTURES: dict[str, tuple[str, ...]] = {
+    "bao": ("vault",),
+    "smtp_server": ("smtp",),
+    "seaweed": ("s3",),
+    "s3_conn": ("s3",),
+    "airflow_db": ("airflow_db",),
+    "clamd": ("clamd",),  # test_scan: a real clamd
+    "browser": ("browser",),  # test_html_screen_browser: Chromium through Playwright
+    "throttler": ("smtp",),  # test_transport_batch: ThrottlingSmtpServer
+    "catcher": ("smtp",),  # test_transport_batch: a private SmtpCatcher
+    "server_factory": ("smtp",),  # test_transport: private SmtpCatchers
+    "refusing": ("smtp",),  # test_transport_throttling: RefusingGreetingServer
+    "pgp_ids": ("tools",),  # gpg --quick-gen-key
+}
+SERVICE_MARKERS = ("smtp", "vault", "s3", "clamd", "browser", "airflow_db", "tools")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``integration`` if a test uses a service fixture or carries a service marker, else ``unit``."""
+    for item in items:
+        needs = {marker for name in item.fixturenames for marker in SERVICE_FIXTURES.get(name, ())}
+        needs.update(m.name for m in item.iter_markers() if m.name in SERVICE_MARKERS)
+        for marker in sorted(needs):
+            item.add_marker(marker)
+        item.add_marker("integration" if needs else "unit")
+
+
+# Executables (by base name) a unit test must not start, and what each stands for.
+_FORBIDDEN = {
+    "bao": "OpenBao",
+    "weed": "SeaweedFS",
+    "clamd": "clamd",
+    "chromium": "Chromium",
+    "gpg": "gpg (a Debian tool: mark it `tools`)",
+    "gpgconf": "gpg (a Debian tool: mark it `tools`)",
+    "gpg-agent": "gpg (a Debian tool: mark it `tools`)",
+    "openssl": "openssl (a Debian tool: mark it `tools`)",
+}
+
+
+class _UnitGuard:
+    """While a ``unit`` test sets up and runs: no service process, no SMTP server, no Airflow CLI or DB."""
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+    def _refuse(self, what: str) -> None:
+        raise RuntimeError(
+            f"{self.nodeid} is marked unit but started {what}: list its fixture in tests/conftest.py "
+            "SERVICE_FIXTURES or mark the test (smtp, vault, s3, clamd, browser, airflow_db, tools)."
+        )
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        from unittest import mock
+
+        from aiosmtpd.controller import Controller
+
+        from airflow_secure_mail.testing import airflow_home, throttling
+
+        real_init = subprocess.Popen.__init__
+        guard = self
+
+        def popen_init(popen: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+            argv = [str(a) for a in ([args] if isinstance(args, (str, bytes, os.PathLike)) else list(args))]
+            name = os.path.basename(argv[0].split()[0]) if argv else ""
+            if name in _FORBIDDEN:
+                guard._refuse(_FORBIDDEN[name])
+            if argv[1:3] == ["-m", "airflow"]:
+                guard._refuse("the Airflow CLI")
+            real_init(popen, args, *rest, **kwargs)
+
+        def no_smtp(*_: Any, **__: Any) -> None:
+            guard._refuse("an SMTP server")
+
+        def no_db(*_: Any, **__: Any) -> None:
+            guard._refuse("the Airflow metadata database")
+
+        with (
+            mock.patch.object(subprocess.Popen, "__init__", popen_init),
+            mock.patch.object(Controller, "start", no_smtp),
+            mock.patch.object(throttling.RefusingGreetingServer, "start", no_smtp),
+            mock.patch.object(airflow_home, "prepare_airflow_home", no_db),
+        ):
+            yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with _UnitGuard(item.nodeid).active():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with _UnitGuard(item.nodeid).active():
+        return (yield)
 
 
 @pytest.fixture(scope="session")
@@ -74,10 +192,34 @@ def smtp_server(ca: TestCA) -> Iterator[SmtpCatcher]:
     server.stop()
 
 
+def _migrated_template(shared: Path) -> Path:
+    """A migrated SQLite metadata database made once per run, whichever xdist worker gets here first."""
+    template = shared / "airflow-db-template"
+    with open(shared / "airflow-db-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here for the first one's migration
+        if not (template / ".migrated").exists():
+            template.mkdir(exist_ok=True)
+            env = dict(os.environ, **airflow_env(template))
+            subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            (template / ".migrated").touch()
+    return template / "airflow.db"
+
+
 @pytest.fixture(scope="session")
-def airflow_db() -> Iterator[str]:
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This worker's Airflow home with a migrated SQLite database (a copy of the run's template)."""
     from airflow_secure_mail.testing.airflow_home import prepare_airflow_home
 
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the workers' common parent
+    shutil.copyfile(_migrated_template(shared), Path(_HOME, "airflow.db"))
+    Path(_HOME, ".migrated").touch()
     prepare_airflow_home(_HOME, str(DAGS))
     yield _HOME
     shutil.rmtree(_HOME, ignore_errors=True)

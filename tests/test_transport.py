@@ -390,7 +390,7 @@ def test_vault_redirect_to_other_origin_is_not_followed(mail_env, monkeypatch):
 
     redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
     for srv in (thief, redirector):
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         conn = {
             "conn_type": "vault",

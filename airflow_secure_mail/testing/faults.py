@@ -87,7 +87,9 @@ class FaultyHttpProxy:
         server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), handler)
         server.daemon_threads = True
         self._server = server
-        threading.Thread(target=server.serve_forever, name="faulty-http-proxy", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="faulty-http-proxy", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

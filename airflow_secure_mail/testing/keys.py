@@ -29,6 +29,7 @@ def make_pgp_identity(address: str, *, algo: str = "ed25519", expire: str = "1y"
     passphrase = passphrase or "pp-" + secrets.token_urlsafe(12)  # never starts with "-" (an option to gpg)
     home = tempfile.mkdtemp(prefix="asm-keygen-")
     os.chmod(home, 0o700)
+    write_fast_agent_conf(home)
     base = ["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase]
     try:
         sign_algo, enc_algo = ("ed25519", "cv25519") if algo == "ed25519" else (algo, algo)
@@ -47,6 +48,13 @@ def make_pgp_identity(address: str, *, algo: str = "ed25519", expire: str = "1y"
     finally:
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def write_fast_agent_conf(home: str) -> None:
+    """Protect test keys with the fewest S2K rounds gpg allows: by default gpg-agent calibrates the passphrase
+    hash to take ~100 ms of CPU, which on a busy machine is seconds per key generated, imported or unlocked
+    (and the exported key carries the count, so every later unlock by the code under test pays it too)."""
+    Path(home, "gpg-agent.conf").write_text("s2k-count 65536\n")
 
 
 def _fingerprint(home: str, address: str) -> str:

@@ -118,6 +118,11 @@ class SeaweedFsS3:
         }
 
     def stop(self) -> None:
+        if self._owns_dir and self._proc is not None:
+            # Its data goes with the temp dir: nothing to shut down gracefully, and weed ignores SIGTERM for
+            # the 5 s stop_process would wait. A caller's data_dir (an outage, not a loss) still gets SIGTERM.
+            self._proc.kill()
+            self._proc.wait(timeout=10)
         stop_process(self._proc, timeout=5)
         self._proc = None
         if self._dir and self._owns_dir:

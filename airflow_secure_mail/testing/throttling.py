@@ -170,7 +170,9 @@ class RefusingGreetingServer:
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="refusing-greeting", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="refusing-greeting", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -133,7 +133,7 @@ def _flush_worker(state: str, conn: str | None, when: str, barrier, results) -> 
     results.put(digest.flush(SecureEmailNotifier(to="oncall@example.com", digest=digest)))
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
 def shared_state(request, tmp_path) -> tuple[str, str | None]:
     """Digest state every worker process shares: a local directory, or a SeaweedFS bucket."""
     if request.param == "file":
@@ -349,6 +349,7 @@ def test_send_resolved_reports_a_recovered_key(mail_env, notifier_for, clock, tm
 
 
 @pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="chromium not installed (make sysdeps)")
+@pytest.mark.browser
 def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, notifier_for, clock, tmp_path):
     import shutil
     from pathlib import Path

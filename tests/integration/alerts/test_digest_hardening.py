@@ -32,7 +32,7 @@ def notifier_for(mail_env):
     return make
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
 def state_and_overwrite(request, tmp_path):
     """Digest state (a local directory or a SeaweedFS bucket) and a way to corrupt one of its objects in place.
 

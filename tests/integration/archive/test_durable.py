@@ -156,7 +156,7 @@ def test_a_directory_entry_error_fails_the_names_made_in_that_step(tmp_path, mon
     assert again is not None and again.exists and (tmp_path / "s/d/a.eml").read_bytes() == b"a"
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
 def archive_at(request, tmp_path):
     """A new archive on the local disk, or on SeaweedFS's S3 gateway (where the index entry is a copy)."""
     if request.param == "file":

@@ -91,6 +91,8 @@ class GpgHome:
     def __init__(self, *identities, public_only=()):
         self.dir = tempfile.mkdtemp(prefix="asm-verify-")
         os.chmod(self.dir, 0o700)
+        with open(os.path.join(self.dir, "gpg-agent.conf"), "w") as conf:
+            conf.write("s2k-count 65536\n")  # imports and decryptions in milliseconds (see testing.keys)
         for ident in identities:
             self.run("--import", input=ident.private_key.encode(), passphrase=ident.passphrase)
         for ident in public_only:

@@ -92,6 +92,7 @@ def test_alert_masks_registered_secrets_in_the_error(mail_env):
     assert "***" in _parsed(mail_env.smtp.messages[0].data).get_body(("plain",)).get_content()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (make sysdeps installs it)")
 def test_alert_html_renders_in_headless_chromium(tmp_path):
     from airflow_secure_mail.notifications.email import render_alert

@@ -18,6 +18,8 @@ from airflow_secure_mail.mail import pgp, smime
 from airflow_secure_mail.mail.pgp import GnuPGBackend, PgpSigner, SequoiaBackend, default_backend
 from airflow_secure_mail.testing.keys import SmimeCA, make_pgp_identity
 
+pytestmark = pytest.mark.tools  # gpg and openssl are the judges
+
 DATA = b"Content-Type: text/plain\r\n\r\nreport\r\n"
 
 

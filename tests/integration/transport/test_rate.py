@@ -94,6 +94,7 @@ def test_refused_greetings_back_off_for_every_session_until_the_deadline(refusin
         )
 
 
+@pytest.mark.smtp
 def test_a_busy_greeting_without_an_enhanced_code_is_throttling_too(ca):
     with RefusingGreetingServer(greeting=b"421 Service not available, too busy\r\n") as server:
         limits = DeliveryLimits(concurrency=2, retries=3, retry_backoff=1.0, deadline=3.0, rate_key="busy")
@@ -121,6 +122,7 @@ class _SwallowsOneCancel(SmtpSession):
             return await inner  # a second cancel cancels the transfer too
 
 
+@pytest.mark.smtp
 def test_a_swallowed_cancellation_neither_overruns_the_deadline_nor_sends_after_it(ca):
     with ThrottlingSmtpServer(ca, stage="MAIL", throttle_first=None, throttle_every=2, data_delay=1.5) as server:
         limits = DeliveryLimits(concurrency=2, retries=3, retry_backoff=30.0, deadline=1.0, rate_key="swallow")
@@ -133,6 +135,7 @@ def test_a_swallowed_cancellation_neither_overruns_the_deadline_nor_sends_after_
     assert cut_off and all("deadline of 1s ran out" in str(o) for o in cut_off)
 
 
+@pytest.mark.smtp
 def test_throttled_sessions_return_by_the_deadline_every_time(ca):
     """Four sessions, a relay throttling every third MAIL: the deadline falls while replies arrive; 20 runs."""
     with ThrottlingSmtpServer(ca, stage="MAIL", throttle_first=None, throttle_every=3) as server:
