@@ -352,7 +352,6 @@ def test_send_resolved_reports_a_recovered_key(mail_env, notifier_for, clock, tm
 @pytest.mark.browser
 def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, notifier_for, clock, tmp_path):
     import shutil
-    from pathlib import Path
 
     digest = AlertDigest(state=f"file://{tmp_path}/state", clock=clock, group_by=(), group_wait="1m", max_items=6)
     for i in range(5):
