@@ -160,14 +160,14 @@ class _Handler:
         faults = self.catcher.faults
         server.planned_fault = faults.draw() if faults is not None else None
         if server.planned_fault == "421_mail":
-            return server.inject_fault()
+            return str(server.inject_fault())
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if server.planned_fault == "421_rcpt":
-            return server.inject_fault()
+            return str(server.inject_fault())
         reply = self.catcher.script.rcpt_replies.get(address)
         if reply:
             return reply
@@ -207,7 +207,7 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         script = self.catcher.script
         if server.planned_fault == "421_data":
-            return server.inject_fault()
+            return str(server.inject_fault())
         if script.drop_in_data > 0:
             script.drop_in_data -= 1
             server.transport.close()
@@ -347,7 +347,7 @@ class SmtpCatcher:
         return self.starttls_port if starttls else self.tls_port
 
 
-class _CatcherSMTP(SMTP):  # type: ignore[misc]
+class _CatcherSMTP(SMTP):
     """aiosmtpd's server plus what the catcher adds: connection counting, ``catcher.script``, faults."""
 
     planned_fault: str | None = None
@@ -422,7 +422,7 @@ class _CatcherSMTP(SMTP):  # type: ignore[misc]
             transport.abort()
 
 
-class _CatcherController(Controller):  # type: ignore[misc]
+class _CatcherController(Controller):
     """A Controller whose servers are :class:`_CatcherSMTP` bound to one catcher."""
 
     def __init__(self, catcher: SmtpCatcher, handler: Any, **kwargs: Any) -> None:
@@ -436,4 +436,4 @@ class _CatcherController(Controller):  # type: ignore[misc]
         # The TCP accept already ran factory(); a handshake our own probe cannot complete
         # (an old-TLS-only server, on purpose) must not fail start().
         with contextlib.suppress(ssl.SSLError):
-            super()._trigger_server()
+            super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it untyped
