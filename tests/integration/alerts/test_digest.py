@@ -70,21 +70,6 @@ def _event(
     )
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def notifier_for(mail_env):
-    from airflow_secure_mail import SecureEmailNotifier
-
-    def make(digest: AlertDigest):
-        return SecureEmailNotifier(to="oncall@example.com", digest=digest)
-
-    return make
-
-
 def test_durations_read_like_alertmanager():
     assert parse_duration("1h30m", "x") == timedelta(minutes=90)
     assert parse_duration("0s", "x") == timedelta(0)

@@ -12,24 +12,9 @@ import pytest
 from airflow_secure_mail.alerts.digest import AlertDigest
 from airflow_secure_mail.alerts.state import group_id
 from airflow_secure_mail.errors import ConfigurationError, SecureMailError
-from tests.integration.alerts.test_digest import START, Clock, _cli, _event, _subject, _text
+from tests.integration.alerts.test_digest import START, _cli, _event, _subject, _text
 
 GARBAGE = b'{"dag_id": "finance_daily", "run_id": '  # a truncated write, as a crashed tool might leave it
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def notifier_for(mail_env):
-    from airflow_secure_mail import SecureEmailNotifier
-
-    def make(digest: AlertDigest):
-        return SecureEmailNotifier(to="oncall@example.com", digest=digest)
-
-    return make
 
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
