@@ -61,13 +61,17 @@ SERVICE_MARKERS = ("smtp", "vault", "s3", "clamd", "browser", "airflow_db", "too
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``integration`` if a test uses a service fixture or carries a service marker, else ``unit``."""
+    """``integration`` if a test uses a service fixture or carries a service marker, else ``unit``.
+
+    The deployment suite (tests/e2e, ``make e2e``) is integration whole: it runs its own services.
+    """
+    e2e = Path(__file__).parent / "e2e"
     for item in items:
         needs = {marker for name in item.fixturenames for marker in SERVICE_FIXTURES.get(name, ())}
         needs.update(m.name for m in item.iter_markers() if m.name in SERVICE_MARKERS)
         for marker in sorted(needs):
             item.add_marker(marker)
-        item.add_marker("integration" if needs else "unit")
+        item.add_marker("integration" if needs or item.path.is_relative_to(e2e) else "unit")
 
 
 # Executables (by base name) a unit test must not start, and what each stands for.
