@@ -97,18 +97,22 @@ class SeaweedFsS3:
             raise RuntimeError(f"weed exited early; see {self._dir}/weed.log")
         if not port_open(self.port):
             return False
-        self.client().list_buckets()
+        self.client(quick=True).list_buckets()
         return True
 
-    def client(self) -> Any:
+    def client(self, *, quick: bool = False) -> Any:
+        """A boto3 S3 client; ``quick``: short timeouts and no retries (a readiness probe must not hang)."""
         import boto3
+        from botocore.config import Config
 
+        config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}) if quick else None
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
+            config=config,
         )
 
     def create_bucket(self, name: str) -> str:
