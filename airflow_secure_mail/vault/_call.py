@@ -24,15 +24,16 @@ _REPORT_MARGIN = 0.25
 """A Vault call under a send's deadline ends this long before it, so its error (naming Vault and the path)
 reaches the caller before the send's own timeout cuts everything off with a generic one."""
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("vault_deadline", default=None)
+_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("vault_deadline", default=None)
+"""The deadline in force: (its end on ``time.monotonic``, its length in seconds as configured)."""
 
 
 @contextlib.contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Every Vault call inside (threads from ``asyncio.to_thread`` included) ends within ``seconds``."""
-    end = time.monotonic() + seconds
+    mine = (time.monotonic() + seconds, seconds)
     current = _deadline.get()
-    token = _deadline.set(end if current is None else min(current, end))
+    token = _deadline.set(mine if current is None else min(current, mine))
     try:
         yield
     finally:
@@ -42,10 +43,16 @@ def deadline(seconds: float) -> Iterator[None]:
 def call_budget() -> float:
     """Seconds the next Vault call may take: what is left of the deadline (less the report margin), at most
     DEFAULT_CALL_BUDGET."""
-    end = _deadline.get()
-    if end is None:
+    current = _deadline.get()
+    if current is None:
         return DEFAULT_CALL_BUDGET
-    return min(DEFAULT_CALL_BUDGET, end - _REPORT_MARGIN - time.monotonic())
+    return min(DEFAULT_CALL_BUDGET, current[0] - _REPORT_MARGIN - time.monotonic())
+
+
+def _limit_named(budget: float) -> float:
+    """The limit an error names: the send's deadline as configured (not what was left of it), else the budget."""
+    current = _deadline.get()
+    return budget if current is None or current[1] > DEFAULT_CALL_BUDGET else current[1]
 
 
 class VaultCalls:
@@ -85,7 +92,7 @@ class VaultCalls:
             raise
         except BaseException as exc:
             expired = guard.expired or isinstance(exc, DeadlinePassed)
-            error = deadline_error(what, budget) if expired else map_error(what, exc, self.vault_conn_id)
+            error = deadline_error(what, _limit_named(budget)) if expired else map_error(what, exc, self.vault_conn_id)
         if isinstance(error, Forbidden) and what == LOGIN:
             error = VaultSecretError(
                 f"Vault login for connection {self.vault_conn_id!r} was denied: check its credentials and role.",
