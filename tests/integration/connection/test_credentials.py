@@ -250,21 +250,9 @@ def test_oauth_token_endpoint_mode(mail_env, grant):
 
 
 def test_vault_token_is_renewed_before_it_expires(mail_env, monkeypatch):
-    import json
-
     from airflow_secure_mail.vault import VaultSecrets
 
-    policy = 'path "secret/data/smtp/*" { capabilities = ["read"] }'
-    role_id, secret_id = mail_env.bao.approle("airflow-renew", policy, token_ttl="50s")
-    conn = {
-        "conn_type": "vault",
-        "host": "127.0.0.1",
-        "port": mail_env.bao.port,
-        "login": role_id,
-        "password": secret_id,
-        "extra": {"auth_type": "approle", "use_tls": False},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_VAULT_RENEW", json.dumps(conn))
+    _approle_connection(mail_env, monkeypatch, "vault_renew", token_ttl="50s")
     before = len(mail_env.bao.audit_requests())
     vault = VaultSecrets("vault_renew", cache_ttl=0)
     vault.read(mail_env.secret_path)  # login + lookup: 50 s left, already inside the 60 s renewal margin
