@@ -50,8 +50,12 @@ def test_persistent_transient_failure_gives_up_after_retries(mail_env):
 
 def test_busy_greetings_are_throttling_retried_with_backoff_until_the_deadline(mail_env):
     """A 421 greeting (too busy) is the relay asking us to slow down: not a failure that uses up ``retries``."""
-    mail_env.smtp.script.greeting_failures = 1000
     mail_env.set_smtp_conn(retries=2, retry_backoff=1.0, deadline=4)
+    # A first send logs in to Vault and builds the TLS context: `deadline` bounds the delivery batch (its Vault
+    # reads included), and on a loaded worker that set-up alone has taken over 2 s before the batch began.
+    SecureSmtpHook().send(_message())
+    mail_env.smtp.script.greeting_failures = 1000
+    connected_before = mail_env.smtp.connections
     started = time.monotonic()
     with pytest.raises(DeliveryError) as info:
         SecureSmtpHook().send(_message())
@@ -59,7 +63,7 @@ def test_busy_greetings_are_throttling_retried_with_backoff_until_the_deadline(m
     assert info.value.throttled and info.value.transient and info.value.code == 421
     assert "the relay was still throttling when the deadline of 4s ran out" in str(info.value)
     # Connects at 0 s, then after pauses of 1-2 s and 2-3 s (the next pause ends after the deadline).
-    assert 2 <= mail_env.smtp.connections <= 4 and mail_env.smtp.messages == []
+    assert 2 <= mail_env.smtp.connections - connected_before <= 4 and len(mail_env.smtp.messages) == 1
 
 
 def test_552_is_permanent_and_not_retried(mail_env, api):
