@@ -24,6 +24,8 @@ class SeaweedFsS3:
         self.access_key = "AK" + secrets.token_hex(8)
         self.secret_key = secrets.token_urlsafe(24)
         self.port = 0
+        self._master_port = 0
+        self._volumes_on_disk = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = data_dir or ""
         self._owns_dir = data_dir is None
@@ -42,7 +44,8 @@ class SeaweedFsS3:
             # A port another process took between choosing and binding leaves weed up but half-started: it is
             # given up after a while and started again on fresh ports, and the last failure shows its log.
             ports = free_ports(8)
-            self.port = ports[0]
+            self.port, self._master_port = ports[0], ports[1]
+            self._volumes_on_disk = len(list(data.rglob("*.dat")))
             log = open(Path(self._dir, "weed.log"), "wb")  # noqa: SIM115 - lives as long as the server
             command = self._command(data, self._write_identities(), ports[1:])
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self._dir)
@@ -98,7 +101,18 @@ class SeaweedFsS3:
         if not port_open(self.port):
             return False
         self.client(quick=True).list_buckets()
-        return True
+        return self._volumes_served()
+
+    def _volumes_served(self) -> bool:
+        """The volume server has joined the master with every volume already on disk (a restart on old data
+        answers list_buckets before the objects it holds can be read)."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self._master_port}/dir/status"
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            topology = json.load(reply)["Topology"]
+        nodes = [n for dc in topology.get("DataCenters") or [] for r in dc.get("Racks") or [] for n in r["DataNodes"]]
+        return bool(nodes) and sum(n.get("Volumes", 0) for n in nodes) >= self._volumes_on_disk
 
     def client(self, *, quick: bool = False) -> Any:
         """A boto3 S3 client; ``quick``: short timeouts and no retries (a readiness probe must not hang)."""
