@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS := test,s3,dev,docs
 
-.PHONY: all install sysdeps lint unit test e2e demo bench soak lock clean docs
+.PHONY: all install sysdeps lint unit test e2e demo bench soak lock clean docs dist
 
 all: test
 
@@ -77,8 +77,14 @@ soak: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# The wheel and sdist a team installs into its own Airflow (pip install dist/airflow_secure_mail-*.whl).
+dist: $(UV)
+	rm -rf dist
+	$(UV) build --quiet --out-dir dist .
+	@ls -1 dist
+
 lock: $(UV)
 	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra docs --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) dist .demo .pytest_cache .mypy_cache .ruff_cache
