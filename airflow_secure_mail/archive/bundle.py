@@ -88,20 +88,9 @@ def resume_interval(archive: MailArchive, target: ObjectStore, end: datetime) ->
             verify_manifest(archive, target, manifest)
             first, last = (datetime.fromisoformat(t) for t in manifest["interval"])
             return (first, last) if last >= end else (last, end)
-    start = _first_day(archive)
+    day = archive.first_day()
+    start = None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
     return (start if start is not None and start < end else end - timedelta(days=1)), end
-
-
-def _first_day(archive: MailArchive) -> datetime | None:
-    """Midnight UTC of the archive's oldest day folder (``messages/YYYY/MM/DD``), None when it is empty."""
-    path = "messages"
-    for _ in range(3):
-        names = [n for n in archive.list_names(path) if n.isdigit()]
-        if not names:
-            return None
-        path = f"{path}/{names[0]}"
-    _, year, month, day = path.split("/")
-    return datetime(int(year), int(month), int(day), tzinfo=UTC)
 
 
 def _tar(members: list[tuple[str, bytes]]) -> bytes:

@@ -2,8 +2,8 @@
 
 Creates only what is missing: the Transit engine at ``transit/`` and the archive's Transit key
 (``aes256-gcm96``), and, when asked with ``--example-keys``, TEST signing and recipient keys. It never
-rotates or overwrites anything and never invents a credential: a missing SMTP secret, a signer without
-``--example-keys`` or a request the token may not make becomes a TODO line with the exact command.
+rotates or overwrites anything and never invents a credential: a missing SMTP secret or a request the token
+may not make becomes a TODO line with the exact command; a missing signer (needed only to sign) is a NOTE.
 An administrator runs it with their own token in ``VAULT_TOKEN`` (the address still comes from the
 Vault connection); without it the Vault connection logs in as the workers do.
 """
@@ -11,7 +11,6 @@ Vault connection); without it the Vault connection logs in as the workers do.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.connection.settings import SmtpSettings
 
 OK, CREATED, TODO, FAIL = "OK", "CREATED", "TODO", "FAIL"
+NOTE = "NOTE"  # information only: not a reason to exit 1 (e.g. no signer for a team that does not sign)
 Item = tuple[str, str, str]  # (status, what, detail)
 Outcome = Literal["ok", "missing", "denied"]
 
@@ -313,9 +313,9 @@ def _example_keys(run: _Run, settings: SmtpSettings, addresses: Sequence[str]) -
         run.add(TODO, "signing keys", f"this token may not read {where}: grant read (policy below)")
     elif not addresses:
         run.add(
-            TODO,
+            NOTE,
             "signing keys",
-            f"nothing at {where}: store your signer (docs/protection.md): "
+            f"nothing at {where} (needed only to sign; docs/protection.md): "
             + _kv_put(KEYS_MOUNT, SIGNING_PATH, "pgp_private_key=@signer.asc pgp_passphrase=… "
                       "smime_private_key=@signer.key smime_certificate=@signer.pem"),
         )  # fmt: skip
@@ -381,9 +381,12 @@ def _store_test_key(run: _Run, what: str, path: str, secret: dict[str, str], lab
 
 
 def _test_keys() -> Any:
-    """The throwaway key makers of ``airflow_secure_mail.testing`` (the top floor: imported by name, on request)."""
+    """The throwaway key makers of ``airflow_secure_mail.testing``, imported only on request (``--example-keys``);
+    the one import from ``testing`` outside it, declared in the layers contract (pyproject.toml)."""
     try:
-        return importlib.import_module("airflow_secure_mail.testing.keys")
+        from airflow_secure_mail.testing import keys
+
+        return keys
     except ImportError as exc:  # cryptography missing
         raise ConfigurationError(f"--example-keys needs {exc.name or 'cryptography'}: install it.") from None
 
