@@ -98,13 +98,16 @@ def _relative(path: str, mount: str) -> str | None:
     return rest or None
 
 
-def kv_mount_missing_error(path: str, mount: str) -> PathMissing:
-    """No KV engine at ``mount``: enabling it, or naming the mount that holds the secret, is the fix."""
-    return PathMissing(
+def kv_mount_missing_error(path: str, mount: str) -> VaultSecretError:
+    """No KV engine at ``mount``: enabling it, or naming the mount that holds the secret, is the fix.
+
+    Not ``missing``: a reader that treats an absent secret as "none stored" (a recipient without a key) must
+    not take a wrong mount for that.
+    """
+    return VaultSecretError(
         f"Vault has no secrets engine mounted at {mount + '/'!r} (reading {path!r}): set vault_mount to the "
         f"KV mount that holds it, or enable one (`bao secrets enable -path={mount} kv-v2`).",
         path=f"{mount}/{path}",
-        no_mount=True,
     )
 
 

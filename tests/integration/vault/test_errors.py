@@ -188,3 +188,18 @@ def test_tls_vault_connection_to_a_port_that_is_not_http_is_not_called_plain_htt
         f"cannot reach Vault for 'secret/{mail_env.secret_path}' (SSLError, after retries): check the vault "
         "connection's host and that Vault is up."
     )
+
+
+def test_recipient_keys_under_a_mount_that_does_not_exist_is_an_error_not_a_missing_key(mail_env):
+    """A wrong mount is not "this recipient has no key": dropping every recipient for it would hide the fix."""
+    from airflow_secure_mail.pipeline.send import send_mail
+
+    mount = "kv-" + secrets.token_hex(3)
+    protection = Protection(encrypt="pgp", vault_mount=mount, missing_key="drop_recipient")
+    with pytest.raises(VaultSecretError) as info:
+        send_mail(_request(), channel=MailChannel.for_conn(), protection=protection)
+    assert str(info.value) == (
+        f"Vault has no secrets engine mounted at '{mount}/' (reading 'mail-keys/ops@example.com'): set vault_mount "
+        f"to the KV mount that holds it, or enable one (`bao secrets enable -path={mount} kv-v2`)."
+    )
+    assert not info.value.missing and mail_env.smtp.connections == 0
