@@ -18,14 +18,15 @@ async def read_credentials(settings: SmtpSettings, vault: Any, fresh: bool) -> S
     if s.auth == "none":
         return SmtpCredentials(mechanism="none")
     assert s.vault_path
+    secret_field = "password" if s.auth == "password" else "access_token"
+    needed = ("username", "client_id", "client_secret") if s.oauth_endpoint else ("username", secret_field)
     data = await asyncio.to_thread(
         vault.read, s.vault_path, mount=s.vault_mount, kv_version=s.vault_kv_version, version=s.vault_version,
-        fresh=fresh,
+        fresh=fresh, setting="vault_path", fields=needed,
     )  # fmt: skip
     where = f"{s.vault_mount}/{s.vault_path.strip('/')}"
     if s.oauth_endpoint:
         return await _oauth_credentials(settings, data, where, fresh)
-    secret_field = "password" if s.auth == "password" else "access_token"
     username, secret = _secret_fields(data, where, ("username", secret_field))
     return SmtpCredentials(mechanism=s.auth, username=username, secret=secret)
 

@@ -44,32 +44,32 @@ class SmtpSettings:
     max_messages_per_minute: float | None = None
 
     @classmethod
-    def from_connection(cls, conn: Any) -> SmtpSettings:
-        cid = conn.conn_id
+    def from_connection(cls, conn: Any, *, name: str | None = None) -> SmtpSettings:
+        """``name``: how errors call the connection (default: ``connection '<its id>'``); the connection test
+        passes "this connection", since Airflow's Test button runs it under a random id."""
+        who = name or f"connection {conn.conn_id!r}"
         if conn.login or conn.password:
             raise ConfigurationError(
-                f"connection {cid!r} stores a login or password: remove them and put the "
+                f"{who} stores a login or password: remove them and put the "
                 "credentials in Vault (extra vault_path, fields username and password)."
             )
         extra = dict(conn.extra_dejson or {})
         for key in SECRET_EXTRAS:
             if not is_unset(extra.get(key)):
-                raise ConfigurationError(f"connection {cid!r} has a secret in extra {key!r}: move it to Vault.")
+                raise ConfigurationError(f"{who} has a secret in extra {key!r}: move it to Vault.")
         if not conn.host:
-            raise ConfigurationError(f"connection {cid!r} has no host: set the SMTP server.")
+            raise ConfigurationError(f"{who} has no host: set the SMTP server.")
         try:
             values, notes = read_extras(extra)
             port = int(conn.port or 465)
         except (ExtraError, ValueError) as exc:
-            raise ConfigurationError(f"connection {cid!r}: {exc}") from None
+            raise ConfigurationError(f"{who}: {exc}") from None
         for note in notes:
-            log.warning("connection %r: %s", cid, note)
+            log.warning("%s: %s", who, note)
         if values["oauth_endpoint"] and values["auth"] not in OAUTH_MECHANISMS:
-            raise ConfigurationError(f"connection {cid!r} sets oauth_endpoint: set auth to xoauth2 or oauthbearer too.")
+            raise ConfigurationError(f"{who} sets oauth_endpoint: set auth to xoauth2 or oauthbearer too.")
         if values["auth"] != "none" and not values["vault_path"]:
-            raise ConfigurationError(
-                f"connection {cid!r} needs extra vault_path: where the SMTP credentials live in Vault."
-            )
+            raise ConfigurationError(f"{who} needs extra vault_path: where the SMTP credentials live in Vault.")
         named = {f.name for f in fields(cls)} - {"host", "port", "policy_defaults"}
         return cls(
             host=conn.host,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from airflow_secure_mail.pipeline.channel import MailChannel
 
 Message = EmailMessage | bytes | Outgoing
+_TESTED = "this connection"
+"""How the connection test names the connection it tests (the id it runs under may be Airflow's random one)."""
 
 
 class SecureSmtpHook(BaseHook):
@@ -134,8 +136,18 @@ class SecureSmtpHook(BaseHook):
 
     # -- connection test -------------------------------------------------------------------------
     async def atest_connection(self) -> tuple[bool, str]:
-        """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""
-        return await self.client.check()
+        """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail).
+
+        The detail says "this connection", never its id: Airflow's Test button (``POST /connections/test``)
+        runs this on a copy of the connection stored under a random id, which would mean nothing to the user.
+        """
+        from airflow_secure_mail.errors import SecureMailError
+
+        try:
+            settings = SmtpSettings.from_connection(self.get_connection(self.conn_id), name=_TESTED)
+        except SecureMailError as exc:
+            return False, str(exc)
+        return await SmtpClient(self.conn_id, settings, vault=self._vault).check()
 
     def test_connection(self) -> tuple[bool, str]:
         return run_sync(self.atest_connection())

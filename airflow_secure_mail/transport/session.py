@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from airflow_secure_mail.errors import DeliveryError, SecureMailError, TransportSecurityError, detached
 from airflow_secure_mail.transport.auth import AuthMechanism, CredentialSource, SmtpCredentials, authenticate
 from airflow_secure_mail.transport.handshake import check_tls, start_tls
+from airflow_secure_mail.transport.probe import security_mismatch
 from airflow_secure_mail.transport.receipt import SendReceipt, SessionInfo
 from airflow_secure_mail.transport.replies import TRANSIENT_CODES, connect_error
 from airflow_secure_mail.transport.tls import TLSPolicy
@@ -76,13 +77,17 @@ class SmtpSession:
         )
         self._smtp = smtp
         error: Exception | None = None
+        failure: Exception | None = None
         try:
             await self._connect(smtp)
             await self._authenticate(smtp, creds)
         except SecureMailError as exc:
             error = exc
         except Exception as exc:
-            error = connect_error(exc, policy)
+            failure = exc
+        if failure is not None:  # a wrong ``security`` for the port is said at once, not retried as the network
+            mismatch = await security_mismatch(failure, policy, self._tls_context, self.timeout)
+            error = mismatch or connect_error(failure, policy)
         if error is not None:
             await self.close()
             raise detached(error)

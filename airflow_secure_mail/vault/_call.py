@@ -24,6 +24,9 @@ _REPORT_MARGIN = 0.25
 """A Vault call under a send's deadline ends this long before it, so its error (naming Vault and the path)
 reaches the caller before the send's own timeout cuts everything off with a generic one."""
 
+_PROBE_BUDGET = 2.0
+"""Longest a diagnostic connection after a failure (is that a plain-HTTP Vault?) may take, within the call's time."""
+
 _deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("vault_deadline", default=None)
 """The deadline in force: (its end on ``time.monotonic``, its length in seconds as configured)."""
 
@@ -92,7 +95,12 @@ class VaultCalls:
             raise
         except BaseException as exc:
             expired = guard.expired or isinstance(exc, DeadlinePassed)
-            error = deadline_error(what, _limit_named(budget)) if expired else map_error(what, exc, self.vault_conn_id)
+            probe = min(_PROBE_BUDGET, guard.remaining())
+            error = (
+                deadline_error(what, _limit_named(budget))
+                if expired
+                else map_error(what, exc, self.vault_conn_id, probe_budget=probe)
+            )
         if isinstance(error, Forbidden) and what == LOGIN:
             error = VaultSecretError(
                 f"Vault login for connection {self.vault_conn_id!r} was denied: check its credentials and role.",

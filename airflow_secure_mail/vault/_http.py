@@ -229,3 +229,18 @@ def vault_session(*, verify: Any = None, cert: Any = None) -> Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def answers_plain_http(host: str, port: int, budget: float) -> bool:
+    """Whether ``host:port`` answers a bare HTTP request in plain text (a Vault without TLS), within ``budget``.
+
+    A diagnostic after a failed TLS handshake: no token, no path of ours, only ``HEAD /`` sent.
+    """
+    end = time.monotonic() + budget
+    try:
+        with socket.create_connection((host, port), timeout=budget) as sock:
+            sock.settimeout(max(0.01, end - time.monotonic()))
+            sock.sendall(b"HEAD / HTTP/1.0\r\nHost: vault\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except OSError:
+        return False

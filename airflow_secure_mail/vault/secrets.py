@@ -16,7 +16,17 @@ from airflow_secure_mail._masking import mask
 from airflow_secure_mail.errors import ConfigurationError, VaultSecretError
 from airflow_secure_mail.vault._cache import Absent, Loaded, ReadCache
 from airflow_secure_mail.vault._call import DEFAULT_CALL_BUDGET, VaultCalls, call_budget, deadline
-from airflow_secure_mail.vault._errors import as_dict, b64_key, missing_error, unexpected
+from airflow_secure_mail.vault._errors import (
+    PathMissing,
+    RequestRefused,
+    as_dict,
+    b64_key,
+    kv_missing_error,
+    kv_mount_missing_error,
+    transit_missing_error,
+    transit_unwrap_mount_error,
+    unexpected,
+)
 from airflow_secure_mail.vault._login import AGENT_AUTH_TYPE, check_vault_url, forget_logins, login_for, vault_url
 
 if TYPE_CHECKING:
@@ -93,8 +103,14 @@ class VaultSecrets(VaultCalls):
         kv_version: int = 2,
         version: int | None = None,
         fresh: bool = False,
+        setting: str | None = None,
+        fields: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """Read one KV secret, masked, from the cache unless ``fresh`` (after a 535: a rotated password)."""
+        """Read one KV secret, masked, from the cache unless ``fresh`` (after a 535: a rotated password).
+
+        ``setting`` (the option that gave ``path``, e.g. ``vault_path``) and ``fields`` (the ones the caller
+        needs) only shape the error when nothing is stored there: which option to fix, what to write.
+        """
         path = path.strip("/")
         if kv_version == 1 and version is not None:
             raise ConfigurationError("vault_version needs KV v2; KV v1 has no versions.")
@@ -106,7 +122,7 @@ class VaultSecrets(VaultCalls):
             wait=call_budget(),
         )
         if isinstance(found, Absent):
-            raise missing_error(where)
+            raise kv_missing_error(path, mount, setting=setting, fields=fields)
         return found
 
     def read_field(self, ref: str, *, mount: str = "secret", kv_version: int = 2) -> str:
@@ -127,12 +143,15 @@ class VaultSecrets(VaultCalls):
                 path=path, mount_point=mount, version=version, raise_on_deleted_version=True
             )
 
+        error: VaultSecretError | None = None
         try:
             response = as_dict(self._call(where, op), where, "the reply")
-        except VaultSecretError as exc:
-            if not exc.missing:
-                raise
-            return None, self._keep_for(None)
+        except PathMissing as exc:
+            if not exc.no_mount:
+                return None, self._keep_for(None)
+            error = kv_mount_missing_error(path, mount)  # configuration, not an absent secret: never cached
+        if error is not None:
+            raise error
         data = as_dict(response.get("data"), where, "data")
         if kv_version == 2:
             data = as_dict(data.get("data"), where, "data.data")
@@ -160,7 +179,16 @@ class VaultSecrets(VaultCalls):
                 name=key_name, key_type="plaintext", bits=256, mount_point=mount
             )
 
-        data = as_dict(as_dict(self._call(where, op), where, "the reply").get("data"), where, "data")
+        error: VaultSecretError | None = None
+        try:
+            reply = self._call(where, op)
+        except (PathMissing, RequestRefused) as exc:
+            if isinstance(exc, RequestRefused) and exc.reason != "key_missing":
+                raise
+            error = transit_missing_error(where, mount, key_name, no_mount=isinstance(exc, PathMissing))
+        if error is not None:
+            raise error  # how to create the engine or key, instead of "write a secret at transit/datakey/..."
+        data = as_dict(as_dict(reply, where, "the reply").get("data"), where, "data")
         wrapped = data.get("ciphertext")
         if not isinstance(wrapped, str) or not wrapped.startswith("vault:"):
             raise unexpected(where, "no wrapped key in data.ciphertext")
@@ -173,5 +201,12 @@ class VaultSecrets(VaultCalls):
         def op(client: hvac.Client) -> Any:
             return client.secrets.transit.decrypt_data(name=key_name, ciphertext=wrapped, mount_point=mount)
 
-        data = as_dict(as_dict(self._call(where, op), where, "the reply").get("data"), where, "data")
+        error: VaultSecretError | None = None
+        try:
+            reply = self._call(where, op)
+        except PathMissing:
+            error = transit_unwrap_mount_error(where, mount, key_name)
+        if error is not None:
+            raise error  # a key missing under a mounted engine stays RequestRefused: the archive words it
+        data = as_dict(as_dict(reply, where, "the reply").get("data"), where, "data")
         return b64_key(data.get("plaintext"), where)

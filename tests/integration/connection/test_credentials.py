@@ -75,8 +75,12 @@ def test_missing_vault_path_names_the_path(mail_env):
     from airflow_secure_mail.errors import VaultSecretError
 
     mail_env.set_smtp_conn(vault_path="smtp/does-not-exist")
-    with pytest.raises(VaultSecretError, match="no secret at Vault path 'secret/smtp/does-not-exist'"):
+    with pytest.raises(VaultSecretError) as info:
         SecureSmtpHook().send(_message())
+    assert str(info.value) == (
+        "no secret at 'smtp/does-not-exist' under mount 'secret': write it there first "
+        "(`bao kv put -mount=secret smtp/does-not-exist username=… password=…`)."
+    )
     assert mail_env.smtp.connections == 0
 
 

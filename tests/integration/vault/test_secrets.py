@@ -432,7 +432,9 @@ def test_absent_path_is_remembered_like_a_secret_and_fresh_finds_it_once_written
         with pytest.raises(VaultSecretError) as info:
             vault.read(path)
         errors.append(info.value)
-    assert {str(e) for e in errors} == {f"no secret at Vault path 'secret/{path}': write it there first."}
+    assert {str(e) for e in errors} == {
+        f"no secret at {path!r} under mount 'secret': write it there first (`bao kv put -mount=secret {path} <field>=…`)."
+    }
     assert all(e.missing and e.path == f"secret/{path}" for e in errors)
     assert all(e.__context__ is None and e.__cause__ is None for e in errors)
     assert _reads(mail_env.bao, before, f"secret/data/{path}") == 1
