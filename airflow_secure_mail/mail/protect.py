@@ -256,16 +256,22 @@ def _check_signer(protection: Protection, keys: KeyMaterial) -> None:
         raise ConfigurationError("signing requested but no S/MIME signing certificate/key was found.")
 
 
+_KEY_FIELD = {"pgp": "pgp_public_key", "smime": "smime_certificate"}
+"""The Vault field a recipient's key is read from (pipeline/keys.py reads the same names)."""
+
+
 def _keep_recipients_with_keys(
     protection: Protection, keys: KeyMaterial, recipients: tuple[str, ...]
 ) -> tuple[tuple[str, ...], tuple[Dropped, ...]]:
     """The recipients that have a key, and the dropped others; EncryptionKeyMissing when dropping is not allowed."""
     missing = tuple(r for r in recipients if r not in keys.recipients)
     if missing and protection.missing_key == "fail":
+        field = _KEY_FIELD[protection.encrypt or "pgp"]
         raise EncryptionKeyMissing(
             f"no {protection.encrypt} key for {missing[0]}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + f": store it at {protection.keys_vault_path}/<address> or drop the recipient; nothing was sent.",
+            + f": store field {field} at '{protection.keys_vault_path}/{missing[0]}' under mount "
+            f"'{protection.vault_mount}', or drop the recipient; nothing was sent.",
             recipient=missing[0],
         )
     kept = tuple(r for r in recipients if r not in missing)

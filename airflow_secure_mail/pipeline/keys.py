@@ -74,7 +74,13 @@ def _signers(protection: Protection, vault: VaultSecrets) -> tuple[PgpSigner | N
     scheme = protection.scheme or "pgp"
     signing: dict[str, Any] = {}
     if protection.signing_vault_path:
-        signing = vault.read(protection.signing_vault_path, mount=protection.vault_mount)
+        needed = (f"{scheme}_private_key", _PASSPHRASE_FIELDS[scheme][0])
+        signing = vault.read(
+            protection.signing_vault_path,
+            mount=protection.vault_mount,
+            setting="signing_vault_path",
+            fields=needed + (("smime_certificate",) if scheme == "smime" else ()),
+        )
     key = protection.signing_key or signing.get(f"{scheme}_private_key")
     passphrase = protection.signing_passphrase or next(
         (signing[f] for f in _PASSPHRASE_FIELDS[scheme] if signing.get(f)), None

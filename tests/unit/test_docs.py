@@ -87,7 +87,7 @@ def test_dag_snippets_run_as_written() -> None:
         sys.modules[module.__name__] = module
         DagContext.current_autoregister_module_name = module.__name__
         try:
-            exec(compile(code, where, "exec"), module.__dict__)  # noqa: S102 - our own documentation
+            exec(compile(code, where, "exec"), module.__dict__)  # our own documentation
         finally:
             DagContext.current_autoregister_module_name = None
             del sys.modules[module.__name__]

@@ -94,7 +94,8 @@ def test_missing_signing_secret_names_the_path_under_its_mount(mail_env):
     with pytest.raises(VaultSecretError) as info:
         send_mail(_request(), channel=MailChannel.for_conn(), protection=Protection(sign=True, signing_vault_path=path))
     assert str(info.value) == (
-        f"no secret at '{path}' under mount 'secret': write it there first (`bao kv put -mount=secret {path} <field>=…`)."
+        f"no secret at '{path}' under mount 'secret': write it there first "
+        f"(`bao kv put -mount=secret {path} pgp_private_key=… pgp_passphrase=…`)."
     )
     assert mail_env.smtp.connections == 0
 
