@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from airflow_secure_mail.alerts.fields import alert_fields
+from airflow_secure_mail.alerts.fields import DAG_RUN, alert_fields, callback_scope, reason_text
 
 LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number", "kind")
 """What an event is labelled with: what ``group_by`` groups on and silence matchers match."""
@@ -62,6 +62,14 @@ class Event:
             [self.dag_id, self.run_id, self.task_id, str(self.map_index), str(self.try_number), self.kind.value]
         )
         return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+    @property
+    def name(self) -> str:
+        """How logs name it: ``dag.task[map] try N`` or ``DAG run dag run_id``."""
+        if self.task_id == RUN:
+            return f"DAG run {self.dag_id} {self.run_id}"
+        index = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{index} try {self.try_number}"
 
     @property
     def alert_key(self) -> tuple[str, str]:
@@ -112,11 +120,11 @@ def _kind(context: Mapping[str, Any], ti: Any) -> Kind:
 
 
 def event_from_context(context: Mapping[str, Any], at: datetime) -> Event:
-    """The event a task or DAG callback stands for; the error is the masked first line only."""
+    """The event a task or DAG callback stands for; the error is the masked first line only (a run's: the
+    reason in words)."""
     fields = alert_fields(context)
-    task_instance = context.get("ti") or context.get("task_instance")
-    is_run = task_instance is None or "reason" in context  # DAG callbacks carry the run's ``reason``, task ones don't
-    ti = None if is_run else task_instance
+    is_run = callback_scope(context) == DAG_RUN
+    ti = None if is_run else context.get("ti") or context.get("task_instance")
     map_index = getattr(ti, "map_index", -1)
     try_number = getattr(ti, "try_number", 0)
     max_tries = getattr(ti, "max_tries", None)
@@ -128,7 +136,7 @@ def event_from_context(context: Mapping[str, Any], at: datetime) -> Event:
         try_number=int(try_number or 0),
         kind=_kind(context, ti),
         at=at,
-        error=fields["error"],
+        error=reason_text(context.get("reason")) if is_run else fields["error"],
         log_url=None if is_run else fields["log_url"],
         max_tries=int(max_tries) + 1 if isinstance(max_tries, int) else None,
     )

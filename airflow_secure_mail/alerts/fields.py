@@ -1,14 +1,20 @@
 """What a callback context says about an alert: status, DAG, task, run, try, the masked error, the log link.
 
 The bottom of the alerts wing: it reads an Airflow callback context (duck-typed, no Airflow import but the
-masker) and imports nothing of this package. Events are built from it, and the notifier's single-alert mail
-(``notifications/email.py``, a floor above) renders it, so it lives down here rather than up there.
+masker and the ``[api] base_url`` setting) and imports nothing of this package. Events are built from it, and
+the notifier's single-alert mail (``notifications/email.py``, a floor above) renders it, so it lives down here
+rather than up there.
+
+The one place that tells which kind of callback a context comes from is :func:`callback_scope` (a task's or a
+DAG run's; Deadline Alerts and human-in-the-loop callbacks are meant to be added there): the notifier and the
+events both ask it, and :func:`run_fields` says what a DAG-run callback reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 _STATUS = {
     "failed": ("FAILED", "#c62828"),
@@ -68,4 +74,115 @@ def alert_fields(context: Mapping[str, Any]) -> dict[str, Any]:
         "error": _first_line(context.get("exception") or context.get("reason")),
         "log_url": log_url,
         "title": f"[Airflow] {status} {dag_id}.{task_id}",
+    }
+
+
+Scope = Literal["task", "dag_run"]
+
+TASK: Scope = "task"
+DAG_RUN: Scope = "dag_run"
+
+
+def callback_scope(context: Mapping[str, Any]) -> Scope:
+    """Whether ``context`` is a task's callback or a DAG run's (``on_failure_callback=`` on the DAG).
+
+    Airflow 3 gives every DAG-level callback a ``reason`` (``task_failure``, ``all_tasks_deadlocked``,
+    ``timed_out``, ``success``: ``DagRun.produce_dag_callback``) and, when it knows one, the context of *a*
+    task instance of the run (the last to fail, or the one blocking it), so a ``ti`` does not make it a task
+    callback: the scheduler's path (``dag_processing/processor.py``) and ``dag.test()``'s
+    (``DagRun.execute_dag_callbacks``) both set ``reason``; a task's template context never has one.
+    """
+    if "reason" in context:
+        return DAG_RUN
+    if (context.get("ti") or context.get("task_instance")) is None:
+        return DAG_RUN
+    return TASK
+
+
+_REASONS = {
+    "task_failure": "a task failed, so the run cannot succeed",
+    "all_tasks_deadlocked": "no task could run: the tasks left wait on upstream tasks that cannot succeed",
+    "timed_out": "the run took longer than the DAG's dagrun_timeout and was stopped",
+    "success": "every task succeeded",
+}
+_RUN_TASK_LABEL = {
+    "task_failure": "Failed task",
+    "all_tasks_deadlocked": "Blocked task",
+    "timed_out": "Unfinished task",
+    "success": "Last task",
+}
+_RUN_TASK_NOTE = {
+    "task_failure": "the last task to fail; the run's page lists every failed task",
+    "all_tasks_deadlocked": "one of the tasks that could not start",
+    "timed_out": "one of the tasks still running when it was stopped",
+}
+
+
+def reason_text(reason: object) -> str:
+    """Airflow's DAG-callback ``reason`` code in words (an unknown code is quoted as Airflow gave it)."""
+    code = str(reason or "").strip()
+    return _REASONS.get(code) or (f"Airflow reported {code!r}" if code else "Airflow gave no reason")
+
+
+def _base_url() -> str:
+    try:
+        from airflow.sdk.configuration import conf
+
+        return str(conf.get("api", "base_url", fallback="http://localhost:8080/"))
+    except Exception:  # pragma: no cover - outside a configured Airflow
+        return "http://localhost:8080/"
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    """The run's page in the Airflow 3 UI, built as the SDK builds a task's ``log_url``."""
+    return f"{_base_url().rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
+def _task_name(ti: Any) -> str:
+    map_index = getattr(ti, "map_index", None)
+    index = f"[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else ""
+    return f"{getattr(ti, 'task_id', '?')}{index}"
+
+
+def run_fields(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What a DAG-run callback reports: the run, its state, the reason in words, the task the context names.
+
+    The task is the one Airflow put in the context (for ``task_failure`` the failed task instance that ended
+    last); other failed tasks are not listed, as only a query of the metadata database (not available to a
+    worker) could name them. Never a try number (the run has none) nor the reason code as an error.
+    """
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    dag_run = context.get("dag_run")
+    reason = str(context.get("reason") or "")
+    dag_id = str(getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "?"))
+    run_id = str(context.get("run_id") or getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "?"))
+    state = str(getattr(dag_run, "state", "") or "").rsplit(".", 1)[-1].lower()
+    state = state or ("success" if reason == "success" else "failed")
+    succeeded = state == "success"
+    status, color = ("SUCCEEDED", "#2e7d32") if succeeded else ("FAILED", "#c62828")
+    rows = [("DAG", dag_id), ("Run", run_id), ("State", state)]
+    logical_date = context.get("logical_date") or getattr(dag_run, "logical_date", None)
+    if logical_date:
+        rows.append(("Logical date", str(logical_date)))
+    for label, attr in (("Started", "start_date"), ("Ended", "end_date")):
+        value = getattr(dag_run, attr, None)
+        if value:
+            rows.append((label, str(value)))
+    rows.append(("Reason", reason_text(reason)))
+    if ti is not None and getattr(ti, "task_id", None):
+        note = _RUN_TASK_NOTE.get(reason)
+        rows.append((_RUN_TASK_LABEL.get(reason, "Task"), _task_name(ti) + (f" ({note})" if note else "")))
+    return {
+        "status": f"DAG run {status}",
+        "color": color,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "state": state,
+        "reason": reason,
+        "reason_text": reason_text(reason),
+        "task": _task_name(ti) if ti is not None and getattr(ti, "task_id", None) else None,
+        "rows": rows,
+        "run_url": run_url(dag_id, run_id),
+        "title": f"[Airflow] DAG run {status} {dag_id}",
     }

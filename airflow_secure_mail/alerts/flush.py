@@ -28,9 +28,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.alerts.claims import Claim
-from airflow_secure_mail.alerts.plan import plan, unreported
+from airflow_secure_mail.alerts.plan import Decision, decide, unreported
 from airflow_secure_mail.alerts.render import render_digest
-from airflow_secure_mail.alerts.silences import list_silences
+from airflow_secure_mail.alerts.silences import list_silences, printable
 from airflow_secure_mail.alerts.state import DigestState, IndexEntry, claim_name, group_id, stamp_of
 from airflow_secure_mail.errors import ArchiveIntegrityError, DigestFlushError, SecureMailError
 
@@ -43,15 +43,46 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Round:
-    """One flush: the claims to send, what went wrong per group, the Message-IDs sent."""
+    """One flush: the claims to send, what went wrong per group, the Message-IDs sent, what each group decided."""
 
     state: DigestState
     claims: list[Claim] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=dict)
     sent: list[str] = field(default_factory=list)
+    sent_claims: list[tuple[Claim, str]] = field(default_factory=list)
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
     def fail(self, gid: str, what: str) -> None:
         self.problems.setdefault(gid, []).append(" ".join(what.split()))
+
+    def report(self) -> list[str]:
+        """Where this flush's events are: sent (how many in how many digests), held by which silence, waiting
+        for which knob until when. One line first, then a line per silence and per waiting group."""
+        events_sent = sum(int(claim.view.get("events", 0)) for claim, _ in self.sent_claims)
+        held: dict[str, tuple[Any, int]] = {}
+        for decision in self.decisions.values():
+            for _, silence in decision.held:
+                held[silence.id] = (silence, held.get(silence.id, (silence, 0))[1] + 1)
+        waiting = {gid: d for gid, d in sorted(self.decisions.items()) if d.waiting and d.claim is None}
+        lines = [
+            f"alert digests sent: {len(self.sent)} ({events_sent} event(s)); "
+            f"held by silences: {sum(n for _, n in held.values())} event(s); "
+            f"waiting: {sum(len(d.waiting) for d in waiting.values())} event(s)"
+        ]
+        for silence, n in held.values():
+            lines.append(
+                f"{n} event(s) held by silence {silence.id} ({printable(silence.reason)}) "
+                f"until {silence.end:%Y-%m-%d %H:%M} UTC"
+            )
+        for gid, d in waiting.items():
+            if d.due is not None:
+                lines.append(
+                    f"digest {gid}: {len(d.waiting)} event(s) wait for its {d.knob} "
+                    f"(next send after {d.due:%Y-%m-%d %H:%M:%S} UTC)"
+                )
+            else:
+                lines.append(f"digest {gid}: {len(d.waiting)} event(s) recorded that raise no new alert")
+        return lines
 
     def result(self) -> list[str]:
         """The Message-IDs sent, or DigestFlushError naming every group with a problem (the rest went out)."""
@@ -103,7 +134,9 @@ def due(digest: DigestKnobs, group: Mapping[str, str] | None = None) -> _Round:
         skipped: list[str] = []
         try:
             labels = dict(group) if group is not None else state.labels(gid)
-            found.claims += prepare(digest, state, gid, labels, digest.now(), skipped=skipped)
+            found.claims += prepare(
+                digest, state, gid, labels, digest.now(), skipped=skipped, decisions=found.decisions
+            )
         except Exception as exc:  # isolate the group; the error names it once every other group is sent
             _log_failure(f"digest {gid}: not flushed", exc)
             found.fail(gid, f"not sent: {_describe(exc)}")
@@ -117,18 +150,29 @@ async def aflush(digest: DigestKnobs, notifier: Any, *, group: Mapping[str, str]
 
     Raises DigestFlushError after the good groups were sent if any group could not be (or skipped an event).
     """
-    found = await asyncio.to_thread(due, digest, group)
-    await _send_all(found, notifier)
+    found = await aflush_round(digest, notifier, group=group)
     return found.result()
 
 
+async def aflush_round(digest: DigestKnobs, notifier: Any, *, group: Mapping[str, str] | None = None) -> _Round:
+    """:func:`aflush` without raising: the round, with what was sent and what each group decided."""
+    found = await asyncio.to_thread(due, digest, group)
+    await _send_all(found, notifier)
+    return found
+
+
 def flush(digest: DigestKnobs, notifier: Any, *, group: Mapping[str, str] | None = None) -> list[str]:
-    """Sync facade of :func:`aflush` that starts no event loop when nothing is due (the common case)."""
+    """Sync facade of :func:`aflush` that starts no event loop when nothing is due (the common case).
+
+    Logs where the events are: how many were sent, how many each silence holds, how many wait and until when.
+    """
     from airflow_secure_mail._sync import run_sync
 
     found = due(digest, group)
     if found.claims:
         run_sync(_send_all(found, notifier))
+    for line in found.report():
+        log.info("%s", line)
     return found.result()
 
 
@@ -137,10 +181,13 @@ async def _send_all(found: _Round, notifier: Any) -> None:
     (a takeover makes no newer one), so a later flush takes it over again once its lease runs out."""
     for claim in found.claims:
         try:
-            found.sent.append(await send_claim(found.state, notifier, claim))
+            message_id = await send_claim(found.state, notifier, claim)
         except Exception as exc:
             _log_failure(f"digest {claim.gid}/{claim.n}: not sent", exc)
             found.fail(claim.gid, f"digest {claim.n} not sent: {_describe(exc)}")
+        else:
+            found.sent.append(message_id)
+            found.sent_claims.append((claim, message_id))
 
 
 def prepare(
@@ -151,17 +198,25 @@ def prepare(
     now: datetime,
     *,
     skipped: list[str] | None = None,
+    decisions: dict[str, Decision] | None = None,
 ) -> list[Claim]:
     """The claims this worker must send now: one taken over after its lease, or else the next one it won.
 
-    Events that cannot be read are left out and described in ``skipped``.
+    Events that cannot be read are left out and described in ``skipped``; what the plan decided for the
+    group (when it planned) goes into ``decisions[gid]``.
     """
     notes = skipped if skipped is not None else []
-    return [c for c in _prepare(digest, state, gid, labels, now, notes) if c is not None]
+    return [c for c in _prepare(digest, state, gid, labels, now, notes, decisions) if c is not None]
 
 
 def _prepare(
-    digest: DigestKnobs, state: DigestState, gid: str, labels: dict[str, str], now: datetime, skipped: list[str]
+    digest: DigestKnobs,
+    state: DigestState,
+    gid: str,
+    labels: dict[str, str],
+    now: datetime,
+    skipped: list[str],
+    decisions: dict[str, Decision] | None = None,
 ) -> tuple[Claim | None, Claim | None]:
     claims = state.claims(gid)
     prev: Claim | None = None
@@ -181,9 +236,16 @@ def _prepare(
             return prev, None
     entries = unreported(prev, state.index(gid, prev.closed_through if prev else ""), now)
     silences = list_silences(state)
-    claim = _plan_without_unreadable(
-        lambda usable, load: plan(digest, gid, labels, prev, usable, silences, now, load), state, gid, entries, skipped
+    decision = _plan_without_unreadable(
+        lambda usable, load: decide(digest, gid, labels, prev, usable, silences, now, load),
+        state,
+        gid,
+        entries,
+        skipped,
     )
+    if decisions is not None:
+        decisions[gid] = decision
+    claim = decision.claim
     if claim is None:
         return None, None
     if not state.create_json(claim_name(gid, claim.n), claim.to_json()):
@@ -205,12 +267,12 @@ def _read_claim(state: DigestState, name: str) -> Claim | None:
 
 
 def _plan_without_unreadable(
-    run: Callable[[list[IndexEntry], Callable[[IndexEntry], Event]], Claim | None],
+    run: Callable[[list[IndexEntry], Callable[[IndexEntry], Event]], Decision],
     state: DigestState,
     gid: str,
     entries: list[IndexEntry],
     skipped: list[str],
-) -> Claim | None:
+) -> Decision:
     """Plan; when an event turns out unreadable, note it and plan again without it (it never blocks its group)."""
     cache: dict[str, Event] = {}
     left_out: set[str] = set()

@@ -7,8 +7,9 @@ the digest's knobs (:class:`~airflow_secure_mail.alerts.knobs.DigestKnobs`), nev
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -53,8 +54,28 @@ def _silence_of(event: Event, silences: list[Silence]) -> Silence | None:
 @dataclass
 class _Batch:
     normal: list[IndexEntry]
-    held_active: list[IndexEntry]
+    held_active: list[tuple[IndexEntry, Silence]]
     held_ended: list[tuple[IndexEntry, Silence]]
+
+
+@dataclass
+class Decision:
+    """What a flush found for a group: the claim to send now, or why its unreported events wait.
+
+    ``due`` is when the next digest may go out and ``due_kind`` the Alertmanager knob that set it (``first``:
+    group_wait, ``update``: group_interval, ``repeat``: repeat_interval); ``waiting`` are the unreported events
+    no silence holds, ``held`` those an active silence holds (with it). With a claim, nothing waits.
+    """
+
+    claim: Claim | None
+    due: datetime | None = None
+    due_kind: str = ""
+    waiting: list[IndexEntry] = field(default_factory=list)
+    held: list[tuple[IndexEntry, Silence]] = field(default_factory=list)
+
+    @property
+    def knob(self) -> str:
+        return {"first": "group_wait", "update": "group_interval", "repeat": "repeat_interval"}.get(self.due_kind, "")
 
 
 def _split(
@@ -72,7 +93,7 @@ def _split(
         if silence is None:
             batch.normal.append(entry)
         elif silence.active(now):
-            batch.held_active.append(entry)
+            batch.held_active.append((entry, silence))
         else:
             batch.held_ended.append((entry, silence))
     return batch
@@ -89,6 +110,20 @@ def plan(
     load: Callable[[IndexEntry], Event],
 ) -> Claim | None:
     """The next claim if a digest is due at ``now``, else None (Alertmanager's group_wait/interval/repeat)."""
+    return decide(digest, gid, group, prev, entries, silences, now, load).claim
+
+
+def decide(
+    digest: DigestKnobs,
+    gid: str,
+    group: dict[str, str],
+    prev: Claim | None,
+    entries: list[IndexEntry],
+    silences: list[Silence],
+    now: datetime,
+    load: Callable[[IndexEntry], Event],
+) -> Decision:
+    """:func:`plan`, saying also when the next digest is due and which events wait or are held."""
     batch = _split(entries, silences, now, load)
     firing = _firing(prev, now, digest.interval("resolve_timeout"))
     triggers = alerting_kinds(digest.notify_on_retry)
@@ -114,10 +149,11 @@ def plan(
     elif still and prev is not None:
         due, kind = prev.time + digest.interval("repeat_interval"), "repeat"
     else:
-        return None
+        return Decision(None, waiting=list(batch.normal), held=list(batch.held_active))
     if now < due:
-        return None
-    return _build(digest, gid, group, prev, batch, silences, now, load, kind)
+        return Decision(None, due, kind, list(batch.normal), list(batch.held_active))
+    claim = _build(digest, gid, group, prev, batch, silences, now, load, kind)
+    return Decision(claim, due, kind, held=list(batch.held_active))
 
 
 def _silenced_now(alert: AlertState, silences: list[Silence], now: datetime) -> bool:
@@ -139,7 +175,7 @@ def _build(
     alerts = _carried_over(prev, now, digest.interval("resolve_timeout"))
     events = [load(e) for e in batch.normal]
     held = [(load(e), s) for e, s in batch.held_ended]
-    resolved_now = _fold(alerts, [*events, *(e for e, _ in held)], digest.notify_on_retry)
+    resolved_now, added = _fold(alerts, [*events, *(e for e, _ in held)], digest.notify_on_retry)
     closed = _closed_through(batch, now - digest.interval("lease") - _SETTLE)
     marks = [*(_mark(e) for e in batch.normal), *(_mark(e) for e, _ in batch.held_ended)]
     claim = Claim(
@@ -152,7 +188,7 @@ def _build(
         reported=_still_open(prev, marks, closed),
         alerts=alerts,
     )
-    claim.view = build_view(digest, claim, events, held, resolved_now)
+    claim.view = build_view(digest, claim, events, held, resolved_now, added)
     return claim
 
 
@@ -167,7 +203,7 @@ def _carried_over(prev: Claim | None, now: datetime, resolve_timeout: timedelta)
 
 def _closed_through(batch: _Batch, settled: datetime) -> str:
     """The stamp up to which no later event can arrive unseen: settled time, or before a still-held event."""
-    return min([stamp_of(settled), *(_before(e.stamp) for e in batch.held_active)])
+    return min([stamp_of(settled), *(_before(e.stamp) for e, _ in batch.held_active)])
 
 
 def _still_open(prev: Claim | None, marks: list[str], closed: str) -> list[str]:
@@ -179,27 +215,45 @@ def _before(stamp: str) -> str:
     return stamp_of(IndexEntry(stamp, Kind.FAILURE, "", "").at - timedelta(seconds=1))
 
 
-def _fold(alerts: dict[str, AlertState], events: list[Event], notify_on_retry: bool) -> list[str]:
-    """Apply events in time order to the alert states; returns the keys this batch resolved."""
+def _fold(alerts: dict[str, AlertState], events: list[Event], notify_on_retry: bool) -> tuple[list[str], Counter[str]]:
+    """Apply events in time order to the alert states: the keys this batch resolved, and per key how many
+    events it added to the alert's count.
+
+    An alert's count (the digest's "xN") is its events: each failure and each retry of its task since the
+    alert began firing, retries included; ``retries`` counts the retries among them. A retry that comes
+    before its task's first failure in the same batch (try 1 retried, try 2 failed) belongs to the alert
+    that failure starts, so the state, the row and the digest's totals count the same events.
+    """
     resolved: list[str] = []
+    added: Counter[str] = Counter()
+    pending: Counter[str] = Counter()  # retries of a key that is not firing yet in this batch
     fires = alerting_kinds(notify_on_retry)
     for ev in sorted(events, key=lambda e: (e.at, e.kind.resolving)):
         at = ev.at.isoformat()
-        state = alerts.get(ev.key_hash)
-        if ev.kind in fires:
-            if state is None or state.status != FIRING:
-                state = alerts[ev.key_hash] = AlertState(ev.dag_id, ev.task_id, FIRING, at, at)
+        key = ev.key_hash
+        state = alerts.get(key)
+        firing = state is not None and state.status == FIRING
+        if ev.kind in fires and not firing:
+            state = alerts[key] = AlertState(ev.dag_id, ev.task_id, FIRING, at, at)
+            state.count, state.retries, added[key] = pending[key], pending[key], added[key] + pending[key]
+            pending[key] = 0
+            firing = True
+        if state is not None and firing and (ev.kind in fires or ev.kind is Kind.RETRY):
             state.count += 1
-            state.last_seen = at
+            added[key] += 1
             state.retries += ev.kind is Kind.RETRY
-            state.last_error = ev.error or state.last_error
-            state.log_url = ev.log_url or state.log_url
-        elif ev.kind is Kind.RETRY and state is not None:
-            state.retries += 1
-        elif ev.kind.resolving and state is not None and state.status == FIRING:
-            state.status, state.resolved_at = RESOLVED, at
-            resolved.append(ev.key_hash)
-    return resolved
+            if ev.kind in fires:
+                state.last_seen = at
+                state.last_error = ev.error or state.last_error
+                state.log_url = ev.log_url or state.log_url
+        elif ev.kind is Kind.RETRY:
+            pending[key] += 1
+        elif ev.kind.resolving:
+            pending[key] = 0
+            if state is not None and firing:
+                state.status, state.resolved_at = RESOLVED, at
+                resolved.append(key)
+    return resolved, added
 
 
-__all__ = ["RUN", "AlertState", "Claim", "plan", "unreported"]
+__all__ = ["RUN", "AlertState", "Claim", "Decision", "decide", "plan", "unreported"]

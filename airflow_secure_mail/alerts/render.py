@@ -31,14 +31,40 @@ def _clock_time(value: str | None, ref: datetime) -> str:
     return at.strftime("%H:%M") if at.date() == ref.date() else at.strftime("%b %d %H:%M")
 
 
+def counts_of(view: Mapping[str, Any]) -> str:
+    """The digest's totals in words, as the subject and the summary line both say them (empty if none)."""
+    parts = [_plural(int(view.get("failures", 0)), "failure"), _plural(int(view.get("retries", 0)), "retry")]
+    return ", ".join(p for p in parts if not p.startswith("0 "))
+
+
+def summary_of(view: Mapping[str, Any]) -> str:
+    """The body's first line: every total of this digest, with what it counts."""
+    parts = []
+    if view.get("failures"):
+        parts.append(f"{_plural(view['failures'], 'failure')} (task instances that failed)")
+    if view.get("retries"):
+        parts.append(f"{_plural(view['retries'], 'retry')} (retried tries)")
+    if view.get("failed_runs"):
+        parts.append(_plural(view["failed_runs"], "failed DAG run"))
+    if view.get("other", {}).get("successes"):
+        parts.append(_plural(view["other"]["successes"], "success"))
+    held = sum(h["count"] for h in view.get("held", []))
+    if held:
+        parts.append(f"{_plural(held, 'event')} held by a silence")
+    return f"This digest: {', '.join(parts)}." if parts else ""
+
+
 def subject_of(view: Mapping[str, Any]) -> str:
+    """ASCII only (``...``, not an ellipsis): an encoded word would let the header folder put spaces in it."""
     ref = datetime.fromisoformat(view["at"])
     dags = list(view["dags"]) or [str(v) for v in view["group"].values()]
-    names = ", ".join(dags[:_MAX_DAGS_IN_SUBJECT]) + (", …" if len(dags) > _MAX_DAGS_IN_SUBJECT else "")
+    names = ", ".join(dags[:_MAX_DAGS_IN_SUBJECT]) + (", ..." if len(dags) > _MAX_DAGS_IN_SUBJECT else "")
     where = f"in {_plural(len(dags), 'DAG')} since {_clock_time(view['since'], ref)} UTC ({names})"
-    if view["failures"] or view.get("retries"):
-        counts = (("failure", view["failures"]), ("retry", view.get("retries", 0)))
-        what = ", ".join(_plural(n, word) for word, n in counts if n)
+    counts = counts_of(view)
+    if counts:
+        what = counts
+    elif view.get("failed_runs"):
+        what = _plural(view["failed_runs"], "failed DAG run")
     elif view["held"]:
         what = f"{_plural(sum(h['count'] for h in view['held']), 'alert')} held by a silence"
     elif view["firing"]:
@@ -46,13 +72,14 @@ def subject_of(view: Mapping[str, Any]) -> str:
     else:
         what = f"resolved: {_plural(len(view['resolved']), 'alert')}"
         where = f"({names})"
-    return f"[Airflow] {what} {where}"
+    return " ".join(f"[Airflow] {what} {where}".split())
 
 
 def _task_label(task: Mapping[str, Any]) -> str:
     index = f"[{task['map_index']}]" if task.get("map_index", -1) >= 0 else ""
     tries = f"try {task['try_number']}" + (f" of {task['max_tries']}" if task.get("max_tries") else "")
-    return f"{task['task_id']}{index}, {tries}"
+    retried = " (retried)" if task.get("kind") == "retry" else ""
+    return f"{task['task_id']}{index}, {tries}{retried}"
 
 
 def render_digest(view: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -70,13 +97,8 @@ def render_digest(view: Mapping[str, Any]) -> tuple[str, str, str]:
     env.filters["when"] = lambda value: _clock_time(value, ref)
     env.filters["task_label"] = _task_label
     env.filters["plural"] = _plural
-    env.globals["also"] = ", ".join(
-        _plural(n, word)
-        for word, n in (("retry", view["other"]["retries"]), ("success", view["other"]["successes"]))
-        if n
-    )
     subject = subject_of(view)
-    fields = dict(view, subject=subject, as_of=ref.strftime("%Y-%m-%d %H:%M UTC"))
+    fields = dict(view, subject=subject, summary=summary_of(view), as_of=ref.strftime("%Y-%m-%d %H:%M UTC"))
     return (
         subject,
         env.get_template("digest.txt.j2").render(**fields),

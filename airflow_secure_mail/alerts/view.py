@@ -23,6 +23,7 @@ def _item(e: Event) -> dict[str, Any]:
         "map_index": e.map_index,
         "try_number": e.try_number,
         "max_tries": e.max_tries,
+        "kind": e.kind.value,
         "error": e.error,
         "log_url": e.log_url,
         "at": e.at.isoformat(),
@@ -35,22 +36,35 @@ def build_view(
     events: list[Event],
     held: list[tuple[Event, Silence]],
     resolved_now: list[str],
+    added: Counter[str] | None = None,
 ) -> dict[str, Any]:
-    """Failed runs with their task instances (inhibition), alert rows, resolved keys, held events; capped."""
+    """Failed runs with their task instances (inhibition), alert rows, resolved keys, held events; capped.
+
+    Each count is defined once, over the events this digest reports (not those a silence held), and the
+    subject, the summary line and the sections all render these numbers:
+
+    * ``failures``: distinct task instances (dag, run, task, map index) with a failure event;
+    * ``retries``: retry events (one per retried try);
+    * ``failed_runs``: distinct DAG runs with a run-failure event;
+    * a row's ``count`` ("xN"): the alert's events (failures and retries of its task) since it began firing,
+      as the claim's alert state holds them, ``retries`` the retries among them, ``new`` those this digest added.
+    """
     folded = _fold_runs(events, digest.notify_on_retry)
-    new = Counter(e.key_hash for e in folded.loose)
-    keys = _firing_keys(claim, folded, new)
+    loose = Counter(e.key_hash for e in folded.loose)
+    new = added if added is not None else loose
+    keys = _firing_keys(claim, folded, loose, new)
     runs, budget, hidden = _run_items(folded, digest.max_items)
     rows = [_row(claim.alerts[k], new[k]) for k in keys[: max(budget, 0)]]
-    retries = sum(1 for e in folded.alerted if e.kind is Kind.RETRY)
     starts = [str(r["at"]) for r in runs] + [str(r["first_seen"]) for r in rows] + [e.at.isoformat() for e, _ in held]
     dags = {dag for dag, _ in folded.failed_runs} | {claim.alerts[k].dag_id for k in keys} | {e.dag_id for e, _ in held}
     return {
         "kind": claim.kind,
         "group": claim.group,
         "at": claim.at,
-        "failures": len(folded.alerted) - retries + sum(1 for tasks in folded.run_tasks.values() if not tasks),
-        "retries": retries,
+        "events": len(events) + len(held),
+        "failures": len(_failed_instances(events)),
+        "retries": sum(1 for e in events if e.kind is Kind.RETRY),
+        "failed_runs": len(folded.failed_runs),
         "firing": len(keys),
         "dags": sorted(dags),
         "since": min(starts) if starts else claim.at,
@@ -58,13 +72,19 @@ def build_view(
         "rows": rows,
         "resolved": _resolved(claim, resolved_now) if digest.send_resolved else [],
         "held": _held(held),
-        "other": {
-            "retries": sum(1 for e in events if e.kind is Kind.RETRY and not digest.notify_on_retry),
-            "successes": sum(1 for e in events if e.kind.resolving),
-        },
+        "other": {"successes": sum(1 for e in events if e.kind.resolving)},
         "more": hidden + len(keys) - len(rows),
         "where": f"{digest.state.rstrip('/')}/events/{claim.gid}/",
     }
+
+
+def _failed_instances(events: list[Event]) -> set[tuple[str, str, str, int]]:
+    return {(e.dag_id, e.run_id, e.task_id, e.map_index) for e in events if e.kind is Kind.FAILURE}
+
+
+def _order(e: Event) -> tuple[str, str, int, int, str]:
+    """Task instances as a reader looks them up: by DAG, task, map index (then try and time)."""
+    return (e.dag_id, e.task_id, e.map_index, e.try_number, e.at.isoformat())
 
 
 @dataclass
@@ -89,17 +109,17 @@ def _fold_runs(events: list[Event], notify_on_retry: bool) -> _Folded:
     alerting = alerting_kinds(notify_on_retry) - {Kind.RUN_FAILURE}  # the runs themselves are the folders
     failed_runs = {(e.dag_id, e.run_id): e for e in sorted(events, key=lambda e: e.at) if e.kind is Kind.RUN_FAILURE}
     folded = _Folded(failed_runs, {key: [] for key in failed_runs}, [])
-    for e in sorted(events, key=lambda e: (e.at, e.task_id, e.map_index)):
+    for e in sorted(events, key=_order):
         if e.kind in alerting:
             run_key = (e.dag_id, e.run_id)
             (folded.run_tasks[run_key] if run_key in failed_runs else folded.loose).append(e)
     return folded
 
 
-def _firing_keys(claim: Claim, folded: _Folded, new: Counter[str]) -> list[str]:
+def _firing_keys(claim: Claim, folded: _Folded, loose: Counter[str], new: Counter[str]) -> list[str]:
     """Firing alert keys, less those a failed run folds (unless they fired outside it too); busiest first."""
     inhibited = {e.key_hash for e in folded.failed_runs.values()} | {e.key_hash for e in folded.in_runs}
-    keys = [k for k, a in claim.alerts.items() if a.status == FIRING and (k in new or k not in inhibited)]
+    keys = [k for k, a in claim.alerts.items() if a.status == FIRING and (k in loose or k not in inhibited)]
     return sorted(keys, key=lambda k: (-new[k], claim.alerts[k].dag_id, claim.alerts[k].task_id))
 
 
@@ -121,7 +141,8 @@ def _run_items(folded: _Folded, budget: int) -> tuple[list[dict[str, Any]], int,
                 "run_id": run.run_id,
                 "at": run.at.isoformat(),
                 "error": run.error,
-                "failed": len(tasks),
+                "failed": len(_failed_instances(tasks)),
+                "retries": sum(1 for t in tasks if t.kind is Kind.RETRY),
                 "tasks": [_item(t) for t in shown],
             }
         )

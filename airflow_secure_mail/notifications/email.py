@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_secure_mail.alerts.fields import alert_fields  # its home since issue 20; re-exported here for one release
+from airflow_secure_mail.alerts.fields import (  # alert_fields: its home since issue 20; re-exported for one release
+    DAG_RUN,
+    alert_fields,
+    callback_scope,
+    run_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +27,75 @@ if TYPE_CHECKING:
 _TEMPLATES = Path(__file__).with_name("templates")
 
 
-def render_alert(context: Mapping[str, Any]) -> tuple[str, str, str]:
-    """Default (subject, text, html) for a callback context; autoescaped HTML."""
+def _env() -> Any:
     import jinja2
 
-    fields = alert_fields(context)
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html.j2", "html"], default_for_string=False),
         keep_trailing_newline=True,
     )
-    subject = f"[Airflow] {fields['status']} {fields['dag_id']}.{fields['task_id']} — {fields['run_id']}"
-    text = env.get_template("alert.txt.j2").render(**fields)
-    html = env.get_template("alert.html.j2").render(**fields)
-    return subject, text, html
+
+
+def render_alert(context: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Default (subject, text, html) for a callback context; autoescaped HTML.
+
+    A task's callback gets the task alert; a DAG run's (``on_failure_callback=`` on the DAG) its own mail: the
+    run, its state, the reason in words, the task the context names and a link to the run. Subjects are ASCII
+    (`` - `` between the parts), so no encoded word can put a space into them where the header is folded.
+    """
+    env = _env()
+    if callback_scope(context) == DAG_RUN:
+        fields = run_fields(context)
+        subject = f"[Airflow] {fields['status']} {fields['dag_id']} - {fields['run_id']}"
+        name = "run_alert"
+    else:
+        fields = alert_fields(context)
+        subject = f"[Airflow] {fields['status']} {fields['dag_id']}.{fields['task_id']} - {fields['run_id']}"
+        name = "alert"
+    return (
+        subject,
+        env.get_template(f"{name}.txt.j2").render(**fields),
+        env.get_template(f"{name}.html.j2").render(**fields),
+    )
+
+
+@dataclass(frozen=True)
+class AlertMail:
+    """One callback's mail: what it says, the seed of its retry-stable Message-ID, its archive origin, its name."""
+
+    subject: str
+    text: str | None
+    html: str | None
+    seed: str | None
+    origin: dict[str, Any]
+    what: str
+
+
+def alert_mail(context: Mapping[str, Any], *, subject: str | None, text: str | None, html: str | None) -> AlertMail:
+    """The notifier's whole reading of a callback context: the default alert fills what was not given.
+
+    A DAG run's mail has its own seed and origin (the run, no task), so it never shares the Message-ID of the
+    task alert the same failure sent, and the archive files it under the run.
+    """
+    from airflow_secure_mail.pipeline.send import identity_seed, origin_of
+
+    if subject is None or (html is None and text is None):
+        default_subject, default_text, default_html = render_alert(context)
+        subject = subject or default_subject
+        if html is None and text is None:
+            text, html = default_text, default_html
+    if callback_scope(context) == DAG_RUN:
+        fields = run_fields(context)
+        seed = f"{fields['dag_id']}|(run)|{fields['run_id']}|-1|notify-run|{fields['reason']}"
+        origin: dict[str, Any] = {"dag_id": fields["dag_id"], "run_id": fields["run_id"]}
+        return AlertMail(subject, text, html, seed, origin, f"DAG run {fields['dag_id']} {fields['run_id']}")
+    task_seed = identity_seed(context)
+    ti = context.get("ti") or context.get("task_instance")
+    if task_seed is not None and ti is not None:
+        task_seed = f"{task_seed}|notify|{getattr(ti, 'try_number', '')}"
+    fields = alert_fields(context)
+    return AlertMail(subject, text, html, task_seed, origin_of(context), f"{fields['dag_id']}.{fields['task_id']}")
 
 
 class SecureEmailNotifier(BaseNotifier):
@@ -42,6 +103,11 @@ class SecureEmailNotifier(BaseNotifier):
 
     Without ``subject``/``html_content`` it sends the default alert: a scannable subject and a text + HTML
     body with DAG, task, run, logical date, try, the redacted first line of the error, host and log link.
+    On the DAG (``DAG(on_failure_callback=...)``) it sends a DAG-run mail instead: "[Airflow] DAG run FAILED
+    <dag> - <run>" with the run, its state, the reason in words, the task Airflow named and a link to the run;
+    so the same notifier on the DAG and on its tasks sends one task alert and one distinct run mail.
+    Its log says where each alert went ("alert mail sent to N recipient(s)", or which digest it was folded
+    into and when that digest goes out).
     """
 
     template_fields = ("to", "cc", "bcc", "subject", "html_content", "text_content")
@@ -85,19 +151,8 @@ class SecureEmailNotifier(BaseNotifier):
 
     def _content(self, context: Mapping[str, Any]) -> tuple[str, str | None, str | None, str | None]:
         """Subject, text, HTML (the default alert fills what was not given) and the retry-stable id seed."""
-        from airflow_secure_mail.pipeline.send import identity_seed
-
-        subject, text, html = self.subject, self.text_content, self.html_content
-        if subject is None or (html is None and text is None):
-            default_subject, default_text, default_html = render_alert(context)
-            subject = subject or default_subject
-            if html is None and text is None:
-                text, html = default_text, default_html
-        seed = identity_seed(context)
-        ti = context.get("ti")
-        if seed is not None and ti is not None:
-            seed = f"{seed}|notify|{getattr(ti, 'try_number', '')}"
-        return subject, text, html, seed
+        mail = alert_mail(context, subject=self.subject, text=self.text_content, html=self.html_content)
+        return mail.subject, mail.text, mail.html, mail.seed
 
     async def asend(
         self, subject: str, text: str | None, html: str | None, *, seed: str | None, origin: Mapping[str, Any]
@@ -123,15 +178,19 @@ class SecureEmailNotifier(BaseNotifier):
         )
 
     async def async_notify(self, context: Any) -> None:
-        from airflow_secure_mail.pipeline.send import origin_of
-
         if self.digest is not None:  # fold into digests (airflow_secure_mail.alerts)
             from airflow_secure_mail.alerts.callback import anotify
 
             await anotify(self.digest, self, context)
             return
-        subject, text, html, seed = self._content(context)
-        await self.asend(subject, text, html, seed=seed, origin=origin_of(context))
+        mail = alert_mail(context, subject=self.subject, text=self.text_content, html=self.html_content)
+        result = await self.asend(mail.subject, mail.text, mail.html, seed=mail.seed, origin=mail.origin)
+        accepted = len({a for r in result.receipts for a in r.accepted})
+        if result.receipts:
+            ids = ", ".join(str(r.message_id) for r in result.receipts)
+            log.info("alert mail sent to %d recipient(s) for %s (%s)", accepted, mail.what, ids)
+        elif result.already_sent:
+            log.info("alert mail for %s was already sent (the archive has it): not sent again", mail.what)
 
     def notify(self, context: Any) -> None:
         from airflow_secure_mail._sync import run_sync

@@ -359,7 +359,7 @@ def test_digest_html_renders_on_a_phone_screen_in_headless_chromium(mail_env, no
     page.write_text(_parsed(received.data).get_body(("html",)).get_content())
     shot = tmp_path / "digest.png"
     dom = render(page, shot, width=390, height=1100, profile=tmp_path / "profile")
-    assert _subject(received) == "[Airflow] 7 failures in 3 DAGs since 00:00 UTC (billing, crm_export, …)"
+    assert _subject(received) == "[Airflow] 7 failures in 3 DAGs since 00:00 UTC (billing, crm_export, ...)"
     for expected in (
         "DAG run failed: finance_daily",
         "5 failed task instances",

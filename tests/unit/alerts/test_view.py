@@ -43,9 +43,11 @@ def test_a_failed_run_folds_its_task_alerts_and_only_the_loose_alert_gets_a_row(
     [run] = view["runs"]
     assert (run["run_id"], run["failed"]) == ("r1", 3)
     assert [t["task_id"] for t in run["tasks"]] == ["extract", "load", "report"]
-    assert [(r["task_id"], r["new"], r["count"]) for r in view["rows"]] == [("load", 1, 2)]
-    assert (view["failures"], view["retries"], view["firing"], view["more"]) == (4, 0, 1, 0)
-    assert view["other"] == {"retries": 1, "successes": 0}  # retries are not alerts unless notify_on_retry
+    # both of load's failures (r1's, folded into its run, and r2's) are new to its alert: "x2", not "x2 (1 new)"
+    assert [(r["task_id"], r["new"], r["count"]) for r in view["rows"]] == [("load", 2, 2)]
+    # failures: distinct failed task instances; retries: retry events, counted even when they raise no alert
+    assert (view["failures"], view["retries"], view["failed_runs"], view["firing"], view["more"]) == (4, 1, 1, 1, 0)
+    assert view["other"] == {"successes": 0}
     assert view["since"] == START.isoformat()  # the row's first_seen: its alert also fired inside run r1
 
 
@@ -62,7 +64,7 @@ def test_retries_alert_when_notify_on_retry_is_set():
     view = _plan(digest, _failed_run_and_a_loose_failure(), START + timedelta(minutes=1)).view
     assert (view["failures"], view["retries"], view["firing"]) == (4, 1, 2)
     assert [r["task_id"] for r in view["rows"]] == ["load", "ping"]
-    assert view["other"] == {"retries": 0, "successes": 0}
+    assert view["other"] == {"successes": 0}
 
 
 def test_an_event_held_by_a_silence_that_has_ended_is_reported_with_the_silence():
