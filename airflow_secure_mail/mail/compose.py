@@ -25,6 +25,27 @@ from airflow_secure_mail.mail.header_block import SINGLE_FIELDS
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.mail.wire import with_headers
 
+
+class _SmtpPolicy(email_policy.EmailPolicy):
+    """``policy.SMTP``, except that a header whose value fits on one continuation line starts on the name's line.
+
+    The standard library folds a 70-78 character value straight after ``Subject:``; RFC 5322 readers drop that
+    fold's space, but Python's parser (and some clients) then show a leading space (issue 21, item 8).
+    """
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        folded = super().fold_binary(name, value)
+        bare = f"{name}:{self.linesep} ".encode("ascii")
+        return f"{name}: ".encode("ascii") + folded[len(bare) :] if folded.startswith(bare) else folded
+
+    def fold(self, name: str, value: str) -> str:
+        folded = super().fold(name, value)
+        bare = f"{name}:{self.linesep} "
+        return f"{name}: " + folded[len(bare) :] if folded.startswith(bare) else folded
+
+
+_SMTP = _SmtpPolicy(linesep="\r\n")
+
 _RESERVED_HEADERS = {
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
     "content-type", "content-transfer-encoding", "sender", "return-path",
@@ -205,7 +226,7 @@ def compose_wire(request: MailRequest, *, allow_special_use_domains: bool = Fals
     """:func:`compose`, serialized with ``policy.SMTP``; large attachments are base64-encoded into the bytes once."""
     large: dict[bytes, bytes] = {}
     message, envelope = _compose(request, allow_special_use_domains, large)
-    return Composed(message, envelope, _splice(message.as_bytes(policy=email_policy.SMTP), large))
+    return Composed(message, envelope, _splice(message.as_bytes(policy=_SMTP), large))
 
 
 _SPLICE_MIN = 256 * 1024
@@ -259,7 +280,7 @@ def _headers(
     from datetime import UTC, datetime
 
     check_no_control(request.subject, "subject")
-    msg = EmailMessage(policy=email_policy.SMTP)
+    msg = EmailMessage(policy=_SMTP)
     msg["From"] = _fmt(sender)
     if to:
         msg["To"] = ", ".join(_fmt(m) for m in to)

@@ -7,8 +7,6 @@ import email.policy
 import logging
 import runpy
 
-import pytest
-
 from tests.conftest import DAGS
 
 BOTH = """
@@ -119,11 +117,6 @@ def test_a_run_context_without_a_task_still_says_what_happened(mail_env):
     assert not any(line.startswith(("Failed task", "Unfinished task", "Try")) for line in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mail/compose.py (policy.SMTP) folds a 70-77 character subject right after 'Subject:'; "
-    "Python's parser then decodes a leading space. The fix belongs in mail/compose.py (see the s28-alerts report).",
-)
 def test_a_subject_of_seventy_odd_characters_decodes_without_a_leading_space(mail_env):
     from airflow_secure_mail import SecureEmailNotifier
 

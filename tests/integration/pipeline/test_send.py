@@ -90,7 +90,7 @@ def test_notifier_logs_when_it_sends(mail_env, caplog):
     with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
         SecureEmailNotifier(to="oncall@example.com", bcc="hidden.auditor@example.com").notify(context)
     lines = _lines(caplog)
-    assert "SecureEmailNotifier: sending '[Airflow] FAILED sales.load — r1' to 2 recipient(s)" in lines
+    assert "SecureEmailNotifier: sending '[Airflow] FAILED sales.load - r1' to 2 recipient(s)" in lines
     assert any(line.startswith("sent <") and "to 2 recipient(s)" in line for line in lines)
     assert "hidden.auditor" not in caplog.text
 
