@@ -380,6 +380,7 @@ def test_backup_and_restore_dag(mail_env, airflow_db, tmp_path, monkeypatch):
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_BACKUP", f"file://{tmp_path}/backup")
     monkeypatch.setenv("SECURE_MAIL_RESTORE_TO", f"file://{tmp_path}/restored")
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "")  # this archive is not sealed (the example's default is)
     archive = MailArchive(f"file://{tmp_path}/archive")
     _send(archive, 1)
     dag = load_dag("secure_mail_backup_restore.py", "secure_mail_backup_restore")

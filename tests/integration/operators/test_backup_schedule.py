@@ -23,6 +23,7 @@ def test_cron_runs_back_up_everything_since_the_last_bundle_once(mail_env, airfl
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_BACKUP", f"file://{tmp_path}/backup")
     monkeypatch.setenv("SECURE_MAIL_RESTORE_TO", f"file://{tmp_path}/restored")
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "")  # this archive is not sealed (the example's default is)
     archive = MailArchive(f"file://{tmp_path}/archive")
     dag = load_dag("secure_mail_backup_restore.py", "secure_mail_backup_restore")
     _send(archive, 1)
@@ -55,6 +56,7 @@ def test_run_without_logical_date_backs_up_up_to_its_run_time(mail_env, airflow_
     monkeypatch.setenv("SECURE_MAIL_ARCHIVE", f"file://{tmp_path}/archive")
     monkeypatch.setenv("SECURE_MAIL_BACKUP", f"file://{tmp_path}/backup")
     monkeypatch.setenv("SECURE_MAIL_RESTORE_TO", f"file://{tmp_path}/restored")
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE_KEY", "")  # this archive is not sealed (the example's default is)
     _send(MailArchive(f"file://{tmp_path}/archive"), 1)
     run = load_dag("secure_mail_backup_restore.py", "secure_mail_backup_restore").test(logical_date=None)
     assert run.state == "success"
