@@ -39,7 +39,7 @@ class _SmtpPolicy(email_policy.EmailPolicy):
         return f"{name}: ".encode("ascii") + folded[len(bare) :] if folded.startswith(bare) else folded
 
     def fold(self, name: str, value: str) -> str:
-        folded = super().fold(name, value)
+        folded: str = super().fold(name, value)
         bare = f"{name}:{self.linesep} "
         return f"{name}: " + folded[len(bare) :] if folded.startswith(bare) else folded
 
