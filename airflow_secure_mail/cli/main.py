@@ -106,12 +106,14 @@ def _read_connections_like_airflow_cli() -> Iterator[None]:
 
 
 def doctor(conn_id: str) -> int:
-    """Print the checklist; exit 1 if anything failed, 0 otherwise (warnings included).
+    """Print the checklist; exit 1 if anything failed, 0 otherwise (warnings included); 2 for a connection
+    that is not ``securesmtp`` (its login and password are not ours to judge).
 
     The connection is looked up once: the static and the live checks judge the same settings.
     """
     from airflow.sdk import BaseHook
 
+    from airflow_secure_mail.cli.setup import wrong_type
     from airflow_secure_mail.scanning.clamd import scanner_checks
 
     try:
@@ -120,6 +122,10 @@ def doctor(conn_id: str) -> int:
         where = "the metadata database, AIRFLOW_CONN_* variables and the secrets backends"
         print(f"FAIL  connection {conn_id}: {type(exc).__name__} (looked in {where})")
         return 1
+    refusal = wrong_type(conn, conn_id, "doctor")
+    if refusal:
+        print(refusal)
+        return 2
     checks, settings = _static_checks(conn)
     if settings is not None and not any(status == "FAIL" for status, _, _ in checks):
         checks += _live_checks(settings)
@@ -133,13 +139,24 @@ def doctor(conn_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-secure-mail")
     sub = parser.add_subparsers(dest="command", required=True)
-    doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
-    doc.add_argument("--conn-id", default="secure_smtp_default")
+    from airflow_secure_mail.cli import setup as setup_cli
     from airflow_secure_mail.cli import silence as silence_cli
 
+    doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
+    setup_cli.add_options(doc)
+    doc.add_argument("--fix", action="store_true", help="run `setup` first (same options), then the checklist")
+    setup_cli.add_parser(sub)
     silence_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    with _read_connections_like_airflow_cli():  # both read connections as `airflow connections` does
+    with _read_connections_like_airflow_cli():  # all read connections as `airflow connections` does
+        if args.command == "setup":
+            return setup_cli.setup(args.conn_id, args.transit_key, args.example_keys)
         if args.command == "doctor":
-            return doctor(args.conn_id)
+            if not args.fix:
+                return doctor(args.conn_id)
+            fixed = setup_cli.setup(args.conn_id, args.transit_key, args.example_keys)
+            if fixed == 2:  # not a securesmtp connection: said once
+                return fixed
+            print()
+            return max(fixed, doctor(args.conn_id))
         return silence_cli.run(args)
