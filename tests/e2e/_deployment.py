@@ -136,9 +136,18 @@ class AirflowDeployment:
         """Run the fresh venv's ``airflow`` CLI against this deployment."""
         return self.run(str(self.venv / "bin" / "airflow"), *args, check=check, timeout=timeout)
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command with the components' environment (plus ``env``), as an operator's shell would."""
         done = subprocess.run(
-            list(cmd), env=self.env(), cwd=self.home, capture_output=True, text=True, timeout=timeout, check=False
+            list(cmd),
+            env=self.env(**(env or {})),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:3])} failed ({done.returncode}): {done.stderr[-3000:]}")
