@@ -1,4 +1,10 @@
-"""A failing task alerted by SecureEmailNotifier: the default alert names DAG, task, run, try and error."""
+"""A failing task alerted by SecureEmailNotifier: the default alert names DAG, task, run, try and error.
+
+The task fails on purpose: the run ends ``failed`` and the alert mail is the point.
+
+Settings (environment variables, read when the file is parsed: set them for the dag-processor and workers):
+    SECURE_MAIL_ALERT_TO   who gets the alert (default oncall@example.com)
+"""
 
 from __future__ import annotations
 

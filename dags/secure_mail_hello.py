@@ -1,4 +1,8 @@
-"""The smallest useful DAG: one message over verified TLS with credentials read from Vault."""
+"""The smallest useful DAG: one message over verified TLS with credentials read from Vault.
+
+Settings (environment variables, read when the file is parsed: set them for the dag-processor and workers):
+    SECURE_MAIL_DEMO_TO   recipient (default data-team@example.com)
+"""
 
 from __future__ import annotations
 

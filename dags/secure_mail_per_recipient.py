@@ -1,4 +1,8 @@
-"""A per-recipient report: each recipient gets their own copy (no one sees the others), one SMTP session."""
+"""A per-recipient report: each recipient gets their own copy (no one sees the others), one SMTP session.
+
+Settings (environment variables, read when the file is parsed: set them for the dag-processor and workers):
+    SECURE_MAIL_TEAM   comma-separated recipients (default ana@example.com,bo@example.com,chen@example.com)
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 with DAG(
     dag_id="secure_mail_per_recipient",
     start_date=datetime(2026, 1, 1),
-    schedule="@daily",
+    schedule=None,  # a real deployment: "@daily" (no schedule here, so unpausing the example sends no mail)
     catchup=False,
     tags=["example", "secure-mail"],
 ) as dag:

@@ -1,4 +1,11 @@
-"""A weekly report: one task writes a CSV to object storage, the next mails it as an attachment."""
+"""A weekly report: one task writes a CSV to object storage, the next mails it as an attachment.
+
+Settings (environment variables, read when the file is parsed: set them for the dag-processor and workers):
+    SECURE_MAIL_REPORT_BASE   where the CSV is written (default file://$AIRFLOW_HOME/secure-mail/reports);
+                              shared storage (s3://...) when workers run on more than one machine
+    SECURE_MAIL_REPORT_CONN   Airflow connection for that location, e.g. an aws one for s3:// (default none)
+    SECURE_MAIL_REPORT_TO     recipient (default finance@example.com)
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,16 @@ import csv
 import io
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, ObjectStoragePath, task
 
 from airflow_secure_mail import MailPolicy, SecureEmailOperator
 
-REPORT_BASE = os.environ.get("SECURE_MAIL_REPORT_BASE", "file:///tmp/secure-mail-reports")
-STORAGE_CONN = os.environ.get("SECURE_MAIL_REPORT_CONN") or None
+LOCAL = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "secure-mail"
+REPORT_BASE = os.environ.get("SECURE_MAIL_REPORT_BASE", f"file://{LOCAL}/reports")
+STORAGE_CONN = os.environ.get("SECURE_MAIL_REPORT_CONN", "") or None
 REPORT_TO = os.environ.get("SECURE_MAIL_REPORT_TO", "finance@example.com")
 # The run's date, also for runs triggered without a logical date (CLI, REST, UI: Airflow 3).
 DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
@@ -21,7 +30,7 @@ DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 with DAG(
     dag_id="secure_mail_weekly_report",
     start_date=datetime(2026, 1, 1),
-    schedule="@weekly",
+    schedule=None,  # a real deployment: "@weekly" (no schedule here, so unpausing the example sends no mail)
     catchup=False,
     tags=["example", "secure-mail"],
 ) as dag:
