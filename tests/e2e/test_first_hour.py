@@ -225,6 +225,12 @@ def test_first_mail_following_the_guide_within_five_minutes(
     (mail,) = [m for m in smtp.messages if MAIL_TO in m.rcpt_tos]
     assert mail.tls_version in ("TLSv1.2", "TLSv1.3")
     assert b"First secure mail from first_secure_mail" in mail.data
+    # Step 7 says where to read the result: the task log in the UI (read here through the same REST API).
+    rest = _rest(fresh)
+    (run,) = rest.runs("first_secure_mail")
+    assert run["state"] == "success"
+    log = rest.task_log("first_secure_mail", run["dag_run_id"], "send", 1)
+    assert re.search(r"sent \S+ to 1 recipient\(s\).* via localhost:\d+ over TLSv1\.[23]", log), log[-2000:]
 
 
 def test_test_button_works_once_the_guides_setting_is_on(fresh: Fresh) -> None:
