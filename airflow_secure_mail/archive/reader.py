@@ -50,16 +50,43 @@ class ArchiveReader(ObjectStore):
 
     def iter_records(self, start: datetime, end: datetime) -> Iterator[ArchiveRecord]:
         """Committed records whose commit time falls in ``[start, end)``, scanning the day folders."""
-        day: date = (start - timedelta(days=1)).date()
+        for key, prefix in self.record_refs(start, end):
+            record = self.record_at(key, prefix)
+            if start <= committed_at(record) < end:
+                yield record
+
+    def record_refs(self, start: datetime, end: datetime) -> Iterator[tuple[str, str]]:
+        """(key, prefix) of every committed record in the day folders that can hold commits in ``[start, end)``.
+
+        The scan begins at the archive's oldest day folder at the earliest, so an open start (``--since``
+        left out) costs a few listings, not one per day since 1970.
+        """
+        first = self.first_day()
+        if first is None:
+            return
+        day = max((start - timedelta(days=1)).date(), first)
         while day <= end.date():
             folder = f"messages/{day:%Y/%m/%d}"
             for name in self.list_names(folder):
                 key, _, suffix = name.partition(".")
                 if suffix == "json":
-                    record = ArchiveRecord(key, f"{folder}/{key}", self._read_meta(f"{folder}/{name}"))
-                    if start <= committed_at(record) < end:
-                        yield record
+                    yield key, f"{folder}/{key}"
             day += timedelta(days=1)
+
+    def record_at(self, key: str, prefix: str) -> ArchiveRecord:
+        """The committed record at ``prefix`` (its metadata read and parsed; damaged = ArchiveIntegrityError)."""
+        return ArchiveRecord(key, prefix, self._read_meta(f"{prefix}.json"))
+
+    def first_day(self) -> date | None:
+        """The archive's oldest day folder (``messages/YYYY/MM/DD``), None when it holds none."""
+        path = "messages"
+        for _ in range(3):
+            names = [n for n in self.list_names(path) if n.isdigit()]
+            if not names:
+                return None
+            path = f"{path}/{names[0]}"
+        _, year, month, day = path.split("/")
+        return date(int(year), int(month), int(day))
 
     def _read_meta(self, name: str) -> RecordMetadata:
         raw = self.read(name)

@@ -6,13 +6,14 @@ import hashlib
 import mailbox
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
 from airflow_secure_mail.archive.reader import committed_at
 from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive, ObjectStore, as_archive
+from airflow_secure_mail.errors import ArchiveIntegrityError
 from airflow_secure_mail.mail.outgoing import Outgoing
 
 
@@ -68,16 +69,66 @@ def select(
     return [Restored(r, store.verify(r)) for r in store.iter_records(start, end) if selection.matches(r)]
 
 
-def export(found: list[Restored], destination: str, *, conn_id: str | None = None, fmt: str = "eml") -> list[str]:
-    """Write ``<key>.eml`` files, or one ``restored.mbox``, to ``destination``.
+@dataclass(frozen=True)
+class ArchiveCheck:
+    """What :func:`verify_archive` found: how many records are intact, and each damaged one with why."""
+
+    intact: int
+    damaged: tuple[tuple[str, str], ...]
+    """(record prefix, the integrity error's message)"""
+
+    @property
+    def checked(self) -> int:
+        return self.intact + len(self.damaged)
+
+
+def verify_archive(
+    archive: MailArchive | str, start: datetime | None = None, end: datetime | None = None
+) -> ArchiveCheck:
+    """Check every committed record of ``[start, end)`` as backup and restore do (hash, AES-GCM tag, size, key).
+
+    A damaged record is counted and named and the check goes on; a Vault or storage failure (no Transit key,
+    no access) is not the archive's damage and is raised.
+    """
+    store = as_archive(archive)
+    assert store is not None
+    begin = start or datetime(1970, 1, 1, tzinfo=UTC)
+    finish = end or datetime.now(UTC)
+    intact, damaged = 0, []
+    for key, prefix in store.record_refs(begin, finish):
+        try:
+            record = store.record_at(key, prefix)
+            if not begin <= committed_at(record) < finish:
+                continue
+            store.verify(record)
+        except ArchiveIntegrityError as exc:
+            damaged.append((prefix, " ".join(str(exc).split())))
+            continue
+        intact += 1
+    return ArchiveCheck(intact, tuple(damaged))
+
+
+def export(
+    found: list[Restored],
+    destination: str,
+    *,
+    conn_id: str | None = None,
+    fmt: str = "eml",
+    log_fn: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Write ``<key>.eml`` files, or one ``restored.mbox``, to ``destination``; ``log_fn`` hears each location.
 
     Never overwrites: an object already there with the same bytes (a cleared run exporting again) is kept,
     a different one is an ArchiveError.
     """
     target = ObjectStore(destination, conn_id)
+    say = log_fn or (lambda _line: None)
     if fmt == "eml":
         for item in found:
-            target.write_once_or_same(f"{item.record.key}.eml", item.data)
+            name = f"{item.record.key}.eml"
+            fresh = target.write_once_or_same(name, item.data)
+            kept = "" if fresh else " (already there, same bytes)"
+            say(f"wrote {target.location}/{name}: {item.record.meta.message_id or 'no Message-ID'}{kept}")
         return [f"{item.record.key}.eml" for item in found]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "restored.mbox")
@@ -93,6 +144,7 @@ def export(found: list[Restored], destination: str, *, conn_id: str | None = Non
             box.close()
         with open(path, "rb") as fh:
             target.write_once_or_same("restored.mbox", fh.read())
+    say(f"wrote {target.location}/restored.mbox: {len(found)} message(s)")
     return ["restored.mbox"]
 
 

@@ -1,4 +1,4 @@
-"""``airflow-secure-mail``: ``doctor`` (check a connection and the services it needs), ``setup`` and ``silence``."""
+"""``airflow-secure-mail``: ``doctor`` (check a connection and what it needs), ``setup``, ``archive``, ``silence``."""
 
 from airflow_secure_mail.cli.main import main
 

@@ -139,6 +139,7 @@ def doctor(conn_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-secure-mail")
     sub = parser.add_subparsers(dest="command", required=True)
+    from airflow_secure_mail.cli import archive as archive_cli
     from airflow_secure_mail.cli import setup as setup_cli
     from airflow_secure_mail.cli import silence as silence_cli
 
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     doc.add_argument("--fix", action="store_true", help="run `setup` first (same options), then the checklist")
     setup_cli.add_parser(sub)
     silence_cli.add_parser(sub)
+    archive_cli.add_parser(sub)
     args = parser.parse_args(argv)
     with _read_connections_like_airflow_cli():  # all read connections as `airflow connections` does
         if args.command == "setup":
@@ -159,4 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                 return fixed
             print()
             return max(fixed, doctor(args.conn_id))
+        if args.command == "archive":
+            return archive_cli.run(args)
         return silence_cli.run(args)

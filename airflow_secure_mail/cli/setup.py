@@ -32,6 +32,7 @@ DEFAULT_TRANSIT_KEY = "mail-archive"
 KEYS_MOUNT = "secret"  # where Protection looks by default (Protection.vault_mount)
 KEYS_PATH = "mail-keys"  # Protection.keys_vault_path
 SIGNING_PATH = "mail-signing"  # the signing_vault_path the examples use
+_ADMIN = "run setup with an administrator's token in VAULT_TOKEN"
 _DATA_KEY_TYPES = ("aes128-gcm96", "aes256-gcm96", "chacha20-poly1305")
 
 
@@ -320,6 +321,8 @@ def _example_keys(run: _Run, settings: SmtpSettings, addresses: Sequence[str]) -
         )  # fmt: skip
     elif not settings.from_email:
         run.add(TODO, "signing keys", "set extra from_email on the connection: the test signer's identity")
+    elif not _may_write(run, SIGNING_PATH):
+        run.add(TODO, "signing keys", f"this token may not write {where}: {_ADMIN}")
     else:
         keys = _test_keys()
         ca = keys.SmimeCA()
@@ -346,10 +349,22 @@ def _recipient_key(run: _Run, address: str, ca: Any) -> None:
     if outcome == "denied":
         run.add(TODO, what, f"this token may not read {KEYS_MOUNT}/{path}: grant read (policy below)")
         return
+    if not _may_write(run, path):
+        run.add(TODO, what, f"this token may not write {KEYS_MOUNT}/{path}: {_ADMIN}")
+        return
     keys = _test_keys()
     pgp, smime = _make_pgp(keys, address), (ca or keys.SmimeCA()).issue(address)
     secret = {"pgp_public_key": pgp.public_key, "smime_certificate": smime.certificate}
     _store_test_key(run, what, path, secret, f"TEST PGP + S/MIME key for {address}")
+
+
+def _may_write(run: _Run, path: str) -> bool:
+    """Whether the token may create ``secret/<path>`` (asked before gpg spends seconds making a key for it)."""
+    outcome, reply = run.attempt(lambda c: c.sys.get_capabilities(paths=[f"{KEYS_MOUNT}/data/{path}"]))
+    if outcome != "ok":
+        return True  # cannot tell: the write itself will say
+    granted = set((reply.get("data") or reply).get("capabilities") or [])
+    return bool(granted & {"root", "create", "update"})
 
 
 def _store_test_key(run: _Run, what: str, path: str, secret: dict[str, str], label: str) -> None:

@@ -198,9 +198,14 @@ class MailRestoreOperator(BaseOperator):
         self.log.info("restore: %d message(s) selected and verified", len(found))
         if self.mode == "export":
             assert self.destination
-            written = export(found, self.destination, conn_id=self.destination_conn_id, fmt=self.export_format)
+            written = export(
+                found, self.destination, conn_id=self.destination_conn_id, fmt=self.export_format, log_fn=self.log.info
+            )
+            self.log.info("restore: %d message(s) exported to %s", len(found), self.destination)
             return {"restored": len(found), "written": written}
-        return {"restored": len(found), "resent_message_ids": self._resend(found, context)}
+        resent = self._resend(found, context)
+        self.log.info("restore: %d message(s) resent: %s", len(found), ", ".join(filter(None, resent)) or "none")
+        return {"restored": len(found), "resent_message_ids": resent}
 
     def _resend(self, found: list[Any], context: Context) -> list[str | None]:
         """Through the pipeline like any send: screened, archived as a resend, recorded; a retry sends nothing twice."""

@@ -1,17 +1,20 @@
 """What a send reports: the small XCom result, the one rule that turns outcomes into success or an error,
-and the task-log lines (Message-IDs, counts, TLS; never an address)."""
+and the task-log lines (Message-IDs, counts, TLS, protection, archive location; never an address)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.batch import Outcome
 from airflow_secure_mail.transport.session import SendReceipt
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.archive.store import ArchiveRecord, MailArchive
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +69,38 @@ def log_already_sent(item: Outgoing, status: str) -> None:
     log.info("already sent by an earlier try%s, not sent again: %s", note, item.message_id)
 
 
-def log_outcomes(server: str, sent: Sequence[tuple[Outgoing, Outcome]], already: int) -> None:
-    """One task-log line per copy sent now and one summary: server, TLS, recipient counts, Message-IDs."""
+def archived_at(archive: MailArchive | None, record: ArchiveRecord | None) -> str | None:
+    """Where a copy's archived bytes are (``<location>/<prefix>.eml``), None when it was not archived."""
+    if archive is None or record is None:
+        return None
+    return f"{archive.location}/{record.prefix}.eml"
+
+
+def log_outcomes(
+    server: str,
+    sent: Sequence[tuple[Outgoing, Outcome]],
+    already: int,
+    *,
+    protection: str | None = None,
+    archived: Sequence[str | None] = (),
+) -> None:
+    """One task-log line per copy sent now and one summary: server, TLS, recipient counts, Message-IDs, how the
+    copy was protected (``Protection.describe()``) and where it was archived (``archived``: one per ``sent``)."""
     ok, failed = [], []
-    for item, outcome in sent:
+    how = protection if protection and protection != "none" else "not signed or encrypted"
+    places = list(archived) + [None] * (len(sent) - len(archived))
+    for (item, outcome), place in zip(sent, places, strict=True):
+        where = f"archived at {place}" if place else "not archived"
         if isinstance(outcome, SendReceipt):
             ok.append(item.message_id)
             refused = f", {len(outcome.refused)} refused" if outcome.refused else ""
-            log.info("sent %s to %d recipient(s)%s via %s over %s", outcome.message_id or item.message_id,
-                     len(outcome.accepted), refused, server, outcome.tls_version or "no TLS")  # fmt: skip
+            log.info("sent %s to %d recipient(s)%s via %s over %s; %s; %s", outcome.message_id or item.message_id,
+                     len(outcome.accepted), refused, server, outcome.tls_version or "no TLS", how, where)  # fmt: skip
         else:
             failed.append(item.message_id)
             kind = "transient" if isinstance(outcome, DeliveryError) and outcome.transient else "permanent"
-            log.warning("not sent: %s to %d recipient(s) (%s, %s)", item.message_id, len(item.recipients),
-                        type(outcome).__name__, kind)  # fmt: skip
+            log.warning("not sent: %s to %d recipient(s) (%s, %s); %s", item.message_id, len(item.recipients),
+                        type(outcome).__name__, kind, where)  # fmt: skip
     total = len(sent) + already
     if not sent:
         log.info("nothing sent: all %d message(s) were already sent by an earlier try", already)

@@ -134,15 +134,19 @@ async def _send(
 ) -> MailResult:
     from airflow_secure_mail.archive.store import as_archive
     from airflow_secure_mail.pipeline.dispatch import RecordInfo, dispatch
-    from airflow_secure_mail.pipeline.result import log_already_sent, log_outcomes, raise_for_outcomes
+    from airflow_secure_mail.pipeline.result import archived_at, log_already_sent, log_outcomes, raise_for_outcomes
 
     info = RecordInfo(dict(origin or {}), prepared.protection)
-    deliveries = await dispatch(prepared.items, channel.client, as_archive(archive), info, concurrency=concurrency)
+    store = as_archive(archive)
+    deliveries = await dispatch(prepared.items, channel.client, store, info, concurrency=concurrency)
     for d in deliveries:
         if d.already_sent:
             log_already_sent(d.item, d.record.status if d.record is not None else "sent")
-    now = [(d.item, d.outcome) for d in deliveries if not d.already_sent and d.outcome is not None]
-    log_outcomes(channel.server, now, sum(d.already_sent for d in deliveries))
+    now = [d for d in deliveries if not d.already_sent and d.outcome is not None]
+    log_outcomes(
+        channel.server, [(d.item, d.outcome) for d in now], sum(d.already_sent for d in deliveries),  # type: ignore[misc]
+        protection=prepared.protection, archived=[archived_at(store, d.record) for d in now],
+    )  # fmt: skip
     unrecorded = next((d.commit_error for d in deliveries if d.commit_error is not None), None)
     if unrecorded is not None:  # logged above what went out; failing keeps the task from reporting success
         raise unrecorded

@@ -98,11 +98,15 @@ def test_setup_with_a_worker_token_prints_commands_and_creates_nothing(fresh, ca
     token = root.auth.token.create(policies=["worker"], ttl="1h")["auth"]["client_token"]
     monkeypatch.setenv("AIRFLOW_CONN_VAULT_DEFAULT", json.dumps(dict(fresh.connection_uri(), password=token)))
 
-    code, out = _setup(capsys)
+    code, out = _setup(capsys, "--example-keys", "board@example.com")
 
     assert code == 1
     items = _lines(out)
     assert items["Transit engine at transit/"] == "TODO" and items["Transit key mail-archive"] == "TODO"
+    assert items["signing keys"] == "TODO" and items["recipient key board@example.com"] == "TODO"
+    assert "may not write secret/mail-signing: run setup with an administrator's token in VAULT_TOKEN" in out
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        root.secrets.kv.v2.read_secret_version(path="mail-signing", raise_on_deleted_version=True)
     assert "bao secrets enable transit" in out
     assert "bao write -f transit/keys/mail-archive type=aes256-gcm96" in out
     assert 'path "transit/datakey/plaintext/mail-archive" { capabilities = ["update"] }' in out

@@ -38,7 +38,12 @@ def test_send_and_retry_log_sent_then_already_sent(mail_env, tmp_path, caplog):
     [message_id] = [r.message_id for r in first.receipts]
     server = f"localhost:{mail_env.smtp.port()}"
     tls = mail_env.smtp.messages[0].tls_version
-    assert f"sent {message_id} to 3 recipient(s) via {server} over {tls}" in _lines(caplog)
+    [key] = first.archive_keys
+    where = f"archived at file://{tmp_path}/archive/{key}.eml"
+    assert f"sent {message_id} to 3 recipient(s) via {server} over {tls}; not signed or encrypted; {where}" in _lines(
+        caplog
+    )
+    assert (tmp_path / "archive" / f"{key}.eml").is_file()
     assert f"1 message(s) sent, 0 already sent earlier, via {server}" in _lines(caplog)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
@@ -61,7 +66,7 @@ def test_partial_failure_logs_which_copies_went_out_and_retry_sends_the_rest(mai
     ids = {m.rcpt_tos[0]: m.data.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode() for m in mail_env.smtp.messages}
     assert sorted(ids) == ["ana@example.com", "chen@example.com"]
     [failed] = [line for line in _lines(caplog) if line.startswith("not sent: ")]
-    assert failed.endswith("to 1 recipient(s) (DeliveryError, permanent)")
+    assert re.search(r"to 1 recipient\(s\) \(DeliveryError, permanent\); archived at file://\S+\.eml$", failed)
     bo_id = failed.removeprefix("not sent: ").split(" to ")[0]
     assert (
         f"1 of 3 message(s) failed ({bo_id}); went out in this try: {ids['ana@example.com']}, "
@@ -139,3 +144,32 @@ def test_send_mail_with_the_deprecated_hook_argument_still_sends_and_warns(mail_
     assert received.rcpt_tos == ["r7@example.com"]
     [message_id] = result.to_xcom()["message_ids"]
     assert f"Message-ID: {message_id}".encode() in received.data
+
+
+@pytest.mark.tools
+def test_send_log_says_how_it_was_protected_and_where_it_was_archived(mail_env, tmp_path, caplog):
+    from airflow_secure_mail.mail.protect import Protection
+    from airflow_secure_mail.testing.keys import seed_vault_keys
+
+    seed_vault_keys(mail_env.bao.client(), "ana@example.com", "airflow@example.com", keys_path="log-keys",
+                    signing_path="log-signing")  # fmt: skip
+    protection = Protection(encrypt="pgp", sign=True, keys_vault_path="log-keys", signing_vault_path="log-signing")
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    request = MailRequest(sender="airflow@example.com", to=("ana@example.com",), subject="numbers", text="42")
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        result = send_mail(request, channel=MailChannel.for_conn(), archive=archive, protection=protection)
+    [message_id], [key] = [r.message_id for r in result.receipts], result.archive_keys
+    server, tls = f"localhost:{mail_env.smtp.port()}", mail_env.smtp.messages[0].tls_version
+    assert (
+        f"sent {message_id} to 1 recipient(s) via {server} over {tls}; signed (pgp), encrypted (pgp); "
+        f"archived at file://{tmp_path}/archive/{key}.eml" in _lines(caplog)
+    )
+
+
+def test_send_without_archive_says_not_archived(mail_env, caplog):
+    request = MailRequest(sender="airflow@example.com", to=("ana@example.com",), subject="numbers", text="42")
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        result = send_mail(request, channel=MailChannel.for_conn())
+    [message_id] = [r.message_id for r in result.receipts]
+    [line] = [line for line in _lines(caplog) if line.startswith(f"sent {message_id}")]
+    assert line.endswith("; not signed or encrypted; not archived")
