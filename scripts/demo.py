@@ -94,13 +94,15 @@ def setup(bao: Any, smtp: Any, password: str) -> None:
             "extra": smtp.connection_extra(starttls=True, vault_path="smtp/airflow", from_email="airflow@example.com"),
         }
     )
+    # Locations under .demo/ so the report can point at them (the examples' default is $AIRFLOW_HOME/secure-mail/);
+    # the archive's Transit key is the examples' default, mail-archive, for the report and the backup alike.
     os.environ.update(
         SECURE_MAIL_REPORT_BASE=f"file://{WORK}/reports",
         SECURE_MAIL_ARCHIVE=f"file://{WORK}/archive",
-        SECURE_MAIL_ARCHIVE_KEY="mail-archive",
         SECURE_MAIL_BACKUP=f"file://{WORK}/backup",
         SECURE_MAIL_RESTORE_TO=f"file://{WORK}/restored",
     )
+    os.environ.pop("SECURE_MAIL_ARCHIVE_KEY", None)
     line("Vault", f"{bao.url} (dev; SMTP password only at secret/smtp/airflow)")
     line("SMTP", f"localhost:{smtp.port(starttls=True)} mandatory STARTTLS, AUTH required, CA pinned")
 

@@ -4,6 +4,9 @@ Collected only when ``AIRFLOW_SECURE_MAIL_E2E=1`` (``make e2e`` sets it): ``make
 Servers the provider talks to are the project's own loopback servers (OpenBao dev with an audit log, the TLS
 SMTP catcher, SeaweedFS S3). Each deployment (LocalExecutor, then CeleryExecutor with two workers) gets its own
 database, bucket and Airflow home; connections are created through the REST API with the UI form's payload.
+Vault starts as a team's would (KV v2 at ``secret/`` holding the SMTP secret, no Transit); what the examples need
+besides comes from the setup command docs/examples.md gives, run from each deployment's venv with an
+administrator's token, and their settings are the ones that page lists for S3 and workers on two machines.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def _dag_ids(folder: Path) -> list[str]:
 
 
 EXAMPLE_DAGS = _dag_ids(ROOT / "dags")
+EXAMPLES_DOC = ROOT / "docs" / "examples.md"
 E2E_DAGS = _dag_ids(HERE / "dags")
 BUSY = "busy@example.com"  # refused with a 4xx on the first try of e2e_partial_refusal
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -45,9 +49,7 @@ VAULT_POLICY = """
 path "secret/data/*" { capabilities = ["read"] }
 path "secret/metadata/*" { capabilities = ["read"] }
 path "transit/datakey/plaintext/mail-archive" { capabilities = ["update"] }
-path "transit/datakey/wrapped/mail-archive" { capabilities = ["update"] }
 path "transit/decrypt/mail-archive" { capabilities = ["update"] }
-path "transit/encrypt/mail-archive" { capabilities = ["update"] }
 path "auth/token/renew-self" { capabilities = ["update"] }
 path "auth/token/lookup-self" { capabilities = ["read"] }
 """
@@ -113,17 +115,16 @@ def smtp() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def vault(smtp: Any) -> Iterator[VaultSetup]:
-    from airflow_secure_mail.testing.keys import seed_vault_keys
+    """A team's Vault before the setup command: the SMTP secret (the team stores it), no Transit, no keys."""
     from airflow_secure_mail.testing.openbao import OpenBaoDevServer
 
     server = OpenBaoDevServer().start()
     client = server.client()
+    client.sys.disable_secrets_engine("transit")  # `bao server -dev` has none; our helper enables it: undo that
     path = "smtp/airflow"
     client.secrets.kv.v2.create_or_update_secret(
         path=path, secret={"username": "airflow", "password": smtp.users["airflow"]}
     )
-    client.secrets.transit.create_key(name="mail-archive", key_type="aes256-gcm96")
-    seed_vault_keys(client, "board@example.com", "airflow@example.com")
     role_id, secret_id = server.approle("airflow-workers", VAULT_POLICY)
     token = client.auth.token.create(policies=["airflow-workers"], ttl="2h", renewable=True)["auth"]["client_token"]
     yield VaultSetup(server, path, token, role_id, secret_id)
@@ -178,6 +179,36 @@ def _connections(d_name: str, meta: dict[str, Any], smtp: Any, vault: VaultSetup
     }
 
 
+def documented_block(marker: str) -> str:
+    """The fenced bash block after ``<!-- marker -->`` in docs/examples.md, without its indentation."""
+    found = re.search(rf"^( *)<!-- {marker} -->\n\1```bash\n(.*?)\n\1```", EXAMPLES_DOC.read_text(), re.S | re.M)
+    assert found is not None, f"docs/examples.md has no <!-- {marker} --> bash block"
+    return "\n".join(line.removeprefix(found.group(1)) for line in found.group(2).splitlines())
+
+
+def documented_settings(bucket: str, aws_conn_id: str) -> dict[str, str]:
+    """The settings docs/examples.md gives for S3 and two machines, for this deployment's bucket and connection."""
+    settings = {}
+    for line in documented_block("multi-machine-settings").splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        settings[name] = value.replace("s3://mail-bucket/", f"s3://{bucket}/").replace("aws_default", aws_conn_id)
+    return settings
+
+
+SETUP_OUTPUTS: list[str] = []  # the documented setup command's output, one per deployment, in order
+
+
+def run_documented_setup(airflow: Any, vault: VaultSetup) -> str:
+    """Run the setup command of docs/examples.md verbatim from the deployment's venv, as an administrator."""
+    command = documented_block("setup-command")
+    done = airflow.run("env", f"VAULT_TOKEN={vault.server.root_token}", "bash", "-e", "-c", command, check=False)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise AssertionError(f"{command!r} exited {done.returncode}:\n{output[-3000:]}")
+    SETUP_OUTPUTS.append(output)
+    return output
+
+
 @pytest.fixture(
     scope="module",
     params=[("local", "LocalExecutor"), ("celery", "CeleryExecutor")],
@@ -214,18 +245,9 @@ def deployment(
         broker_url=redis.url if redis else "",
         extra_env={
             "SSL_CERT_FILE": str(ca_bundle),
-            "SECURE_MAIL_ARCHIVE": f"s3://{bucket}/archive",
-            "SECURE_MAIL_ARCHIVE_CONN": "aws_seaweed",
-            "SECURE_MAIL_ARCHIVE_KEY": "mail-archive",
-            # The example DAG has no setting for a backup connection: bundles go to a local folder.
-            "SECURE_MAIL_BACKUP": f"file://{work / name / 'backup'}",
-            "SECURE_MAIL_RESTORE_TO": f"file://{work / name / 'restored'}",
-            "SECURE_MAIL_REPORT_BASE": f"s3://{bucket}/reports",
-            "SECURE_MAIL_REPORT_CONN": "aws_seaweed",
-            "E2E_ATTACHMENTS": str(work / name / "attachments"),
-            # alert digests: state shared by every worker of this deployment (one machine: file:// will do)
-            "AIRFLOW_SECURE_MAIL_DIGEST_STATE": f"file://{work / name / 'alert-state'}",
-            "SECURE_MAIL_DIGEST_GROUP_WAIT": "20s",
+            **documented_settings(bucket, "aws_seaweed"),  # S3 and two machines, as docs/examples.md says
+            "SECURE_MAIL_DIGEST_GROUP_WAIT": "20s",  # the table's one tuning knob: a quicker storm test
+            "E2E_ATTACHMENTS": str(work / name / "attachments"),  # for tests/e2e/dags only
         },
     )
     try:
@@ -235,7 +257,8 @@ def deployment(
         bodies = _connections(name, meta, smtp, vault, s3)
         for body in bodies.values():
             rest.create_connection(body)
-        yield Deployed(name, airflow, rest, bucket, meta, bodies)
+        setup_output = run_documented_setup(airflow, vault)
+        yield Deployed(name, airflow, rest, bucket, meta, bodies, notes={"setup": setup_output})
     finally:
         airflow.stop()
         if redis is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e._forms import provider_connection_type, ui_add_body, ui_test_body, vault_path_field
-from tests.e2e.conftest import ARTIFACTS, BUSY, E2E_DAGS, EXAMPLE_DAGS, Deployed
+from tests.e2e.conftest import ARTIFACTS, BUSY, E2E_DAGS, EXAMPLE_DAGS, SETUP_OUTPUTS, Deployed
 
 OURS = provider_connection_type()
 
@@ -92,6 +92,39 @@ def test_ui_add_connection_and_test_shows_success(deployment: Deployed, smtp: An
     assert "Test Connection Successful" in toast
 
 
+# -- the documented setup command ------------------------------------------------------------------------
+
+
+def _setup_items(output: str) -> dict[str, str]:
+    """Item → status from the setup command's ``  STATUS  what  detail`` lines."""
+    items = {}
+    for line in output.splitlines():
+        status, _, rest = line.strip().partition(" ")
+        if status in ("OK", "CREATED", "TODO", "FAIL"):
+            items[rest.strip().split("  ")[0]] = status
+    return items
+
+
+def test_documented_setup_command_creates_what_the_examples_need_once(deployment: Deployed, vault: Any) -> None:
+    """The Vault starts without Transit or keys; the first run creates them, a later run finds them all OK."""
+    output = deployment.notes["setup"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"setup-{deployment.name}.txt").write_text(output)
+    assert vault.server.root_token not in output and vault.token not in output
+    items = _setup_items(output)
+    expected = ["Transit engine at transit/", "Transit key mail-archive", "SMTP credentials", "signing keys"]
+    assert list(items)[:4] == expected and "recipient key board@example.com" in items, output
+    assert items["SMTP credentials"] == "OK", output  # the team stored it; setup never invents one
+    created = {what for what, status in items.items() if status == "CREATED"}
+    if output is SETUP_OUTPUTS[0]:
+        assert created == set(items) - {"SMTP credentials"}, output
+        assert "TEST KEYS" in output
+    else:
+        assert set(items.values()) == {"OK"}, output  # idempotent: the second deployment changes nothing
+    key = vault.server.client().secrets.transit.read_key(name="mail-archive")["data"]
+    assert key["type"] == "aes256-gcm96"
+
+
 # -- DAG runs ---------------------------------------------------------------------------------------------
 EXPECTED_STATE = {
     "secure_mail_failure_alert": "failed",
@@ -135,17 +168,28 @@ def test_scheduler_creates_a_scheduled_backup_run_that_succeeds(finished_runs: D
         raise AssertionError(f"scheduled backup runs {states}\n{log[-3000:]}")
 
 
-def test_backup_after_sending_restores_the_bytes_that_were_sent(finished_runs: Deployed, smtp: Any) -> None:
+def test_backup_after_sending_restores_the_bytes_that_were_sent(finished_runs: Deployed, smtp: Any, s3: Any) -> None:
     """A manual run with no conf takes everything since the newest bundle: the mail archived meanwhile."""
     rest = finished_runs.rest
     run_id = rest.trigger("secure_mail_backup_restore")
     run = rest.wait_for_run("secure_mail_backup_restore", run_id)
     assert run["state"] == "success", _first_failed_log(finished_runs, "secure_mail_backup_restore", run_id)[-3000:]
-    restored = sorted((finished_runs.airflow.home.parent / "restored").rglob("*.eml"))
+    restored = _objects(s3, finished_runs.bucket, "restored/", ".eml")  # SECURE_MAIL_RESTORE_TO: shared storage
     assert len(restored) >= 4 + 3, "the mapped and per-recipient sends were not restored"
     sent = {m.data for m in smtp.messages}
-    for path in restored:
-        assert path.read_bytes() in sent, f"{path.name} differs from every message the SMTP server received"
+    for key, data in restored.items():
+        assert data in sent, f"{key} differs from every message the SMTP server received"
+
+
+def _objects(s3: Any, bucket: str, prefix: str, suffix: str) -> dict[str, bytes]:
+    client = s3.client()
+    keys = [
+        obj["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+        if obj["Key"].endswith(suffix)
+    ]
+    return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
 
 def test_every_mail_delivered_exactly_once(finished_runs: Deployed, smtp: Any) -> None:

@@ -79,3 +79,14 @@ def test_docs_give_the_setup_command_in_one_marked_block() -> None:
     block = re.search(r"<!-- setup-command -->\s*```bash\n(.*?)\n\s*```", text, re.DOTALL)
     assert block is not None
     assert block.group(1).strip() == "airflow-secure-mail setup --example-keys board@example.com"
+
+
+def test_multi_machine_settings_set_every_location_and_its_connection() -> None:
+    """The block the deployment suite applies names every shared location (and its connection), nothing else."""
+    text = EXAMPLES_DOC.read_text()
+    block = re.search(r"<!-- multi-machine-settings -->\s*```bash\n(.*?)\n```", text, re.DOTALL)
+    assert block is not None
+    names = [line.removeprefix("export ").split("=", 1)[0] for line in block.group(1).splitlines()]
+    table = _doc_table()
+    local = {name for name, (default, _) in table.items() if default.startswith(LOCAL) or default == "none"}
+    assert sorted(names) == sorted(local)
