@@ -60,6 +60,9 @@ class AirflowDeployment:
     extra_env: dict[str, str] = field(default_factory=dict)
     broker_url: str = ""
     celery_workers: int = 2
+    # What docs/deploy.md tells a team to set; the first-hour test starts without them and lets the guide add them.
+    test_connection: bool = True  # [core] test_connection = Enabled (Airflow ships the Test button disabled)
+    email_backend: bool = True  # [email] email_backend/email_conn_id/from_email: our backend for email_on_failure
     admin_password: str = field(default_factory=lambda: "adm-" + secrets.token_urlsafe(16))
     api_port: int = field(default_factory=free_port)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -83,7 +86,6 @@ class AirflowDeployment:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -94,12 +96,15 @@ class AirflowDeployment:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__EMAIL__EMAIL_BACKEND": "airflow_secure_mail.email_backend.send_email",
-            "AIRFLOW__EMAIL__EMAIL_CONN_ID": "secure_smtp_default",
-            "AIRFLOW__EMAIL__FROM_EMAIL": "airflow@example.com",
             **self._generated_secrets(),
-            **self.extra_env,
         }
+        if self.test_connection:
+            env["AIRFLOW__CORE__TEST_CONNECTION"] = "Enabled"
+        if self.email_backend:
+            env["AIRFLOW__EMAIL__EMAIL_BACKEND"] = "airflow_secure_mail.email_backend.send_email"
+            env["AIRFLOW__EMAIL__EMAIL_CONN_ID"] = "secure_smtp_default"
+            env["AIRFLOW__EMAIL__FROM_EMAIL"] = "airflow@example.com"
+        env.update(self.extra_env)
         if self.executor == "CeleryExecutor":
             env["AIRFLOW__CELERY__BROKER_URL"] = self.broker_url
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + self.db_url
@@ -131,9 +136,18 @@ class AirflowDeployment:
         """Run the fresh venv's ``airflow`` CLI against this deployment."""
         return self.run(str(self.venv / "bin" / "airflow"), *args, check=check, timeout=timeout)
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command with the components' environment (plus ``env``), as an operator's shell would."""
         done = subprocess.run(
-            list(cmd), env=self.env(), cwd=self.home, capture_output=True, text=True, timeout=timeout, check=False
+            list(cmd),
+            env=self.env(**(env or {})),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:3])} failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -162,12 +176,32 @@ class AirflowDeployment:
                     "4",
                     env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
                 )
-        deadline = time.monotonic() + 240
+        self.wait_healthy()
+        return self
+
+    def restart(self, *names: str, **settings: str) -> None:
+        """Stop the named components, add ``settings`` to every component's environment, start them again and
+        wait until the deployment is healthy (what a team does after changing a setting)."""
+        self.extra_env.update(settings)
+        for name in names:
+            proc = self._procs.pop(name)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for name in names:
+            self._spawn(name, name)  # api-server, scheduler, dag-processor, triggerer (not the Celery workers)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
         while not self._healthy():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Airflow ({self.executor}) components not healthy after 240s; see {self.logs}")
+                raise TimeoutError(f"Airflow ({self.executor}) not healthy after {timeout:.0f}s; see {self.logs}")
             time.sleep(1)
-        return self
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = open(self.logs / "components" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process

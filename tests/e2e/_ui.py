@@ -69,3 +69,39 @@ def test_connection_in_list(page: Any, conn_id: str, screenshot: Path) -> tuple[
     text = toast.inner_text()
     page.screenshot(path=str(screenshot))
     return dict(resp.value.json()), text
+
+
+def open_connections(page: Any, base_url: str) -> None:
+    """Admin → Connections (by address: the list reloads with the current settings)."""
+    page.goto(f"{base_url}/connections", wait_until="networkidle")
+
+
+def connection_test_button(page: Any, conn_id: str) -> Any:
+    """The Test Connection button on the connection's row of the list."""
+    return page.get_by_role("row").filter(has_text=conn_id).get_by_role("button", name="Test Connection")
+
+
+def trigger_dag(page: Any, base_url: str, dag_id: str, screenshot: Path | None = None) -> dict[str, Any]:
+    """The DAG's page → Trigger → (Unpause on trigger stays ticked) → Trigger, as a user does it.
+
+    Returns the body the browser posted (``request``) and the run the API created (``run``). The 3.3 dialog
+    pre-fills *Logical Date* with the current time, so the run has a logical date.
+    """
+    page.goto(f"{base_url}/dags/{dag_id}", wait_until="networkidle")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    button = dialog.get_by_role("button", name="Trigger", exact=True)
+    button.wait_for()
+    unpause = dialog.get_by_role("checkbox")
+    if unpause.count() and not unpause.first.is_checked():
+        raise AssertionError(f"{dag_id}: 'Unpause on trigger' is not ticked by default")
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        dialog.screenshot(path=str(screenshot))
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith(f"/api/v2/dags/{dag_id}/dagRuns")
+    ) as resp:
+        button.click()
+    if resp.value.status not in (200, 201):
+        raise AssertionError(f"Trigger of {dag_id} failed: {resp.value.status} {resp.value.text()}")
+    return {"request": json.loads(resp.value.request.post_data or "{}"), "run": resp.value.json()}
