@@ -290,3 +290,28 @@ def test_the_error_of_a_syntax_error_is_its_last_line() -> None:
         "SyntaxError: invalid syntax\n"
     )
     assert first_error_line(trace) == "SyntaxError: invalid syntax"
+
+
+def test_json_stdout_holds_the_report_alone_when_run_as_a_command(dags_folder: Path) -> None:
+    """Airflow's log handler writes to the process's stdout: parsing moves it (and DAG files' prints) to stderr."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airflow_secure_mail.cli",
+            "doctor",
+            "--coverage",
+            "--dags-folder",
+            str(dags_folder),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1
+    assert json.loads(run.stdout)["import_errors"][0]["file"] == "broken.py"
+    assert "Failed to import" in run.stderr  # Airflow's own log line, on stderr
