@@ -1,9 +1,10 @@
 """``airflow-secure-mail doctor --coverage``: which alert path each DAG's failures, retries and deadlines take.
 
-The DAG files are parsed here, with Airflow's ``DagBag`` (as ``airflow dags list --local`` does, cluster policies
-applied), so the command runs where the DAG files are. What a path reaches is judged from the DAG objects and
-Airflow's configuration in this process: ``[email] email_backend`` and the provider listener's ``[secure_mail]``
-options. The table and the JSON are built in :mod:`airflow_secure_mail.cli.coverage_report`.
+The DAG files are parsed here, with Airflow's ``BundleDagBag`` over the folder (as ``airflow dags list --local``
+does for a bundle; cluster policies applied), so the command runs where the DAG files are. What a path reaches
+is judged from the DAG objects and Airflow's configuration in this process: ``[email] email_backend`` and the
+provider listener's ``[secure_mail]`` options. The table and the JSON are built in
+:mod:`airflow_secure_mail.cli.coverage_report`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _FALSE = {"false", "f", "0", "no", "n", "off"}
 
 
 class Reach(enum.Enum):
-    """Where an alert path ends, best last: the order ranks a DAG by its weakest path."""
+    """Where an alert path ends (``RANK`` orders them, weakest first: a DAG is as covered as its weakest path)."""
 
     NA = "n/a"  # the path does not exist: no task retries, no deadline alert
     NONE = "none"

@@ -20,8 +20,9 @@ from airflow_secure_mail.cli.coverage import (
 HELP = (
     "list every DAG and whether its failures, retries and deadlines reach a secure-mail path "
     "(ours: SecureEmailNotifier or email_on_* through our email_backend; listener: the provider's listener; "
-    "other: another callback or backend; none). Parses the DAG files here with Airflow's DagBag: run it where "
-    "the DAG files and the Airflow configuration of your workers are. Exit 1 when a failure reaches no mail."
+    "other: another callback or backend; none; n/a: no such path). Parses the DAG files here with Airflow's "
+    "DagBag: run it where the DAG files and the Airflow configuration of your workers are. Exit 1 when a "
+    "failure reaches no mail."
 )
 SHOWN_MEMBERS = 5
 _ORDER = (Reach.OURS, Reach.LISTENER, Reach.OTHER, Reach.NONE, Reach.NA)
