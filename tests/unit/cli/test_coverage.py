@@ -278,6 +278,15 @@ def test_an_unusable_listener_flag_turns_the_listener_off_as_the_listener_does()
     assert config.listener_note == "off: [secure_mail] listener_catch_all = 'sometimes' is not true or false"
 
 
+def test_listener_import_errors_false_leaves_broken_files_uncovered() -> None:
+    from airflow_secure_mail.cli.coverage import config_from
+
+    values = {"listener_to": "oncall@example.com", "listener_catch_all": "true", "listener_import_errors": "False"}
+    config = config_from(values)
+    assert (config.listener_failures, config.listener_import_errors) == (True, False)
+    assert config.listener_note == "mails failures (listener_catch_all) to 1 address(es)"
+
+
 def test_the_error_of_a_syntax_error_is_its_last_line() -> None:
     from airflow_secure_mail.cli.coverage import first_error_line
 
