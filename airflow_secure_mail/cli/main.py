@@ -1,4 +1,5 @@
-"""``airflow-secure-mail doctor --conn-id ID``: a pass/warn/fail checklist of a connection's security posture."""
+"""``airflow-secure-mail doctor --conn-id ID``: a pass/warn/fail checklist of a connection's security posture
+(``doctor --coverage``, which DAGs' alerts reach secure mail, is in :mod:`airflow_secure_mail.cli.coverage`)."""
 
 from __future__ import annotations
 
@@ -140,16 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow-secure-mail")
     sub = parser.add_subparsers(dest="command", required=True)
     from airflow_secure_mail.cli import archive as archive_cli
+    from airflow_secure_mail.cli import coverage_report as coverage_cli
     from airflow_secure_mail.cli import setup as setup_cli
     from airflow_secure_mail.cli import silence as silence_cli
 
-    doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture")
+    doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture (or --coverage)")
     setup_cli.add_options(doc)
     doc.add_argument("--fix", action="store_true", help="run `setup` first (same options), then the checklist")
+    doc.add_argument("--coverage", action="store_true", help=coverage_cli.HELP)
+    doc.add_argument("--dags-folder", metavar="PATH", help="with --coverage: the DAGs folder ([core] dags_folder)")
+    doc.add_argument("--json", action="store_true", help="with --coverage: print JSON instead of the table")
     setup_cli.add_parser(sub)
     silence_cli.add_parser(sub)
     archive_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "doctor" and args.coverage:
+        if args.fix:
+            parser.error("doctor: --coverage checks DAGs, --fix a connection: run them one at a time")
+        return coverage_cli.run(args.dags_folder, args.json)
+    if args.command == "doctor" and (args.dags_folder or args.json):
+        parser.error("doctor: --dags-folder and --json go with --coverage")
     with _read_connections_like_airflow_cli():  # all read connections as `airflow connections` does
         if args.command == "setup":
             return setup_cli.setup(args.conn_id, args.transit_key, args.example_keys)
