@@ -112,21 +112,12 @@ def doctor(conn_id: str) -> int:
 
     The connection is looked up once: the static and the live checks judge the same settings.
     """
-    from airflow.sdk import BaseHook
-
-    from airflow_secure_mail.cli.setup import wrong_type
+    from airflow_secure_mail.cli._conn import securesmtp_connection
     from airflow_secure_mail.scanning.clamd import scanner_checks
 
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        where = "the metadata database, AIRFLOW_CONN_* variables and the secrets backends"
-        print(f"FAIL  connection {conn_id}: {type(exc).__name__} (looked in {where})")
-        return 1
-    refusal = wrong_type(conn, conn_id, "doctor")
-    if refusal:
-        print(refusal)
-        return 2
+    conn = securesmtp_connection(conn_id, "doctor", fail="FAIL ")
+    if isinstance(conn, int):
+        return conn
     checks, settings = _static_checks(conn)
     if settings is not None and not any(status == "FAIL" for status, _, _ in checks):
         checks += _live_checks(settings)

@@ -54,18 +54,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def wrong_type(conn: Any, conn_id: str, command: str) -> str | None:
-    """One line refusing a connection that is not ``securesmtp`` (e.g. the Vault one), or None."""
-    conn_type = conn.conn_type or "untyped"
-    if conn_type == "securesmtp":
-        return None
-    return (
-        f"FAIL  connection {conn_id!r} is a {conn_type!r} connection, not 'securesmtp': run "
-        f"`airflow-secure-mail {command} --conn-id <a securesmtp connection>` (its Vault connection is checked "
-        "as part of it)."
-    )
-
-
 @dataclass
 class _Run:
     """What one setup run found: the items in order, and whether a TODO came from a refused request."""
@@ -94,21 +82,13 @@ class _Run:
 
 def setup(conn_id: str, transit_key: str = DEFAULT_TRANSIT_KEY, example_keys: Sequence[str] = ()) -> int:
     """Print one line per item; exit 0 when nothing is left TODO or FAILed, 1 otherwise (2: wrong connection)."""
-    from airflow.sdk import BaseHook
-
+    from airflow_secure_mail.cli._conn import securesmtp_connection
     from airflow_secure_mail.connection.settings import SmtpSettings
 
     print(f"airflow-secure-mail setup: {conn_id}")
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        where = "the metadata database, AIRFLOW_CONN_* variables and the secrets backends"
-        print(f"  {FAIL:<7} connection {conn_id}: {type(exc).__name__} (looked in {where})")
-        return 1
-    refusal = wrong_type(conn, conn_id, "setup")
-    if refusal:
-        print(refusal)
-        return 2
+    conn = securesmtp_connection(conn_id, "setup", fail=f"  {FAIL:<7}")
+    if isinstance(conn, int):
+        return conn
     try:
         settings = SmtpSettings.from_connection(conn)
         client, how = _client(settings.vault_conn_id)

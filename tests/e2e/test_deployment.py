@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import email.policy
 import json
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
@@ -90,6 +91,33 @@ def test_ui_add_connection_and_test_shows_success(deployment: Deployed, smtp: An
         verdict, toast = test_connection_in_list(page, conn_id, ARTIFACTS / "ui-test-secure-smtp-connection.png")
     assert verdict["status"] is True, verdict["message"]
     assert "Test Connection Successful" in toast
+
+
+def test_ui_test_of_a_connection_with_a_stored_password_names_no_random_id(deployment: Deployed, smtp: Any) -> None:
+    """Issue 21, item 14: Airflow tests a copy under a random id; the toast must say what to fix, not that id."""
+    if deployment.name != "local":
+        pytest.skip("the UI is driven once, on the LocalExecutor deployment")
+    from tests.e2e._ui import browser_page, log_in, open_connections, test_connection_in_list
+
+    conn_id = "smtp_with_password"
+    body = ui_add_body(
+        deployment.hook_meta[OURS["connection-type"]],
+        conn_id,
+        standard={"host": "localhost", "port": smtp.starttls_port},
+        extra={vault_path_field(): "smtp/airflow"},
+    )
+    deployment.rest.create_connection({**body, "login": "airflow", "password": "stored-" + secrets.token_hex(8)})
+    with browser_page() as page:
+        log_in(page, deployment.airflow.api_url, "admin", deployment.airflow.admin_password)
+        open_connections(page, deployment.airflow.api_url)
+        verdict, toast = test_connection_in_list(page, conn_id, ARTIFACTS / "ui-test-stored-password.png")
+    expected = (
+        "this connection stores a login or password: remove them and put the credentials in Vault "
+        "(extra vault_path, fields username and password)."
+    )
+    assert verdict["status"] is False
+    assert expected in verdict["message"], verdict["message"]
+    assert expected in toast, toast
 
 
 # -- the documented setup command ------------------------------------------------------------------------
