@@ -40,6 +40,13 @@ def test_provider_loads_without_warning(deployment: Deployed) -> None:
     assert OURS["connection-type"] in deployment.hook_meta
 
 
+def test_providers_page_links_to_our_documentation(deployment: Deployed) -> None:
+    """Issue 21, item 17: the Providers page's link comes from the wheel's Project-URL "Documentation"."""
+    providers = deployment.rest.get("/providers")["providers"]
+    ours = next(p for p in providers if p["package_name"] == "airflow-secure-mail")
+    assert ours["documentation_url"] == "https://pypi.org/project/airflow-secure-mail/"
+
+
 def test_connections_created_with_the_ui_payload_read_back_unmasked(deployment: Deployed) -> None:
     body = deployment.connection_bodies["secure_smtp_default"]
     stored = deployment.rest.connection("secure_smtp_default")
