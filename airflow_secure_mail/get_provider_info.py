@@ -44,6 +44,20 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "notifications": ["airflow_secure_mail.notifications.email.SecureEmailNotifier"],
         "connection-types": [_connection_type()],
+        "config": _config(),
+    }
+
+
+def _config() -> dict[str, Any]:
+    """The ``[secure_mail]`` section (the listener plugin's options), from the table its reader uses."""
+    from airflow_secure_mail.listeners.config import OPTIONS, SECTION
+
+    return {
+        SECTION: {
+            "description": "The secure-mail listener: DAG import errors and failures of DAGs that wire no alert "
+            "of their own, mailed through a securesmtp connection. Off until listener_to is set.",
+            "options": {name: {**spec, "version_added": "0.2.0"} for name, spec in OPTIONS.items()},
+        }
     }
 
 

@@ -1,0 +1,183 @@
+"""The Airflow plugin that registers the listener (entry point ``airflow.plugins``).
+
+Why an ``airflow.plugins`` entry point and not the provider info's ``plugins``: with Airflow's default
+``[core] lazy_discover_providers = True`` the plugins manager never reads provider info, while it always
+loads entry-point plugins. Every component loads plugins (scheduler, dag-processor, triggerer, API server,
+each task), so this module imports only the standard library, pluggy and the SDK's plugin base; the
+settings, the pipeline and the digests load on the first hook call that needs them. Off until
+``[secure_mail] listener_to`` is set; a bad setting logs one line once and the component runs on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from airflow.sdk.plugins_manager import AirflowPlugin
+
+if TYPE_CHECKING:
+    from airflow_secure_mail.listeners.catch_all import CatchAll
+    from airflow_secure_mail.listeners.config import ListenerSettings
+    from airflow_secure_mail.listeners.import_errors import ImportErrorAlerts
+
+log = logging.getLogger(__name__)
+
+hookimpl = pluggy.HookimplMarker("airflow")
+
+RESOLVE_EVERY = 60.0
+"""Seconds between two looks at the import-error table for files that import again (in the dag-processor)."""
+
+_UNREAD: Any = object()
+
+
+def _describe(exc: BaseException) -> str:
+    from airflow_secure_mail.errors import SecureMailError
+
+    return str(exc) if isinstance(exc, SecureMailError) else f"{type(exc).__name__}: {exc}"
+
+
+class SecureMailListener:
+    """Airflow listener hooks: import errors (dag-processor), task failures (worker task runner)."""
+
+    def __init__(self) -> None:
+        self._settings: ListenerSettings | None = _UNREAD
+        self._import_errors: ImportErrorAlerts | None = None
+        self._catch_all: CatchAll | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._resolver: threading.Thread | None = None
+
+    def reset(self) -> None:
+        """Read the configuration again at the next hook call (tests, or after changing it)."""
+        self.stop_resolver()
+        with self._lock:
+            self._settings, self._import_errors, self._catch_all = _UNREAD, None, None
+
+    def settings(self) -> ListenerSettings | None:
+        """The settings, read once per process; None (off) when unset or unusable (logged once)."""
+        with self._lock:
+            if self._settings is _UNREAD:
+                from airflow_secure_mail.listeners.config import read_settings
+
+                try:
+                    self._settings = read_settings()
+                except Exception as exc:
+                    log.error("secure-mail listener is off: %s", _describe(exc))
+                    self._settings = None
+            return self._settings
+
+    def import_errors(self) -> ImportErrorAlerts | None:
+        settings = self.settings()
+        if settings is None or not settings.import_errors:
+            return None
+        if self._import_errors is None:
+            from airflow_secure_mail.listeners.import_errors import ImportErrorAlerts
+            from airflow_secure_mail.listeners.mailer import ListenerMailer
+
+            self._import_errors = ImportErrorAlerts(settings, ListenerMailer(settings))
+        return self._import_errors
+
+    def catch_all(self) -> CatchAll | None:
+        settings = self.settings()
+        if settings is None or not settings.catch_all:
+            return None
+        if self._catch_all is None:
+            from airflow_secure_mail.listeners.catch_all import CatchAll
+            from airflow_secure_mail.listeners.mailer import ListenerMailer
+
+            self._catch_all = CatchAll(settings, ListenerMailer(settings))
+        return self._catch_all
+
+    # -- dag-processor ---------------------------------------------------------------------------
+    @hookimpl
+    def on_new_dag_import_error(self, filename: str, stacktrace: str) -> None:
+        self._import_error(filename, stacktrace)
+
+    @hookimpl
+    def on_existing_dag_import_error(self, filename: str, stacktrace: str) -> None:
+        self._import_error(filename, stacktrace)
+
+    def _import_error(self, filename: str, stacktrace: str) -> None:
+        try:
+            alerts = self.import_errors()
+            if alerts is not None:
+                alerts.report(filename, stacktrace)
+                self.start_resolver()
+        except Exception as exc:
+            log.error("secure-mail listener: import error of %s not mailed: %s", filename, _describe(exc))
+
+    @hookimpl
+    def on_starting(self, component: Any) -> None:
+        """A job starts (scheduler, dag-processor, triggerer): its runner names its type only after this call,
+        so the resolver thread looks once it ran one interval and stops unless this is the dag-processor."""
+        if type(component).__name__ != "Job":
+            return
+        try:
+            if self.import_errors() is not None:
+                self.start_resolver(component)
+        except Exception as exc:
+            log.error("secure-mail listener: resolved lines are off: %s", _describe(exc))
+
+    @hookimpl
+    def before_stopping(self, component: Any) -> None:
+        if type(component).__name__ == "Job":
+            self.stop_resolver()
+
+    def start_resolver(self, job: Any = None) -> None:
+        with self._lock:
+            if self._resolver is not None and self._resolver.is_alive():
+                return
+            self._stop.clear()
+            self._resolver = threading.Thread(
+                target=self._resolve_loop, args=(job,), name="secure-mail-import-resolver", daemon=True
+            )
+            self._resolver.start()
+
+    def stop_resolver(self) -> None:
+        self._stop.set()
+        thread, self._resolver = self._resolver, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _resolve_loop(self, job: Any) -> None:
+        while not self._stop.wait(RESOLVE_EVERY):
+            if job is not None and getattr(job, "job_type", None) != "DagProcessorJob":
+                return  # the scheduler or the triggerer: import errors are not theirs
+            self.resolve_once()
+
+    def resolve_once(self) -> list[str]:
+        """Mail a resolved line for each mailed file the import-error table no longer lists."""
+        try:
+            alerts = self.import_errors()
+            if alerts is None:
+                return []
+            from airflow_secure_mail.listeners.import_errors import broken_files
+
+            return alerts.resolve(broken_files())
+        except Exception as exc:
+            log.error("secure-mail listener: resolved lines not mailed: %s", _describe(exc))
+            return []
+
+    # -- worker task runner ----------------------------------------------------------------------
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        try:
+            catch_all = self.catch_all()
+            if catch_all is not None:
+                catch_all.task_failed(task_instance, error)
+        except Exception as exc:
+            who = f"{getattr(task_instance, 'dag_id', '?')}.{getattr(task_instance, 'task_id', '?')}"
+            log.error("secure-mail listener: failure of %s not mailed: %s", who, _describe(exc))
+
+
+listener = SecureMailListener()
+"""The one listener of this process (Airflow registers it; tests call ``listener.reset()``)."""
+
+
+class SecureMailListenerPlugin(AirflowPlugin):
+    """Registers :data:`listener` with Airflow's listener manager in every component."""
+
+    name = "airflow_secure_mail_listener"
+    listeners = [listener]
