@@ -18,6 +18,9 @@ import pluggy
 from airflow.sdk.plugins_manager import AirflowPlugin
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
     from airflow_secure_mail.listeners.catch_all import CatchAll
     from airflow_secure_mail.listeners.config import ListenerSettings
     from airflow_secure_mail.listeners.import_errors import ImportErrorAlerts
@@ -41,7 +44,8 @@ def _describe(exc: BaseException) -> str:
 class SecureMailListener:
     """Airflow listener hooks: import errors (dag-processor), task failures (worker task runner)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.clock = clock  # tests move time; Airflow's instance uses the wall clock
         self._settings: ListenerSettings | None = _UNREAD
         self._import_errors: ImportErrorAlerts | None = None
         self._catch_all: CatchAll | None = None
@@ -76,7 +80,7 @@ class SecureMailListener:
             from airflow_secure_mail.listeners.import_errors import ImportErrorAlerts
             from airflow_secure_mail.listeners.mailer import ListenerMailer
 
-            self._import_errors = ImportErrorAlerts(settings, ListenerMailer(settings))
+            self._import_errors = ImportErrorAlerts(settings, ListenerMailer(settings), clock=self.clock)
         return self._import_errors
 
     def catch_all(self) -> CatchAll | None:
@@ -87,7 +91,7 @@ class SecureMailListener:
             from airflow_secure_mail.listeners.catch_all import CatchAll
             from airflow_secure_mail.listeners.mailer import ListenerMailer
 
-            self._catch_all = CatchAll(settings, ListenerMailer(settings))
+            self._catch_all = CatchAll(settings, ListenerMailer(settings), clock=self.clock)
         return self._catch_all
 
     # -- dag-processor ---------------------------------------------------------------------------
