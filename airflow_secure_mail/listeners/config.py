@@ -1,64 +1,18 @@
 """The listener's settings: Airflow's ``[secure_mail]`` section, read once per process, off until ``listener_to``.
 
 Read with ``airflow.configuration.conf``, so ``AIRFLOW__SECURE_MAIL__LISTENER_TO`` and the other environment
-variables work as for any Airflow option. The options and their defaults are declared once, in :data:`OPTIONS`;
-``get_provider_info`` publishes the same table as the provider's ``config`` section.
+variables work as for any Airflow option. The options and their defaults are declared once, in
+``get_provider_info`` (the provider's ``config`` section, which Airflow reads without importing anything else).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from airflow_secure_mail.errors import ConfigurationError
-
-SECTION = "secure_mail"
-
-OPTIONS: dict[str, dict[str, Any]] = {
-    "listener_to": {
-        "description": "Comma-separated addresses the listener mails (DAG import errors and, with "
-        "listener_catch_all, failures of DAGs that wire no alert of their own). Empty: the listener is off.",
-        "type": "string",
-        "example": "oncall@example.com, data-team@example.com",
-        "default": "",
-    },
-    "listener_conn_id": {
-        "description": "The securesmtp connection the listener sends through.",
-        "type": "string",
-        "example": None,
-        "default": "secure_smtp_default",
-    },
-    "listener_import_errors": {
-        "description": "Mail DAG import errors (one mail per file and error, repeats throttled, a resolved "
-        "line when the file parses again). On when listener_to is set.",
-        "type": "boolean",
-        "example": None,
-        "default": "True",
-    },
-    "listener_catch_all": {
-        "description": "Mail failures of tasks whose task and DAG have no on_failure_callback and no "
-        "email_on_failure of their own, folded into alert digests.",
-        "type": "boolean",
-        "example": None,
-        "default": "False",
-    },
-    "listener_digest_state": {
-        "description": "Where the listener keeps its digest and throttle state (file:///path or "
-        "s3://bucket/prefix). Default: file://$AIRFLOW_HOME/secure-mail/listener-state, which only works when "
-        "every Airflow component runs on one machine; set an s3:// location for several machines.",
-        "type": "string",
-        "example": "s3://alerts/listener-state",
-        "default": "",
-    },
-    "listener_repeat_interval": {
-        "description": "How long the same import error of the same file stays quiet after its mail "
-        "(a duration: 30m, 4h, 1d).",
-        "type": "string",
-        "example": None,
-        "default": "4h",
-    },
-}
+from airflow_secure_mail.get_provider_info import LISTENER_OPTIONS as OPTIONS
+from airflow_secure_mail.get_provider_info import LISTENER_SECTION as SECTION
 
 _TRUE = {"true", "t", "1", "yes", "y", "on"}
 _FALSE = {"false", "f", "0", "no", "n", "off"}
