@@ -6,12 +6,20 @@ loads entry-point plugins. Every component loads plugins (scheduler, dag-process
 each task), so this module imports only the standard library, pluggy and the SDK's plugin base; the
 settings, the pipeline and the digests load on the first hook call that needs them. Off until
 ``[secure_mail] listener_to`` is set; a bad setting logs one line once and the component runs on.
+
+Which process runs which hook (Airflow 3.3): the dag-processor's manager calls the import-error hooks inside
+the transaction that writes the import-error table, so they only queue; the listener's thread sends, and
+every ``RESOLVE_EVERY`` seconds compares that table with the files it mailed about (resolved lines). The
+worker's task runner calls ``on_task_instance_failed`` after the task's own callbacks; the catch-all sends
+from there, as a task's own notifier would.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -44,18 +52,20 @@ def _describe(exc: BaseException) -> str:
 class SecureMailListener:
     """Airflow listener hooks: import errors (dag-processor), task failures (worker task runner)."""
 
-    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] | None = None, background: bool = True) -> None:
         self.clock = clock  # tests move time; Airflow's instance uses the wall clock
+        self.background = background
         self._settings: ListenerSettings | None = _UNREAD
         self._import_errors: ImportErrorAlerts | None = None
         self._catch_all: CatchAll | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._resolver: threading.Thread | None = None
+        self._work: queue.Queue[tuple[str, str] | None] = queue.Queue()  # None wakes the thread to stop
+        self._worker: threading.Thread | None = None
 
     def reset(self) -> None:
         """Read the configuration again at the next hook call (tests, or after changing it)."""
-        self.stop_resolver()
+        self.stop_worker()
         with self._lock:
             self._settings, self._import_errors, self._catch_all = _UNREAD, None, None
 
@@ -104,51 +114,91 @@ class SecureMailListener:
         self._import_error(filename, stacktrace)
 
     def _import_error(self, filename: str, stacktrace: str) -> None:
+        """Queue the report for the listener's thread: Airflow calls this inside the transaction that writes the
+        import-error table, and a send (Vault, TLS, the relay) must not hold that transaction open."""
+        try:
+            if self.import_errors() is None:
+                return
+            if not self.background:
+                self._report(filename, stacktrace)
+                return
+            self._work.put((filename, stacktrace))
+            self.start_worker()
+        except Exception as exc:
+            log.error("secure-mail listener: import error of %s not mailed: %s", filename, _describe(exc))
+
+    def _report(self, filename: str, stacktrace: str) -> None:
         try:
             alerts = self.import_errors()
             if alerts is not None:
                 alerts.report(filename, stacktrace)
-                self.start_resolver()
         except Exception as exc:
             log.error("secure-mail listener: import error of %s not mailed: %s", filename, _describe(exc))
 
     @hookimpl
     def on_starting(self, component: Any) -> None:
         """A job starts (scheduler, dag-processor, triggerer): its runner names its type only after this call,
-        so the resolver thread looks once it ran one interval and stops unless this is the dag-processor."""
+        so the thread looks once it waited one interval, and stops unless this is the dag-processor."""
         if type(component).__name__ != "Job":
             return
         try:
             if self.import_errors() is not None:
-                self.start_resolver(component)
+                self.start_worker(component)
         except Exception as exc:
             log.error("secure-mail listener: resolved lines are off: %s", _describe(exc))
 
     @hookimpl
     def before_stopping(self, component: Any) -> None:
         if type(component).__name__ == "Job":
-            self.stop_resolver()
+            self.drain()
+            self.stop_worker()
 
-    def start_resolver(self, job: Any = None) -> None:
+    def start_worker(self, job: Any = None) -> None:
+        """The listener's thread: sends queued import-error mails and looks for resolved files every interval."""
         with self._lock:
-            if self._resolver is not None and self._resolver.is_alive():
+            if self._worker is not None and self._worker.is_alive():
                 return
             self._stop.clear()
-            self._resolver = threading.Thread(
-                target=self._resolve_loop, args=(job,), name="secure-mail-import-resolver", daemon=True
+            self._worker = threading.Thread(
+                target=self._work_loop, args=(job,), name="secure-mail-listener", daemon=True
             )
-            self._resolver.start()
+            self._worker.start()
 
-    def stop_resolver(self) -> None:
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the queued import errors are handled (before the process stops; tests)."""
+        deadline = time.monotonic() + timeout
+        while self._work.unfinished_tasks and time.monotonic() < deadline:
+            if self._worker is None or not self._worker.is_alive():
+                return
+            time.sleep(0.01)
+
+    def stop_worker(self) -> None:
         self._stop.set()
-        thread, self._resolver = self._resolver, None
+        thread, self._worker = self._worker, None
+        if thread is not None:
+            self._work.put(None)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
-    def _resolve_loop(self, job: Any) -> None:
-        while not self._stop.wait(RESOLVE_EVERY):
+    def _work_loop(self, job: Any) -> None:
+        next_look = time.monotonic() + RESOLVE_EVERY
+        while not self._stop.is_set():
+            try:
+                item = self._work.get(timeout=max(0.0, next_look - time.monotonic()))
+            except queue.Empty:
+                pass
+            else:
+                try:
+                    if item is not None:
+                        self._report(*item)
+                finally:
+                    self._work.task_done()
+                continue
+            next_look = time.monotonic() + RESOLVE_EVERY
             if job is not None and getattr(job, "job_type", None) != "DagProcessorJob":
-                return  # the scheduler or the triggerer: import errors are not theirs
+                if self._work.empty():
+                    return  # the scheduler or the triggerer: import errors are not theirs
+                continue
             self.resolve_once()
 
     def resolve_once(self) -> list[str]:

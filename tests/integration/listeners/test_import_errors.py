@@ -32,6 +32,7 @@ def _texts(mail_env):
 
 def test_a_new_import_error_is_one_mail_with_the_file_the_error_first_seen_and_the_link(mail_env, listener):
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     [received] = mail_env.smtp.messages
     assert received.rcpt_tos == ["oncall@example.com"]
     msg = _parsed(received.data)
@@ -48,27 +49,34 @@ def test_a_new_import_error_is_one_mail_with_the_file_the_error_first_seen_and_t
 
 def test_the_same_error_again_within_the_repeat_interval_sends_nothing(mail_env, listener, clock):
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     for _ in range(7):  # the dag-processor re-parses the still broken file every 30 s; here every 30 min
         clock.advance(minutes=30)
         listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+        listener.drain()
     assert len(mail_env.smtp.messages) == 1
     clock.advance(minutes=30)  # 4 h after the first mail
     listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     assert len(mail_env.smtp.messages) == 2
     assert "First seen: 2026-11-28 00:00 UTC\n" in _texts(mail_env)[1]
 
 
 def test_another_error_of_the_same_file_is_its_own_mail(mail_env, listener, clock):
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     clock.advance(minutes=1)
     listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=OTHER)
+    listener.drain()
     listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=OTHER)
+    listener.drain()
     assert len(mail_env.smtp.messages) == 2
     assert "    SyntaxError: '(' was never closed\n" in _texts(mail_env)[1]
 
 
 def test_fixed_is_one_resolved_line_and_broken_again_within_the_interval_is_nothing(mail_env, listener, clock):
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     alerts = listener.import_errors()
     clock.advance(minutes=10)
     assert alerts.resolve(broken=[]) == ["team/broken.py"]  # the table no longer lists the file
@@ -83,6 +91,7 @@ def test_fixed_is_one_resolved_line_and_broken_again_within_the_interval_is_noth
     )
     clock.advance(minutes=10)
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)  # broken again, same error
+    listener.drain()
     clock.advance(minutes=10)
     assert alerts.resolve(broken=[]) == []  # nobody was told it broke again: no resolved line either
     assert len(mail_env.smtp.messages) == 2
@@ -90,6 +99,7 @@ def test_fixed_is_one_resolved_line_and_broken_again_within_the_interval_is_noth
 
 def test_a_file_still_broken_is_not_resolved(mail_env, listener):
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     assert listener.import_errors().resolve(broken=[BROKEN]) == []
     assert len(mail_env.smtp.messages) == 1
 
@@ -103,6 +113,7 @@ def test_a_secret_in_the_stack_trace_never_reaches_the_mail(mail_env, listener):
         "    engine = create_engine('postgresql://etl:hunter2pass@db/warehouse', token='Vault-issued-s3cret-42')\n",
     )
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=trace)
+    listener.drain()
     [received] = mail_env.smtp.messages
     assert b"hunter2pass" not in received.data and b"Vault-issued-s3cret-42" not in received.data
     assert "postgresql://***:***@db/warehouse" in _texts(mail_env)[0]
@@ -113,7 +124,9 @@ def test_two_dag_processors_sharing_the_state_mail_once(mail_env, listener, cloc
 
     other = SecureMailListener(clock=clock)
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     other.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    other.drain()
     assert len(mail_env.smtp.messages) == 1
     clock.advance(minutes=1)
     listener.import_errors().resolve(broken=[])
@@ -140,9 +153,24 @@ def test_the_resolver_reads_the_import_error_table(mail_env, airflow_db, listene
     with create_session() as session:
         session.add(ParseImportError(filename="team/broken.py", bundle_name="dags-folder", stacktrace=TRACE))
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
     assert listener.resolve_once() == []  # still in the table
     with create_session() as session:
         session.query(ParseImportError).delete()
     clock.advance(minutes=5)
     assert listener.resolve_once() == ["team/broken.py"]
     assert len(mail_env.smtp.messages) == 2
+
+
+def test_the_mail_leaves_from_the_listeners_thread_not_airflows_transaction(mail_env, listener, caplog):
+    """The dag-processor calls the hook inside the transaction that writes the import-error table: the hook only
+    queues, the listener's own thread sends (Vault, TLS, the relay never hold that transaction open)."""
+    import logging
+    import threading
+
+    with caplog.at_level(logging.INFO, logger="airflow_secure_mail"):
+        listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+        listener.drain()
+    [sending] = [r for r in caplog.records if r.getMessage().startswith("secure-mail listener: sending")]
+    assert sending.threadName == "secure-mail-listener" != threading.current_thread().name
+    assert len(mail_env.smtp.messages) == 1

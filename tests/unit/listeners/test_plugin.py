@@ -89,3 +89,24 @@ def test_stacktrace_is_masked_and_cut():
     assert "api_key='***'" in shown
     assert len(shown.splitlines()) == 21
     assert shown.endswith("… (cut; the full trace is in the UI)")
+
+
+@pytest.mark.parametrize(("job_type", "looks"), [("DagProcessorJob", True), ("SchedulerJob", False)])
+def test_only_the_dag_processor_looks_for_resolved_files(monkeypatch, job_type, looks):
+    """Airflow's Job calls on_starting before its runner names the job type: the thread decides after one wait."""
+    import threading
+
+    from airflow_secure_mail.listeners import plugin
+
+    monkeypatch.setattr(plugin, "RESOLVE_EVERY", 0.01)
+    listener = SecureMailListener()
+    looked = threading.Event()
+    monkeypatch.setattr(listener, "resolve_once", lambda: looked.set() or [])
+    listener.start_worker(SimpleNamespace(job_type=job_type))  # read after a wait, never at on_starting
+    worker = listener._worker
+    if looks:
+        assert looked.wait(timeout=30)
+        listener.stop_worker()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert looked.is_set() is looks
