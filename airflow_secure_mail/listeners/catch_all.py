@@ -53,8 +53,10 @@ class CatchAll:
     def task_failed(self, task_instance: Any, error: object) -> list[str] | None:
         """Record the failure and send the DAG's due digest; None when the DAG alerts by itself."""
         task = getattr(task_instance, "task", None)
-        if task is None:
-            log.debug("secure-mail listener: %s has no task object (not a worker call); skipped", task_instance)
+        if task is None or type(task_instance).__module__.startswith("airflow.models"):
+            # a database row: the API server, where a user marked the task failed by hand (no callback runs
+            # there either, and its serialized task does not say which callbacks the DAG file wired)
+            log.debug("secure-mail listener: %s was not failed by its task runner; skipped", task_instance)
             return None
         if wires_its_own_alert(task):
             log.debug("secure-mail listener: %s.%s alerts by itself", task.dag_id, task.task_id)

@@ -110,3 +110,17 @@ def test_only_the_dag_processor_looks_for_resolved_files(monkeypatch, job_type, 
     worker.join(timeout=30)
     assert not worker.is_alive()
     assert looked.is_set() is looks
+
+
+def test_a_task_marked_failed_in_the_api_server_is_not_mailed(tmp_path):
+    """The API server calls on_task_instance_failed with a database TaskInstance when a user marks it failed."""
+    from airflow.models.taskinstance import TaskInstance
+
+    from airflow_secure_mail.listeners.catch_all import CatchAll
+    from airflow_secure_mail.listeners.config import settings_from
+
+    settings = settings_from({"listener_to": "oncall@example.com", "listener_digest_state": f"file://{tmp_path}"})
+    row = TaskInstance.__new__(TaskInstance)  # what the API server passes: an ORM row (its task is serialized)
+    row.__dict__["task"] = _task()
+    assert CatchAll(settings, mailer=None).task_failed(row, error=None) is None
+    assert list(tmp_path.iterdir()) == []
