@@ -174,3 +174,30 @@ def test_the_mail_leaves_from_the_listeners_thread_not_airflows_transaction(mail
     [sending] = [r for r in caplog.records if r.getMessage().startswith("secure-mail listener: sending")]
     assert sending.threadName == "secure-mail-listener" != threading.current_thread().name
     assert len(mail_env.smtp.messages) == 1
+
+
+def test_a_failed_send_is_sent_again_at_the_next_report_after_the_lease(mail_env, listener, clock, caplog):
+    import logging
+    import socket
+
+    with socket.socket() as closed:  # a port nobody listens on: the relay is down
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    mail_env.set_smtp_conn(port=port, retries=0)
+    with caplog.at_level(logging.ERROR, logger="airflow_secure_mail"):
+        listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+        listener.drain()
+    assert mail_env.smtp.messages == []
+    assert any(
+        r.getMessage().startswith(f"secure-mail listener: import error of {BROKEN} not mailed: ")
+        for r in caplog.records
+    )
+    mail_env.set_smtp_conn()  # the relay is back
+    clock.advance(minutes=1)
+    listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
+    assert mail_env.smtp.messages == []  # within the lease the claim may still be in flight elsewhere
+    clock.advance(minutes=5)
+    listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=TRACE)
+    listener.drain()
+    assert len(mail_env.smtp.messages) == 1
