@@ -201,3 +201,35 @@ def test_a_failed_send_is_sent_again_at_the_next_report_after_the_lease(mail_env
     listener.on_existing_dag_import_error(filename=BROKEN, stacktrace=TRACE)
     listener.drain()
     assert len(mail_env.smtp.messages) == 1
+
+
+def test_airflows_own_parse_result_writer_drives_the_mails(mail_env, airflow_db, listener, clock):
+    """The dag-processor's code path: update_dag_parsing_results_in_db calls the hooks (new, then existing) with
+    the bundle's full path, inside its transaction; a clean parse deletes the row and the resolver notices."""
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.utils.session import create_session
+
+    key = ("dags-folder", "team/broken.py")
+
+    def parsed(errors):
+        with create_session() as session:
+            update_dag_parsing_results_in_db(
+                "dags-folder", None, [], dict(errors), None, set(), session, files_parsed={key}
+            )
+
+    manager = get_listener_manager()
+    manager.add_listener(listener)
+    try:
+        parsed({key: TRACE})  # on_new_dag_import_error
+        clock.advance(minutes=1)
+        parsed({key: TRACE})  # on_existing_dag_import_error
+        listener.drain()
+        assert len(mail_env.smtp.messages) == 1
+        assert _parsed(mail_env.smtp.messages[0].data)["Subject"] == "[Airflow] DAG import error: team/broken.py"
+        clock.advance(minutes=1)
+        parsed({})  # the file parses again: Airflow deletes its row
+        assert listener.resolve_once() == ["team/broken.py"]
+    finally:
+        manager.pm.unregister(listener)
+    assert len(mail_env.smtp.messages) == 2
