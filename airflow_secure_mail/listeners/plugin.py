@@ -17,13 +17,13 @@ from there, as a task's own notifier would.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 from airflow.sdk.plugins_manager import AirflowPlugin
+
+from airflow_secure_mail.listeners.background import ListenerThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,9 +44,13 @@ _UNREAD: Any = object()
 
 
 def _describe(exc: BaseException) -> str:
+    """Our errors say what to fix; another library's message may quote anything, so only its type is kept."""
     from airflow_secure_mail.errors import SecureMailError
 
-    return str(exc) if isinstance(exc, SecureMailError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SecureMailError):
+        return str(exc)
+    log.debug("secure-mail listener: %s", type(exc).__name__, exc_info=exc)
+    return f"{type(exc).__name__} (its traceback is logged at DEBUG)"
 
 
 class SecureMailListener:
@@ -59,13 +63,11 @@ class SecureMailListener:
         self._import_errors: ImportErrorAlerts | None = None
         self._catch_all: CatchAll | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._work: queue.Queue[tuple[str, str] | None] = queue.Queue()  # None wakes the thread to stop
-        self._worker: threading.Thread | None = None
+        self.thread = ListenerThread(self._report, self.resolve_once, every=lambda: RESOLVE_EVERY)
 
     def reset(self) -> None:
         """Read the configuration again at the next hook call (tests, or after changing it)."""
-        self.stop_worker()
+        self.thread.stop()
         with self._lock:
             self._settings, self._import_errors, self._catch_all = _UNREAD, None, None
 
@@ -122,8 +124,7 @@ class SecureMailListener:
             if not self.background:
                 self._report(filename, stacktrace)
                 return
-            self._work.put((filename, stacktrace))
-            self.start_worker()
+            self.thread.put(filename, stacktrace)
         except Exception as exc:
             log.error("secure-mail listener: import error of %s not mailed: %s", filename, _describe(exc))
 
@@ -143,63 +144,19 @@ class SecureMailListener:
             return
         try:
             if self.import_errors() is not None:
-                self.start_worker(component)
+                self.thread.start(component)
         except Exception as exc:
             log.error("secure-mail listener: resolved lines are off: %s", _describe(exc))
 
     @hookimpl
     def before_stopping(self, component: Any) -> None:
         if type(component).__name__ == "Job":
-            self.drain()
-            self.stop_worker()
-
-    def start_worker(self, job: Any = None) -> None:
-        """The listener's thread: sends queued import-error mails and looks for resolved files every interval."""
-        with self._lock:
-            if self._worker is not None and self._worker.is_alive():
-                return
-            self._stop.clear()
-            self._worker = threading.Thread(
-                target=self._work_loop, args=(job,), name="secure-mail-listener", daemon=True
-            )
-            self._worker.start()
+            self.thread.drain()
+            self.thread.stop()
 
     def drain(self, timeout: float = 30.0) -> None:
-        """Wait until the queued import errors are handled (before the process stops; tests)."""
-        deadline = time.monotonic() + timeout
-        while self._work.unfinished_tasks and time.monotonic() < deadline:
-            if self._worker is None or not self._worker.is_alive():
-                return
-            time.sleep(0.01)
-
-    def stop_worker(self) -> None:
-        self._stop.set()
-        thread, self._worker = self._worker, None
-        if thread is not None:
-            self._work.put(None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _work_loop(self, job: Any) -> None:
-        next_look = time.monotonic() + RESOLVE_EVERY
-        while not self._stop.is_set():
-            try:
-                item = self._work.get(timeout=max(0.0, next_look - time.monotonic()))
-            except queue.Empty:
-                pass
-            else:
-                try:
-                    if item is not None:
-                        self._report(*item)
-                finally:
-                    self._work.task_done()
-                continue
-            next_look = time.monotonic() + RESOLVE_EVERY
-            if job is not None and getattr(job, "job_type", None) != "DagProcessorJob":
-                if self._work.empty():
-                    return  # the scheduler or the triggerer: import errors are not theirs
-                continue
-            self.resolve_once()
+        """Wait until the queued import errors are mailed (tests; Airflow's ``before_stopping``)."""
+        self.thread.drain(timeout)
 
     def resolve_once(self) -> list[str]:
         """Mail a resolved line for each mailed file the import-error table no longer lists."""

@@ -99,14 +99,14 @@ def test_only_the_dag_processor_looks_for_resolved_files(monkeypatch, job_type, 
     from airflow_secure_mail.listeners import plugin
 
     monkeypatch.setattr(plugin, "RESOLVE_EVERY", 0.01)
-    listener = SecureMailListener()
     looked = threading.Event()
-    monkeypatch.setattr(listener, "resolve_once", lambda: looked.set() or [])
-    listener.start_worker(SimpleNamespace(job_type=job_type))  # read after a wait, never at on_starting
-    worker = listener._worker
+    listener = SecureMailListener()
+    monkeypatch.setattr(listener.thread, "look", lambda: looked.set())
+    listener.thread.start(SimpleNamespace(job_type=job_type))  # read after a wait, never at on_starting
+    worker = listener.thread.thread
     if looks:
         assert looked.wait(timeout=30)
-        listener.stop_worker()
+        listener.thread.stop()
     worker.join(timeout=30)
     assert not worker.is_alive()
     assert looked.is_set() is looks
