@@ -6,9 +6,9 @@ Airflow 3 calls ``on_task_instance_failed(previous_state, task_instance, error)`
 objects of the DAG file, callbacks included) and the exception. It is called for a final failure and for a
 failure that will be retried (``task_instance.state`` says which); the API server calls it too when a user
 marks a task failed, with a database ``TaskInstance``. ``on_dag_run_failed(dag_run, msg)`` runs in the
-scheduler's loop (and the API server); the catch-all does not use it: a send there would hold up scheduling, and
-the task failure already says what failed (a run that fails with no failed task, e.g. ``dagrun_timeout``, is
-therefore not mailed by the listener).
+scheduler's loop (and in the API server when a user marks a run failed); ``msg`` says why: ``task_failure``
+(already mailed task by task above), ``timed_out`` (``dagrun_timeout``), ``all_tasks_deadlocked``. The latter
+two have no failed task, so the run itself is recorded, from the listener's thread (never in the loop).
 
 A DAG "wires its own alert" when the task or the DAG has an ``on_failure_callback``, or when Airflow will send
 its ``email_on_failure`` mail (``email_on_failure`` and ``email`` both set, Airflow's own condition): the listener
@@ -41,6 +41,13 @@ def wires_its_own_alert(task: Any) -> bool:
     return bool(getattr(task, "email_on_failure", False) and getattr(task, "email", None))
 
 
+class _Named:
+    """What a run-level context needs of its DAG: the id (the scheduler's serialized DAG stays there)."""
+
+    def __init__(self, dag_id: str) -> None:
+        self.dag_id = dag_id
+
+
 class CatchAll:
     """Fold failures of DAGs without an alert of their own into the listener's digests."""
 
@@ -68,6 +75,13 @@ class CatchAll:
             "run_id": getattr(task_instance, "run_id", None),
             "exception": error,
         }
+        return self._record(context)
+
+    def run_failed(self, dag_id: str, run_id: str, reason: str) -> list[str]:
+        """A run that failed with no failed task (``timed_out``, ``all_tasks_deadlocked``): record it, flush."""
+        return self._record({"dag": _Named(dag_id), "run_id": run_id, "reason": reason})
+
+    def _record(self, context: dict[str, Any]) -> list[str]:
         event = self.digest.record_context(context)
         sent = self.digest.flush(self.mailer, group=self.digest.group_of(event))
         log.info(

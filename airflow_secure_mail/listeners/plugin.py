@@ -40,6 +40,9 @@ hookimpl = pluggy.HookimplMarker("airflow")
 RESOLVE_EVERY = 60.0
 """Seconds between two looks at the import-error table for files that import again (in the dag-processor)."""
 
+RUN_ONLY_REASONS = frozenset({"timed_out", "all_tasks_deadlocked"})
+"""The scheduler's reasons for a failed run that no failed task reports (``DagRun.update_state``, dagrun_timeout)."""
+
 _UNREAD: Any = object()
 
 
@@ -63,7 +66,7 @@ class SecureMailListener:
         self._import_errors: ImportErrorAlerts | None = None
         self._catch_all: CatchAll | None = None
         self._lock = threading.Lock()
-        self.thread = ListenerThread(self._report, self.resolve_once, every=lambda: RESOLVE_EVERY)
+        self.thread = ListenerThread(self.resolve_once, every=lambda: RESOLVE_EVERY)
 
     def reset(self) -> None:
         """Read the configuration again at the next hook call (tests, or after changing it)."""
@@ -124,7 +127,7 @@ class SecureMailListener:
             if not self.background:
                 self._report(filename, stacktrace)
                 return
-            self.thread.put(filename, stacktrace)
+            self.thread.put(lambda: self._report(filename, stacktrace), look=True)
         except Exception as exc:
             log.error("secure-mail listener: import error of %s not mailed: %s", filename, _describe(exc))
 
@@ -181,6 +184,35 @@ class SecureMailListener:
         except Exception as exc:
             who = f"{getattr(task_instance, 'dag_id', '?')}.{getattr(task_instance, 'task_id', '?')}"
             log.error("secure-mail listener: failure of %s not mailed: %s", who, _describe(exc))
+
+    # -- scheduler -------------------------------------------------------------------------------
+    @hookimpl
+    def on_dag_run_failed(self, dag_run: Any, msg: str) -> None:
+        """A run failed. ``task_failure`` runs were covered task by task in the worker, and a run a user marked
+        failed in the API server is no failure to report; ``timed_out`` and ``all_tasks_deadlocked`` have no
+        failed task to say so, so the run itself goes into the digest, from the listener's thread (this hook
+        runs in the scheduler's loop)."""
+        try:
+            catch_all = self.catch_all()
+            if catch_all is None or msg not in RUN_ONLY_REASONS:
+                return
+            if getattr(getattr(dag_run, "dag", None), "has_on_failure_callback", False):
+                return  # the DAG's own callback runs for this run (the scheduler sends it to the dag-processor)
+            dag_id, run_id = str(dag_run.dag_id), str(dag_run.run_id)
+        except Exception as exc:
+            log.error("secure-mail listener: failed run not mailed: %s", _describe(exc))
+            return
+
+        def send() -> None:
+            try:
+                catch_all.run_failed(dag_id, run_id, msg)
+            except Exception as exc:
+                log.error("secure-mail listener: failed run %s %s not mailed: %s", dag_id, run_id, _describe(exc))
+
+        if self.background:
+            self.thread.put(send)
+        else:
+            send()
 
 
 listener = SecureMailListener()

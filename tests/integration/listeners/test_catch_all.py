@@ -44,6 +44,13 @@ def registered(listener, monkeypatch):
     manager.pm.unregister(listener)
 
 
+@pytest.fixture
+def catch_all(listener, monkeypatch):
+    """The listener with the catch-all on, called directly as the scheduler calls it."""
+    monkeypatch.setenv("AIRFLOW__SECURE_MAIL__LISTENER_CATCH_ALL", "true")
+    return listener
+
+
 def _parsed(data: bytes):
     return email.message_from_bytes(data, policy=email.policy.default)
 
@@ -115,3 +122,40 @@ def test_a_retry_is_counted_not_mailed(mail_env, airflow_db, registered):
     [received] = mail_env.smtp.messages  # the retry alone sent nothing; the final failure is the one mail
     text = _parsed(received.data).get_body(("plain",)).get_content()
     assert "catch_all_retry.load" in text
+
+
+def _failed_run(dag_id: str, *, own_callback: bool = False):
+    """A DagRun as the scheduler hands it to on_dag_run_failed: the ORM row with its serialized DAG attached."""
+    from types import SimpleNamespace
+
+    from airflow.models.dagrun import DagRun
+
+    run = DagRun(dag_id=dag_id, run_id=f"scheduled__{dag_id}", run_type="scheduled")
+    run.dag = SimpleNamespace(dag_id=dag_id, has_on_failure_callback=own_callback)
+    return run
+
+
+@pytest.mark.parametrize("reason", ["timed_out", "all_tasks_deadlocked"])
+def test_a_run_that_fails_with_no_failed_task_is_one_mail_from_the_listeners_thread(mail_env, catch_all, reason):
+    listener = catch_all
+    listener.on_dag_run_failed(dag_run=_failed_run("slow_dag"), msg=reason)
+    listener.drain()
+    [received] = mail_env.smtp.messages
+    assert received.rcpt_tos == ["oncall@example.com"]
+    text = _parsed(received.data).get_body(("plain",)).get_content()
+    assert "slow_dag" in text and "scheduled__slow_dag" in text
+
+
+@pytest.mark.parametrize(
+    ("msg", "own"),
+    [
+        ("task_failure", False),  # the worker's on_task_instance_failed covered it task by task
+        ("Dag Run's state was manually set to `failed`.", False),  # the API server, a user's decision
+        ("timed_out", True),  # the DAG's own on_failure_callback runs for it
+    ],
+)
+def test_runs_the_listener_leaves_alone(mail_env, catch_all, msg, own):
+    listener = catch_all
+    listener.on_dag_run_failed(dag_run=_failed_run("other_dag", own_callback=own), msg=msg)
+    listener.drain()
+    assert mail_env.smtp.messages == []
