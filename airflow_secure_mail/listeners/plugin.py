@@ -7,11 +7,21 @@ each task), so this module imports only the standard library, pluggy and the SDK
 settings, the pipeline and the digests load on the first hook call that needs them. Off until
 ``[secure_mail] listener_to`` is set; a bad setting logs one line once and the component runs on.
 
-Which process runs which hook (Airflow 3.3): the dag-processor's manager calls the import-error hooks inside
-the transaction that writes the import-error table, so they only queue; the listener's thread sends, and
-every ``RESOLVE_EVERY`` seconds compares that table with the files it mailed about (resolved lines). The
-worker's task runner calls ``on_task_instance_failed`` after the task's own callbacks; the catch-all sends
-from there, as a task's own notifier would.
+Which process runs which hook (Airflow 3.3), with what, and what the listener does:
+
+- ``on_new_dag_import_error`` / ``on_existing_dag_import_error(filename, stacktrace)``: the dag-processor's
+  manager, inside the transaction that writes the import-error table; full path and stack trace. Queued;
+  the listener's thread mails, and every ``RESOLVE_EVERY`` seconds compares that table with the files it
+  mailed about (resolved lines).
+- ``on_task_instance_failed(previous_state, task_instance, error)``: the worker's task runner, after the task's
+  own callbacks, also for a try that will be retried; ``RuntimeTaskInstance`` with the DAG file's task and DAG
+  objects. (The API server calls it with a database row when a user marks a task failed: ignored.) The
+  catch-all records it and sends the due digest from the task process, as a task's notifier would.
+- ``on_dag_run_failed(dag_run, msg)``: the scheduler's loop (``DagRun.update_state``, dagrun_timeout), the
+  ``DagRun`` with its serialized DAG; the API server when a user marks a run failed. Only ``timed_out`` and
+  ``all_tasks_deadlocked`` runs are recorded, queued to the thread.
+- ``on_starting`` / ``before_stopping(component)``: every job (scheduler, dag-processor, triggerer); start and
+  drain the thread.
 """
 
 from __future__ import annotations
