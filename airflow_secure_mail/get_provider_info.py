@@ -4,6 +4,54 @@ from __future__ import annotations
 
 from typing import Any
 
+LISTENER_SECTION = "secure_mail"
+"""The listener plugin's section of Airflow's configuration (``listeners/config.py`` reads it)."""
+
+LISTENER_OPTIONS: dict[str, dict[str, Any]] = {
+    "listener_to": {
+        "description": "Comma-separated addresses the listener mails (DAG import errors and, with "
+        "listener_catch_all, failures of DAGs that wire no alert of their own). Empty: the listener is off.",
+        "type": "string",
+        "example": "oncall@example.com, data-team@example.com",
+        "default": "",
+    },
+    "listener_conn_id": {
+        "description": "The securesmtp connection the listener sends through.",
+        "type": "string",
+        "example": None,
+        "default": "secure_smtp_default",
+    },
+    "listener_import_errors": {
+        "description": "Mail DAG import errors (one mail per file and error, repeats throttled, a resolved "
+        "line when the file parses again). On when listener_to is set.",
+        "type": "boolean",
+        "example": None,
+        "default": "True",
+    },
+    "listener_catch_all": {
+        "description": "Mail failures of tasks whose task and DAG have no on_failure_callback and no "
+        "email_on_failure of their own, folded into alert digests.",
+        "type": "boolean",
+        "example": None,
+        "default": "False",
+    },
+    "listener_digest_state": {
+        "description": "Where the listener keeps its digest and throttle state (file:///path or "
+        "s3://bucket/prefix). Default: file://$AIRFLOW_HOME/secure-mail/listener-state, which only works when "
+        "every Airflow component runs on one machine; set an s3:// location for several machines.",
+        "type": "string",
+        "example": "s3://alerts/listener-state",
+        "default": "",
+    },
+    "listener_repeat_interval": {
+        "description": "How long the same import error of the same file stays quiet after its mail "
+        "(a duration: 30m, 4h, 1d).",
+        "type": "string",
+        "example": None,
+        "default": "4h",
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     """Connection type ``securesmtp``, hooks, operators and notifier; imports only stdlib modules of ours.
@@ -44,6 +92,18 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "notifications": ["airflow_secure_mail.notifications.email.SecureEmailNotifier"],
         "connection-types": [_connection_type()],
+        "config": _config(),
+    }
+
+
+def _config() -> dict[str, Any]:
+    """The ``[secure_mail]`` section (the listener plugin's options), from the table its reader uses."""
+    return {
+        LISTENER_SECTION: {
+            "description": "The secure-mail listener: DAG import errors and failures of DAGs that wire no alert "
+            "of their own, mailed through a securesmtp connection. Off until listener_to is set.",
+            "options": {name: {**spec, "version_added": "0.2.0"} for name, spec in LISTENER_OPTIONS.items()},
+        }
     }
 
 
