@@ -24,10 +24,6 @@ from typing import Any
 OUR_BACKEND = "airflow_secure_mail.email_backend.send_email"
 AIRFLOW_DEFAULT_BACKEND = "airflow.utils.email.send_email_smtp"  # Airflow then mails with the stock SmtpNotifier
 NOTIFIER = "SecureEmailNotifier"
-SECTION = "secure_mail"  # the listener's options (airflow_secure_mail.listeners.config), read with fallbacks
-
-_TRUE = {"true", "t", "1", "yes", "y", "on"}
-_FALSE = {"false", "f", "0", "no", "n", "off"}
 
 
 class Reach(enum.Enum):
@@ -57,31 +53,25 @@ class AlertConfig:
         return self.email_backend == OUR_BACKEND
 
 
-def _flag(name: str, raw: str | None, default: bool) -> bool:
-    value = (raw or "").strip().lower()
-    if not value:
-        return default
-    if value in _TRUE | _FALSE:
-        return value in _TRUE
-    raise ValueError(f"[{SECTION}] {name} = {raw!r} is not true or false")
-
-
 def config_from(values: dict[str, str | None]) -> AlertConfig:
-    """The config ``values`` describe (option name → raw string, ``email_backend`` for ``[email]``).
+    """The config ``values`` describe (option name → raw string, ``email_backend`` for ``[email]``), judged by
+    the listener's own reader, so the report and the listener agree on what is on.
 
-    Like the listener itself, an unusable boolean turns the listener off (it logs one line and runs on).
+    Like the listener itself, an unusable value turns the listener off (it logs one line and runs on).
     """
+    from airflow_secure_mail.errors import ConfigurationError
+    from airflow_secure_mail.listeners.config import settings_from
+
     backend = (values.get("email_backend") or "").strip() or AIRFLOW_DEFAULT_BACKEND
-    to = [a for a in (values.get("listener_to") or "").split(",") if a.strip()]
-    if not to:
-        return AlertConfig(email_backend=backend)
     try:
-        catch_all = _flag("listener_catch_all", values.get("listener_catch_all"), False)
-        import_errors = _flag("listener_import_errors", values.get("listener_import_errors"), True)
-    except ValueError as exc:
+        settings = settings_from({k: v for k, v in values.items() if v is not None})
+    except ConfigurationError as exc:
         return AlertConfig(email_backend=backend, listener_note=f"off: {exc}")
+    if settings is None:
+        return AlertConfig(email_backend=backend)
+    catch_all, import_errors = settings.catch_all, settings.import_errors
     said = [what for what, on in (("failures (listener_catch_all)", catch_all), ("import errors", import_errors)) if on]
-    note = f"mails {' and '.join(said)} to {len(to)} address(es)" if said else "on, but mails nothing"
+    note = f"mails {' and '.join(said)} to {len(settings.to)} address(es)" if said else "on, but mails nothing"
     return AlertConfig(backend, catch_all, import_errors, note)
 
 
@@ -89,8 +79,9 @@ def read_config() -> AlertConfig:
     """From ``airflow.cfg`` and ``AIRFLOW__*`` variables; the ``[secure_mail]`` section may not be declared."""
     from airflow.configuration import conf
 
-    names = ("listener_to", "listener_catch_all", "listener_import_errors")
-    values = {name: conf.get(SECTION, name, fallback=None) for name in names}
+    from airflow_secure_mail.get_provider_info import LISTENER_OPTIONS, LISTENER_SECTION
+
+    values = {name: conf.get(LISTENER_SECTION, name, fallback=None) for name in LISTENER_OPTIONS}
     values["email_backend"] = conf.get("email", "email_backend", fallback=None)
     return config_from(values)
 

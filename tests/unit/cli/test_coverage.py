@@ -275,7 +275,8 @@ def test_an_unusable_listener_flag_turns_the_listener_off_as_the_listener_does()
 
     config = config_from({"listener_to": "oncall@example.com", "listener_catch_all": "sometimes"})
     assert (config.listener_failures, config.listener_import_errors) == (False, False)
-    assert config.listener_note == "off: [secure_mail] listener_catch_all = 'sometimes' is not true or false"
+    # the listener's own words: the report and the listener judge the setting with the same reader
+    assert config.listener_note == "off: [secure_mail] listener_catch_all = 'sometimes': give true or false."
 
 
 def test_listener_import_errors_false_leaves_broken_files_uncovered() -> None:
