@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DAGS
+from tests.integration.alerts.test_auto_submitted import assert_automated
 from tests.integration.notifications.test_dag_run_alert import assert_subject
 
 APPROVAL = """
@@ -149,6 +150,7 @@ def test_approval_request_mail_with_options_and_airflow_s_link(mail_env, airflow
     assert sorted(received.rcpt_tos) == sorted(expected_to)
     run_id = run.run_id
     assert_subject(received.data, f"[Airflow] INPUT REQUIRED {dag_id}.approve_load: Load {run_id} into the warehouse?")
+    assert_automated(received.data)
     msg = _parsed(received.data)
     text = msg.get_body(("plain",)).get_content()
     from airflow.providers.standard.operators.hitl import HITLOperator
