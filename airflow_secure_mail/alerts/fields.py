@@ -5,14 +5,15 @@ masker and the ``[api] base_url`` setting) and imports nothing of this package. 
 the notifier's single-alert mail (``notifications/email.py``, a floor above) renders it, so it lives down here
 rather than up there.
 
-The one place that tells which kind of callback a context comes from is :func:`callback_scope` (a task's or a
-DAG run's; Deadline Alerts and human-in-the-loop callbacks are meant to be added there): the notifier and the
-events both ask it, and :func:`run_fields` says what a DAG-run callback reports.
+The one place that tells which kind of callback a context comes from is :func:`callback_scope` (a task's, a
+DAG run's, a missed Deadline Alert's or a human-in-the-loop request's): the notifier and the events both ask
+it; :func:`run_fields`, :func:`deadline_fields` and :func:`hitl_fields` say what each of the others reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -77,25 +78,56 @@ def alert_fields(context: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-Scope = Literal["task", "dag_run"]
+Scope = Literal["task", "dag_run", "deadline", "hitl"]
 
 TASK: Scope = "task"
 DAG_RUN: Scope = "dag_run"
+DEADLINE: Scope = "deadline"
+HITL: Scope = "hitl"
+
+
+def deadline_of(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The missed deadline a Deadline Alert callback's context names (``{"id": ..., "deadline_time": ...}``)."""
+    deadline = context.get("deadline")
+    if isinstance(deadline, Mapping) and deadline.get("id") is not None:
+        return deadline
+    return None
+
+
+def is_hitl_request(context: Mapping[str, Any]) -> bool:
+    """True for the context a human-in-the-loop operator hands its ``notifiers=`` while it waits for a response.
+
+    Duck-typed (``generate_link_to_ui_from_context`` is the HITL operators' own): the same notifier as a failure
+    or success callback of such a task sees a context with an exception or a finished state, and alerts.
+    """
+    task = context.get("task")
+    ti = context.get("ti") or context.get("task_instance")
+    if task is None or ti is None or not callable(getattr(task, "generate_link_to_ui_from_context", None)):
+        return False
+    state = str(getattr(ti, "state", "") or "").rsplit(".", 1)[-1].lower()
+    return context.get("exception") is None and "reason" not in context and state not in _STATUS
 
 
 def callback_scope(context: Mapping[str, Any]) -> Scope:
-    """Whether ``context`` is a task's callback or a DAG run's (``on_failure_callback=`` on the DAG).
+    """Which callback ``context`` comes from: a task's, a DAG run's, a Deadline Alert's or a HITL request's.
 
     Airflow 3 gives every DAG-level callback a ``reason`` (``task_failure``, ``all_tasks_deadlocked``,
     ``timed_out``, ``success``: ``DagRun.produce_dag_callback``) and, when it knows one, the context of *a*
     task instance of the run (the last to fail, or the one blocking it), so a ``ti`` does not make it a task
     callback: the scheduler's path (``dag_processing/processor.py``) and ``dag.test()``'s
     (``DagRun.execute_dag_callbacks``) both set ``reason``; a task's template context never has one.
+    A Deadline Alert's context (``Deadline.handle_miss``, the same for ``AsyncCallback`` in the triggerer and
+    ``SyncCallback`` in the executor) holds the run as a dict (``dag_run``) and ``deadline`` (id, time), no
+    task instance. A HITL operator calls its notifiers with its running task's context (:func:`is_hitl_request`).
     """
+    if deadline_of(context) is not None:
+        return DEADLINE
     if "reason" in context:
         return DAG_RUN
     if (context.get("ti") or context.get("task_instance")) is None:
         return DAG_RUN
+    if is_hitl_request(context):
+        return HITL
     return TASK
 
 
@@ -185,4 +217,112 @@ def run_fields(context: Mapping[str, Any]) -> dict[str, Any]:
         "rows": rows,
         "run_url": run_url(dag_id, run_id),
         "title": f"[Airflow] DAG run {status} {dag_id}",
+    }
+
+
+def _when(value: object) -> datetime | None:
+    """A timestamp of a deadline context: a datetime (Airflow's serializer keeps them) or an ISO string."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def _utc(value: datetime | None) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if value is not None else "?"
+
+
+def _span(seconds: float) -> str:
+    """``1h 02m 05s`` / ``4m 10s`` / ``12s``."""
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def deadline_fields(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What a missed Deadline Alert reports: the DAG, the run, the deadline and how late, a link to the run.
+
+    Everything comes from the context the scheduler stored with the callback (the run as ``DAGRunResponse``
+    JSON: ``dag_run_id``, not ``run_id``), never from the clock: a triggerer that runs the callback again after
+    a restart renders the same mail, so its Message-ID (seeded by the deadline id) and archive record match.
+    "Late by" is measured at the scheduler's last look at the run (``last_scheduling_decision``) or the run's
+    end, whichever is later, as that snapshot recorded them.
+    """
+    deadline = deadline_of(context) or {}
+    dag_run = context.get("dag_run") or {}
+    dag_id = str(_get(dag_run, "dag_id") or _get(context.get("dag"), "dag_id") or "?")
+    run_id = str(_get(dag_run, "dag_run_id") or _get(dag_run, "run_id") or context.get("run_id") or "?")
+    state = str(_get(dag_run, "state") or "").rsplit(".", 1)[-1].lower() or "running"
+    due = _when(deadline.get("deadline_time"))
+    rows = [("DAG", dag_id), ("Run", run_id), ("Deadline", _utc(due)), ("Run state", state)]
+    for label, name in (("Queued", "queued_at"), ("Started", "start_date"), ("Ended", "end_date")):
+        value = _when(_get(dag_run, name))
+        if value is not None:
+            rows.append((label, _utc(value)))
+    seen = [t for t in (_when(_get(dag_run, "last_scheduling_decision")), _when(_get(dag_run, "end_date"))) if t]
+    late = None
+    if due is not None and seen and max(seen) > due:
+        late = _span((max(seen) - due).total_seconds())
+        rows.append(("Late by", f"{late} (when the scheduler found the deadline missed)"))
+    else:
+        rows.append(("Late by", "the deadline passed before the run finished"))
+    rows.append(("Deadline id", str(deadline.get("id"))))
+    return {
+        "status": "DEADLINE MISSED",
+        "color": "#6a1b9a",
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "state": state,
+        "deadline_id": str(deadline.get("id")),
+        "deadline_time": _utc(due),
+        "late": late,
+        "rows": rows,
+        "run_url": run_url(dag_id, run_id),
+        "title": f"[Airflow] DEADLINE MISSED {dag_id}",
+    }
+
+
+def hitl_fields(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What a human-in-the-loop request says: the DAG, task and run, the HITL subject and body, the options
+    (and defaults), who is assigned, and the UI's required-action page as Airflow builds its link."""
+    task = context["task"]
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = str(getattr(ti, "dag_id", None) or getattr(task, "dag_id", "?"))
+    task_id = str(getattr(ti, "task_id", None) or getattr(task, "task_id", "?"))
+    run_id = str(context.get("run_id") or getattr(ti, "run_id", "?"))
+    options = [str(o) for o in (getattr(task, "options", None) or [])]
+    defaults = [str(o) for o in (getattr(task, "defaults", None) or [])]
+    assigned = [u for u in (getattr(task, "assigned_users", None) or []) if isinstance(u, Mapping)]
+    rows = [("DAG", dag_id), ("Task", task_id), ("Run", run_id)]
+    rows.append(("Options", ", ".join(options) + (" (choose one or more)" if getattr(task, "multiple", False) else "")))
+    if defaults:
+        rows.append(("Default", ", ".join(defaults) + " (taken if no one responds in time)"))
+    if assigned:
+        rows.append(("Assigned to", ", ".join(str(u.get("name") or u.get("id")) for u in assigned)))
+    link = type(task).generate_link_to_ui_from_context(context=context)  # Airflow's own URL of the page
+    return {
+        "status": "INPUT REQUIRED",
+        "color": "#1565c0",
+        "dag_id": dag_id,
+        "task_id": task_id,
+        "run_id": run_id,
+        "subject": str(getattr(task, "subject", "") or ""),
+        "body": str(getattr(task, "body", "") or "") or None,
+        "options": options,
+        "assigned": assigned,
+        "rows": rows,
+        "link": link,
+        "title": f"[Airflow] INPUT REQUIRED {dag_id}.{task_id}",
     }

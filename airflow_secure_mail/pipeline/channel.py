@@ -65,6 +65,17 @@ class MailChannel:
         return explicit if explicit is not None else self.default_policy
 
 
+AUTOMATED_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
+"""RFC 3834 (section 5) and Exchange's suppression of automatic replies, on every automated mail."""
+
+
+def _with_automated(headers: dict[str, Any], automated: bool) -> dict[str, Any]:
+    if not automated:
+        return headers
+    given = {name.lower() for name in headers}
+    return {**{k: v for k, v in AUTOMATED_HEADERS.items() if k.lower() not in given}, **headers}
+
+
 def request_for(
     channel: MailChannel,
     *,
@@ -78,11 +89,15 @@ def request_for(
     attachments: tuple[Attachment, ...] = (),
     headers: dict[str, Any] | None = None,
     id_seed: str | None = None,
+    automated: bool = False,
 ) -> MailRequest:
     """The request a caller (operator, notifier, email backend) asks this channel to send.
 
     The sender is ``sender``, else the connection's ``from_email``; ``to``/``cc``/``bcc`` may each be one
-    address, a comma-separated string or a list.
+    address, a comma-separated string or a list. ``automated=True`` (alerts, digests, Deadline Alerts, HITL
+    requests: mail no human wrote) adds :data:`AUTOMATED_HEADERS`, RFC 3834's ``Auto-Submitted:
+    auto-generated`` and Exchange's ``X-Auto-Response-Suppress: All``, so out-of-office and other automatic
+    replies never loop back into an alert inbox; a header of the same name in ``headers`` wins.
     """
     from airflow_secure_mail.mail.compose import MailRequest
 
@@ -95,9 +110,9 @@ def request_for(
         text=text,
         html=html,
         attachments=attachments,
-        headers=tuple((headers or {}).items()),
+        headers=tuple(_with_automated(headers or {}, automated).items()),
         id_seed=id_seed,
     )
 
 
-__all__ = ["MailChannel", "request_for"]
+__all__ = ["AUTOMATED_HEADERS", "MailChannel", "request_for"]
