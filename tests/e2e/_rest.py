@@ -116,3 +116,40 @@ class AirflowRest:
             else:
                 lines.append(str(item))
         return "\n".join(lines)
+
+    # -- human-in-the-loop (Airflow 3.3: api_fastapi/core_api/routes/public/hitl.py) ---------------------
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
+        """The task's HITL request (subject, options, response), or None while the task has made none."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        found = self.call("GET", path, expect=(200, 404))
+        return dict(found) if found and "subject" in found else None
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], map_index: int = -1
+    ) -> dict[str, Any]:
+        """Answer a HITL request as the logged-in user (what the UI's Required Actions page sends)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        return dict(self.call("PATCH", path, json={"chosen_options": options}))
+
+    def answer_if_asked(self, dag_id: str, run_id: str, task_id: str, options: list[str]) -> bool:
+        """Answer the request once the task waits for it; True when it is answered (now or before)."""
+        detail = self.hitl_detail(dag_id, run_id, task_id)
+        if detail is None:
+            return False
+        if detail.get("response_received"):
+            return True
+        state = (detail.get("task_instance") or {}).get("state")
+        if state not in ("awaiting_input", "deferred"):
+            return False
+        self.respond(dag_id, run_id, task_id, options)
+        return True
+
+    def answer_when_asked(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], timeout: float = 300
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.answer_if_asked(dag_id, run_id, task_id, options):
+            run = self.run(dag_id, run_id)
+            if run["state"] in ("success", "failed") or time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} {run_id} ({run['state']}): {task_id} never asked for input")
+            time.sleep(2)

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, EXAMPLE_DAGS, ROOT
+from tests.e2e.conftest import APPROVALS, ARTIFACTS, EXAMPLE_DAGS, ROOT
 
 GUIDE = ROOT / "docs" / "deploy.md"
 EXAMPLES_DOC = ROOT / "docs" / "examples.md"
@@ -294,6 +294,8 @@ def example_runs(fresh: Fresh, smtp: Any) -> dict[str, dict[str, Any]]:
         senders = sorted(set(EXAMPLE_DAGS) - {flush, backup}, key=lambda d: d != "secure_mail_alert_storm")
         for dag_id in senders:
             trigger(dag_id)
+        for (dag_id, task_id), answer in APPROVALS.items():  # the approval example waits for its answer
+            rest.answer_when_asked(dag_id, runs[dag_id]["run"]["dag_run_id"], task_id, answer)
         for dag_id in senders:
             runs[dag_id]["final"] = rest.wait_for_run(dag_id, runs[dag_id]["run"]["dag_run_id"])
         trigger(backup)
