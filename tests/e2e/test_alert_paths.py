@@ -124,6 +124,7 @@ class Alerts:
     database: str
     held: HeldData
     runs: dict[str, str]
+    watcher: Watcher
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,6 @@ def alerts(
         shutil.copy(source, dags / source.name)
     for source in (HERE / "alert_dags").glob("*.py"):
         shutil.copy(source, dags / source.name)
-    (dags / BROKEN).write_text(BROKEN_SOURCE)
     home = work / "alerts" / "home"
     held = HeldData(DEADLINE_SUBJECT).install()
     airflow = AirflowDeployment(
@@ -159,6 +159,7 @@ def alerts(
             # A fixed file is seen quickly: list the folder and re-parse files every few seconds.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",  # a loaded machine
             # The examples' settings (docs/examples.md): a short deadline, an unsealed S3 archive.
             "SECURE_MAIL_ALERT_TO": DEADLINE_TO,
             "SECURE_MAIL_DEADLINE_SECONDS": "10",
@@ -173,12 +174,16 @@ def alerts(
         rest = AirflowRest(airflow.api_url, "admin", airflow.admin_password)
         for body in _connections("local", rest.hook_meta(), smtp, vault, s3).values():
             rest.create_connection(body)
+        # Broken only now: a report made while secure_smtp_default did not exist was not mailed for 5 minutes
+        # (the failed claim counts as "in flight" until its lease ends; see the report of issue 22).
+        (dags / BROKEN).write_text(BROKEN_SOURCE)
         rest.wait_for_dags(set(TRIGGERED))
         runs = {}
         for dag_id in TRIGGERED:
             rest.unpause(dag_id)
             runs[dag_id] = rest.trigger(dag_id)
-        yield Alerts(airflow, rest, bucket, "airflow_alerts", held, runs)
+        watcher = _kill_the_triggerer_mid_send(airflow, held, smtp)
+        yield Alerts(airflow, rest, bucket, "airflow_alerts", held, runs, watcher)
     finally:
         held.uninstall()
         airflow.stop()
@@ -241,6 +246,33 @@ def _kill_triggerer(airflow: Any) -> None:
     proc.wait(timeout=30)
 
 
+@dataclass
+class Watcher:
+    thread: threading.Thread
+    notes: dict[str, Any]
+
+
+def _kill_the_triggerer_mid_send(airflow: Any, held: HeldData, smtp: Any) -> Watcher:
+    """As soon as the catcher holds the deadline mail at DATA, SIGKILL the triggerer, then start it again.
+
+    From a thread: the SMTP client gives up on a silent server after its timeout, so the kill must come first.
+    """
+    notes: dict[str, Any] = {}
+
+    def watch() -> None:
+        if not held.arrived.wait(600):
+            return
+        _kill_triggerer(airflow)
+        notes["dropped"] = held.dropped.wait(60)
+        notes["stored_while_held"] = len(_deadline_mails(smtp))
+        airflow._spawn("triggerer", "triggerer")
+        notes["restarted"] = True
+
+    thread = threading.Thread(target=watch, name="kill-triggerer", daemon=True)
+    thread.start()
+    return Watcher(thread, notes)
+
+
 def _archive_records(s3: Any, bucket: str, dag_id: str) -> list[dict[str, Any]]:
     """Committed archive records (``<key>.json``) whose origin is ``dag_id``."""
     client = s3.client()
@@ -282,12 +314,12 @@ def test_broken_dag_file_mails_one_import_error(alerts: Alerts, smtp: Any) -> No
 def test_deadline_miss_mails_once_although_the_triggerer_is_killed_mid_send(
     alerts: Alerts, smtp: Any, s3: Any, postgres: Any
 ) -> None:
-    airflow, held = alerts.airflow, alerts.held
+    airflow, held, notes = alerts.airflow, alerts.held, alerts.watcher.notes
     assert held.arrived.wait(300), "the triggerer never sent the deadline mail's data"
-    _kill_triggerer(airflow)
-    assert held.dropped.wait(60), "the catcher still holds the deadline mail after the triggerer died"
-    assert not _deadline_mails(smtp), "the held copy was stored"
-    airflow._spawn("triggerer", "triggerer")
+    alerts.watcher.thread.join(120)
+    assert notes.get("dropped"), f"the catcher still held the deadline mail after the triggerer died: {notes}"
+    assert notes["stored_while_held"] == 0, "the held copy was stored"
+    assert notes.get("restarted"), notes
     airflow.wait_healthy()
 
     def callback_done() -> bool:
