@@ -311,7 +311,9 @@ def hitl_fields(context: Mapping[str, Any]) -> dict[str, Any]:
         rows.append(("Default", ", ".join(defaults) + " (taken if no one responds in time)"))
     if assigned:
         rows.append(("Assigned to", ", ".join(str(u.get("name") or u.get("id")) for u in assigned)))
-    link = type(task).generate_link_to_ui_from_context(context=context)  # Airflow's own URL of the page
+    # Airflow's own URL of the page; with our base URL (``[api] base_url``, else Airflow's default), since
+    # Airflow's builder raises "Not able to retrieve base_url" when the option is unset and the task fails.
+    link = type(task).generate_link_to_ui_from_context(context=context, base_url=_base_url())
     return {
         "status": "INPUT REQUIRED",
         "color": "#1565c0",

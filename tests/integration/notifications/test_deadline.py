@@ -21,6 +21,7 @@ import pytest
 
 from airflow_secure_mail.errors import ConfigurationError
 from tests.conftest import DAGS
+from tests.integration.alerts.test_auto_submitted import assert_automated
 from tests.integration.notifications.test_dag_run_alert import assert_subject
 
 PATH = "airflow_secure_mail.notifications.email.SecureEmailNotifier"
@@ -94,6 +95,7 @@ def test_the_triggerer_passes_the_deadline_context_to_the_notifier(mail_env, run
     assert [e["state"] for e in events] == ["running", "success"]
     [received] = mail_env.smtp.messages
     assert received.rcpt_tos == ["oncall@example.com"]
+    assert_automated(received.data)
     run_id = run_json["dag_run_id"]
     assert_subject(received.data, f"[Airflow] DEADLINE MISSED deadline_overrun - {run_id}")
     text = _parsed(received.data).get_body(("plain",)).get_content()
@@ -150,6 +152,7 @@ def test_sync_callback_as_the_executor_runs_it(mail_env, run_json, tmp_path):
     assert (ok, error) == (True, None)
     [received] = mail_env.smtp.messages
     assert_subject(received.data, f"[Airflow] DEADLINE MISSED deadline_overrun - {run_json['dag_run_id']}")
+    assert_automated(received.data)
 
 
 def test_kwargs_that_cannot_be_stored_fail_when_the_dag_is_parsed():
