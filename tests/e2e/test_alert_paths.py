@@ -2,7 +2,7 @@
 
 One LocalExecutor deployment (scheduler, dag-processor, triggerer, api-server; PostgreSQL) with the listener
 plugin configured through the environment (``AIRFLOW__SECURE_MAIL__LISTENER_*``, catch-all on), the project's
-SMTP catcher, OpenBao and an S3 archive. Its DAGs folder holds the deadline and approval examples of ``dags/``
+SMTP catcher, OpenBao and a file archive. Its DAGs folder holds the deadline and approval examples of ``dags/``
 and ``tests/e2e/alert_dags/``, and a file the tests break, fix and break again. Everything is triggered when the
 deployment is up, so the runs overlap; the tests then wait (polling, no fixed sleeps) for what each path mails:
 
@@ -16,7 +16,9 @@ deployment is up, so the runs overlap; the tests then wait (polling, no fixed sl
 - every mail is marked automated (RFC 3834); no secret in the triggerer's log or the callback rows.
 
 Runs before the two deployments of test_deployment.py (file order) and never runs the examples' setup
-command there (that suite proves its first run on a fresh Vault): the archive here is unsealed.
+command there (that suite proves its first run on a fresh Vault): the archive here is unsealed. It is a
+folder of the deployment's home, not a bucket of the shared S3 server: SeaweedFS there is started with
+``-volume.max=20`` and a third bucket written to left the CeleryExecutor deployment's writes failing.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class HeldData:
 class Alerts:
     airflow: Any  # AirflowDeployment
     rest: Any  # AirflowRest
-    bucket: str
+    archive: Path
     database: str
     held: HeldData
     runs: dict[str, str]
@@ -135,7 +137,6 @@ def alerts(
     from tests.e2e._rest import AirflowRest
 
     smtp.reset()
-    bucket = s3.create_bucket("mail-alerts")
     dags = work / "alerts" / "dags"
     dags.mkdir(parents=True)
     for source in [ROOT / "dags" / "secure_mail_deadline.py", ROOT / "dags" / "secure_mail_approval.py"]:
@@ -160,11 +161,11 @@ def alerts(
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",  # a loaded machine
-            # The examples' settings (docs/examples.md): a short deadline, an unsealed S3 archive.
+            # The examples' settings (docs/examples.md): a short deadline, an unsealed archive in the home.
             "SECURE_MAIL_ALERT_TO": DEADLINE_TO,
             "SECURE_MAIL_DEADLINE_SECONDS": "10",
-            "SECURE_MAIL_ARCHIVE": f"s3://{bucket}/archive",
-            "SECURE_MAIL_ARCHIVE_CONN": "aws_seaweed",
+            "SECURE_MAIL_ARCHIVE": f"file://{home}/archive",
+            "SECURE_MAIL_ARCHIVE_CONN": "",
             "SECURE_MAIL_ARCHIVE_KEY": "",
             "SECURE_MAIL_APPROVERS": APPROVERS,
         },
@@ -183,7 +184,7 @@ def alerts(
             rest.unpause(dag_id)
             runs[dag_id] = rest.trigger(dag_id)
         watcher = _kill_the_triggerer_mid_send(airflow, held, smtp)
-        yield Alerts(airflow, rest, bucket, "airflow_alerts", held, runs, watcher)
+        yield Alerts(airflow, rest, home / "archive", "airflow_alerts", held, runs, watcher)
     finally:
         held.uninstall()
         airflow.stop()
@@ -273,18 +274,15 @@ def _kill_the_triggerer_mid_send(airflow: Any, held: HeldData, smtp: Any) -> Wat
     return Watcher(thread, notes)
 
 
-def _archive_records(s3: Any, bucket: str, dag_id: str) -> list[dict[str, Any]]:
-    """Committed archive records (``<key>.json``) whose origin is ``dag_id``."""
-    client = s3.client()
+def _archive_records(archive: Path, dag_id: str) -> list[dict[str, Any]]:
+    """Committed archive records (``messages/.../<key>.json``) whose origin is ``dag_id``."""
     out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="archive/messages/"):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if not key.endswith(".json") or key.endswith(".pending.json") or ".failed-" in key:
-                continue
-            meta = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-            if (meta.get("airflow") or {}).get("dag_id") == dag_id:
-                out.append(meta)
+    for path in sorted((archive / "messages").rglob("*.json")):
+        if path.name.endswith(".pending.json") or ".failed-" in path.name:
+            continue
+        meta = json.loads(path.read_text())
+        if (meta.get("airflow") or {}).get("dag_id") == dag_id:
+            out.append(meta)
     return out
 
 
@@ -312,7 +310,7 @@ def test_broken_dag_file_mails_one_import_error(alerts: Alerts, smtp: Any) -> No
 
 
 def test_deadline_miss_mails_once_although_the_triggerer_is_killed_mid_send(
-    alerts: Alerts, smtp: Any, s3: Any, postgres: Any
+    alerts: Alerts, smtp: Any, postgres: Any
 ) -> None:
     airflow, held, notes = alerts.airflow, alerts.held, alerts.watcher.notes
     assert held.arrived.wait(300), "the triggerer never sent the deadline mail's data"
@@ -333,7 +331,7 @@ def test_deadline_miss_mails_once_although_the_triggerer_is_killed_mid_send(
     assert len(mails) == 1, f"{len(mails)} deadline mails"
     assert mails[0].rcpt_tos == [DEADLINE_TO]
     assert alerts.runs["secure_mail_deadline"] in _subject(mails[0].data)
-    records = _archive_records(s3, alerts.bucket, "secure_mail_deadline")
+    records = _archive_records(alerts.archive, "secure_mail_deadline")
     assert len(records) == 1, records
     assert records[0]["status"] == "sent" and records[0]["message_id"] == _message_id(mails[0].data)
     run = alerts.rest.wait_for_run("secure_mail_deadline", alerts.runs["secure_mail_deadline"])
