@@ -11,6 +11,7 @@ administrator's token, and their settings are the ones that page lists for S3 an
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -294,7 +295,9 @@ def finished_runs(deployment: Deployed, smtp: Any) -> Deployed:
     unanswered = {key: answer for key, answer in APPROVALS.items() if key[0] in everything}
     while True:
         for (dag_id, task_id), answer in list(unanswered.items()):
-            if rest.answer_if_asked(dag_id, deployment.runs[dag_id], task_id, answer):
+            run_id = deployment.runs[dag_id]
+            parked = functools.partial(deployment.airflow.parked, dag_id, run_id, task_id)
+            if rest.answer_if_asked(dag_id, run_id, task_id, answer, parked):
                 del unanswered[(dag_id, task_id)]
         pending = [
             (dag_id, run["dag_run_id"], run["state"])

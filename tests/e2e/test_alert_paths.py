@@ -366,7 +366,13 @@ def test_approval_request_link_opens_the_required_action_page_and_rest_approval_
         page.screenshot(path=str(ARTIFACTS / "alert-paths-required-action.png"))
     _wait_for(
         "the approval task waiting for input",
-        lambda: alerts.rest.answer_if_asked("secure_mail_approval", run_id, "approve_release", ["Approve"]),
+        lambda: alerts.rest.answer_if_asked(
+            "secure_mail_approval",
+            run_id,
+            "approve_release",
+            ["Approve"],
+            lambda: alerts.airflow.parked("secure_mail_approval", run_id, "approve_release"),
+        ),
         timeout=120,
     )
     run = alerts.rest.wait_for_run("secure_mail_approval", run_id)
