@@ -232,6 +232,12 @@ class AirflowDeployment:
     def component_log(self, name: str) -> Path:
         return self.logs / "components" / f"{name}.log"
 
+    def parked(self, dag_id: str, run_id: str, task_id: str) -> bool:
+        """The scheduler has handled the executor's report on the task's process (its log says "TaskInstance
+        Finished" for it): a task parked awaiting input may be answered now (see AirflowRest.answer_if_asked)."""
+        line = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
+        return line in self.component_log("scheduler").read_text(errors="replace")
+
     def component_output(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted((self.logs / "components").glob("*.log")))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -116,3 +117,53 @@ class AirflowRest:
             else:
                 lines.append(str(item))
         return "\n".join(lines)
+
+    # -- human-in-the-loop (Airflow 3.3: api_fastapi/core_api/routes/public/hitl.py) ---------------------
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
+        """The task's HITL request (subject, options, response), or None while the task has made none."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        found = self.call("GET", path, expect=(200, 404))
+        return dict(found) if found and "subject" in found else None
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], map_index: int = -1
+    ) -> dict[str, Any]:
+        """Answer a HITL request as the logged-in user (what the UI's Required Actions page sends)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        return dict(self.call("PATCH", path, json={"chosen_options": options}))
+
+    def answer_if_asked(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], parked: Callable[[], bool] | None = None
+    ) -> bool:
+        """Answer the request once the task waits for it; True when it is answered (now or before).
+
+        ``parked``: True once the scheduler has handled the exit of the process that parked the task. Airflow
+        3.3.2 fails a task answered before that: the answer re-queues it, then the parked process's "success"
+        arrives for the same try and the scheduler marks it failed ("state changed externally").
+        """
+        detail = self.hitl_detail(dag_id, run_id, task_id)
+        if detail is None:
+            return False
+        if detail.get("response_received"):
+            return True
+        state = (detail.get("task_instance") or {}).get("state")
+        if state not in ("awaiting_input", "deferred") or (parked is not None and not parked()):
+            return False
+        self.respond(dag_id, run_id, task_id, options)
+        return True
+
+    def answer_when_asked(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        options: list[str],
+        parked: Callable[[], bool] | None = None,
+        timeout: float = 300,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.answer_if_asked(dag_id, run_id, task_id, options, parked):
+            run = self.run(dag_id, run_id)
+            if run["state"] in ("success", "failed") or time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} {run_id} ({run['state']}): {task_id} never asked for input")
+            time.sleep(2)

@@ -11,6 +11,7 @@ administrator's token, and their settings are the ones that page lists for S3 an
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -44,6 +45,8 @@ EXAMPLES_DOC = ROOT / "docs" / "examples.md"
 E2E_DAGS = _dag_ids(HERE / "dags")
 BUSY = "busy@example.com"  # refused with a 4xx on the first try of e2e_partial_refusal
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+# Examples that wait for a human: (DAG, task) -> the answer the suites give through the REST API.
+APPROVALS = {("secure_mail_approval", "approve_release"): ["Approve"]}
 
 VAULT_POLICY = """
 path "secret/data/*" { capabilities = ["read"] }
@@ -277,7 +280,8 @@ def _keep_logs(airflow: Any, name: str) -> None:
 @pytest.fixture(scope="module")
 def finished_runs(deployment: Deployed, smtp: Any) -> Deployed:
     """Unpause and trigger every DAG with no logical date; release the scripted refusal after the first try;
-    wait until every run (manual and scheduled) has finished."""
+    approve the approval example through the REST API once it asks; wait until every run (manual and
+    scheduled) has finished."""
     rest = deployment.rest
     everything = set(EXAMPLE_DAGS) | set(E2E_DAGS)
     rest.wait_for_dags(everything)
@@ -288,7 +292,13 @@ def finished_runs(deployment: Deployed, smtp: Any) -> Deployed:
         deployment.runs[dag_id] = rest.trigger(dag_id)
     _release_refusal_after_first_try(deployment, smtp)
     deadline = time.monotonic() + 900
+    unanswered = {key: answer for key, answer in APPROVALS.items() if key[0] in everything}
     while True:
+        for (dag_id, task_id), answer in list(unanswered.items()):
+            run_id = deployment.runs[dag_id]
+            parked = functools.partial(deployment.airflow.parked, dag_id, run_id, task_id)
+            if rest.answer_if_asked(dag_id, run_id, task_id, answer, parked):
+                del unanswered[(dag_id, task_id)]
         pending = [
             (dag_id, run["dag_run_id"], run["state"])
             for dag_id in sorted(everything)

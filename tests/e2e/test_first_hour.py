@@ -15,6 +15,7 @@ Its own fresh OpenBao dev server, as a newcomer's Vault has nothing in it. Then:
 from __future__ import annotations
 
 import email.policy
+import functools
 import json
 import re
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, EXAMPLE_DAGS, ROOT
+from tests.e2e.conftest import APPROVALS, ARTIFACTS, EXAMPLE_DAGS, ROOT
 
 GUIDE = ROOT / "docs" / "deploy.md"
 EXAMPLES_DOC = ROOT / "docs" / "examples.md"
@@ -294,6 +295,10 @@ def example_runs(fresh: Fresh, smtp: Any) -> dict[str, dict[str, Any]]:
         senders = sorted(set(EXAMPLE_DAGS) - {flush, backup}, key=lambda d: d != "secure_mail_alert_storm")
         for dag_id in senders:
             trigger(dag_id)
+        for (dag_id, task_id), answer in APPROVALS.items():  # the approval example waits for its answer
+            run_id = runs[dag_id]["run"]["dag_run_id"]
+            parked = functools.partial(fresh.airflow.parked, dag_id, run_id, task_id)
+            rest.answer_when_asked(dag_id, run_id, task_id, answer, parked)
         for dag_id in senders:
             runs[dag_id]["final"] = rest.wait_for_run(dag_id, runs[dag_id]["run"]["dag_run_id"])
         trigger(backup)

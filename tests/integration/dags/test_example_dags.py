@@ -155,3 +155,42 @@ def test_only_the_backup_and_the_flush_have_a_schedule_and_the_flush_starts_unpa
     assert scheduled == {"secure_mail_backup_restore": "@daily", "secure_mail_alert_digest_flush": "*/5 * * * *"}
     unpaused = sorted(dag_id for dag_id, dag in dags.items() if dag.is_paused_upon_creation is False)
     assert unpaused == ["secure_mail_alert_digest_flush"]
+
+
+# -- the alert-path examples (issue 22): what they hand to Airflow, checked without running them -------------
+
+
+def test_deadline_example_hands_the_triggerer_json_references_only(monkeypatch):
+    """The callback's kwargs are stored in the metadata database: addresses, a location, ids, a key name."""
+    from airflow.sdk import AsyncCallback, DeadlineReference
+
+    monkeypatch.setenv("SECURE_MAIL_DEADLINE_SECONDS", "12")
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE", "s3://mail-bucket/archive")
+    monkeypatch.setenv("SECURE_MAIL_ARCHIVE_CONN", "aws_default")
+    (alert,) = load_dag("secure_mail_deadline.py", "secure_mail_deadline").deadline
+    assert isinstance(alert.callback, AsyncCallback)
+    assert alert.callback.path == "airflow_secure_mail.notifications.email.SecureEmailNotifier"
+    assert alert.callback.kwargs == {
+        "to": "oncall@example.com",
+        "archive": "s3://mail-bucket/archive",
+        "archive_conn_id": "aws_default",
+        "archive_transit_key": "mail-archive",
+    }
+    assert json.loads(json.dumps(alert.callback.kwargs)) == alert.callback.kwargs
+    assert alert.interval.total_seconds() == 12
+    assert type(alert.reference) is type(DeadlineReference.DAGRUN_QUEUED_AT)
+
+
+def test_approval_example_mails_its_request_through_our_notifier(monkeypatch):
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from airflow_secure_mail import SecureEmailNotifier
+
+    monkeypatch.setenv("SECURE_MAIL_APPROVERS", "a@example.com,b@example.com")
+    dag = load_dag("secure_mail_approval.py", "secure_mail_approval")
+    approve = dag.get_task("approve_release")
+    assert isinstance(approve, ApprovalOperator)
+    (notifier,) = approve.notifiers
+    assert isinstance(notifier, SecureEmailNotifier) and notifier.to == "a@example.com,b@example.com"
+    assert approve.defaults == ["Reject"] and approve.response_timeout is not None
+    assert [t.task_id for t in approve.downstream_list] == ["publish"]
