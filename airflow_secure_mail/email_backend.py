@@ -40,5 +40,6 @@ def send_email(
         html=html_content,
         attachments=load_attachments(files),
         headers=custom_headers,
+        automated=True,  # email_on_failure / email_on_retry: mail no human wrote (RFC 3834)
     )
     send_mail(request, channel=channel, dry_run=dryrun)

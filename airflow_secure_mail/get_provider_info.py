@@ -53,6 +53,18 @@ LISTENER_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+NOTIFIER_OPTIONS: dict[str, dict[str, Any]] = {
+    "hitl_responders": {
+        "description": "SecureEmailNotifier as a HITL notifier: a JSON object mapping Airflow user ids (or "
+        "names) of a request's assigned users to mail addresses; those users get the request mail too. "
+        "Not a secret. A notifier's responder_addresses= wins.",
+        "type": "string",
+        "example": '{"alice": "alice@example.com"}',
+        "default": "",
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Connection type ``securesmtp``, hooks, operators and notifier; imports only stdlib modules of ours.
 
@@ -97,12 +109,16 @@ def get_provider_info() -> dict[str, Any]:
 
 
 def _config() -> dict[str, Any]:
-    """The ``[secure_mail]`` section (the listener plugin's options), from the table its reader uses."""
+    """The ``[secure_mail]`` section: the listener plugin's options (from the table its reader uses) and the
+    HITL notifier's ``hitl_responders``."""
     return {
         LISTENER_SECTION: {
-            "description": "The secure-mail listener: DAG import errors and failures of DAGs that wire no alert "
-            "of their own, mailed through a securesmtp connection. Off until listener_to is set.",
-            "options": {name: {**spec, "version_added": "0.2.0"} for name, spec in LISTENER_OPTIONS.items()},
+            "description": "Secure mail: the listener plugin (DAG import errors and failures of DAGs that wire no "
+            "alert of their own; off until listener_to is set) and the HITL notifier's responder addresses.",
+            "options": {
+                name: {**spec, "version_added": "0.2.0"}
+                for name, spec in {**LISTENER_OPTIONS, **NOTIFIER_OPTIONS}.items()
+            },
         }
     }
 

@@ -150,6 +150,24 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _installed_listener_plugin_stays_out() -> Iterator[None]:
+    """The installed package's ``airflow.plugins`` entry point makes Airflow register our listener plugin in any
+    process that builds a listener manager (``dag.test()`` does), and its settings are read once per process:
+    a test that turned the listener on would leave it on for every later test of the worker. Tests that want a
+    listener register their own (tests/integration/listeners), so the plugin's module-level one is taken out of
+    both managers once, before any test runs."""
+    from airflow.listeners.listener import get_listener_manager as core_manager
+    from airflow.sdk.listener import get_listener_manager as task_manager
+
+    from airflow_secure_mail.listeners.plugin import listener
+
+    for manager in (core_manager(), task_manager()):
+        if manager.pm.is_registered(listener):
+            manager.pm.unregister(listener)
+    yield
+
+
 @pytest.fixture(scope="session")
 def bao() -> Iterator[OpenBaoDevServer]:
     server = OpenBaoDevServer().start()

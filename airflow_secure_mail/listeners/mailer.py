@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTOMATED_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
-
 
 class ListenerMailer:
     """Send to the listener's recipients through its connection."""
@@ -35,9 +33,7 @@ class ListenerMailer:
         from airflow_secure_mail.pipeline.send import asend_mail
 
         channel = MailChannel.for_conn(self.conn_id)
-        request = request_for(
-            channel, to=self.to, subject=subject, text=text, html=html, headers=AUTOMATED_HEADERS, id_seed=seed
-        )
+        request = request_for(channel, to=self.to, subject=subject, text=text, html=html, automated=True, id_seed=seed)
         log.info("secure-mail listener: sending %r to %d recipient(s)", subject, len(self.to))
         return await asend_mail(request, channel=channel, origin=origin)
 

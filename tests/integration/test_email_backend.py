@@ -15,6 +15,9 @@ def test_email_backend_sends_through_secure_path(mail_env, monkeypatch):
     assert received.rcpt_tos == ["ops@example.com", "dba@example.com"]
     assert received.mail_from == "alerts@example.com"
     assert received.tls_version in ("TLSv1.2", "TLSv1.3")
+    # email_on_failure mail is automated: out-of-office replies must not loop back (RFC 3834)
+    assert b"\r\nAuto-Submitted: auto-generated\r\n" in received.data
+    assert b"\r\nX-Auto-Response-Suppress: All\r\n" in received.data
 
 
 def test_email_backend_dryrun_screens_but_sends_nothing(mail_env):

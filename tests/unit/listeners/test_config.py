@@ -69,10 +69,10 @@ def test_a_bad_value_names_its_option(values, message):
 
 
 def test_provider_info_declares_every_option_with_its_default():
-    from airflow_secure_mail.get_provider_info import get_provider_info
+    from airflow_secure_mail.get_provider_info import NOTIFIER_OPTIONS, get_provider_info
 
     section = get_provider_info()["config"]["secure_mail"]["options"]
-    assert set(section) == set(OPTIONS)
+    assert set(section) == set(OPTIONS) | set(NOTIFIER_OPTIONS)
     assert section["listener_conn_id"]["default"] == "secure_smtp_default"
     assert section["listener_catch_all"]["default"] == "False"
     assert all(spec["description"] and spec["version_added"] for spec in section.values())
