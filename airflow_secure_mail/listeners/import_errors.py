@@ -127,15 +127,18 @@ class ImportErrorAlerts:
         now = self.now()
         episode, opened = self._open_episode(base, rel, now)
         errors = f"{base}/errors/{_fingerprint(stacktrace)}"
-        n = self._claim(errors, now)
+        n = self._claim(errors, now, rel)
         if n is None:
-            log.info(
-                "secure-mail listener: import error of %s already mailed; next mail after the repeat interval", rel
-            )
             return None
         subject, text = self._error_mail(rel, mask_stacktrace(stacktrace), opened)
         seed = f"airflow-secure-mail-import-error|{self.state.location}|{errors}|{n}"
-        result = self.mailer.send(subject, text, seed=seed, origin={"import_error": rel})
+        try:
+            result = self.mailer.send(subject, text, seed=seed, origin={"import_error": rel})
+        except BaseException:
+            # given up here, not in flight: the next report (the next parse) claims anew instead of waiting
+            # out the lease and logging "already mailed" for a mail that never went out
+            self.state.create_json(_name(errors, n, "failed"), {"at": now.isoformat()})
+            raise
         message_id = str(result.receipts[0].message_id if result.receipts else "")
         self.state.create_json(_name(errors, n, "sent"), {"message_id": message_id})
         self.state.create_json(_name(f"{base}/episodes", episode, "mailed"), {"at": now.isoformat()})
@@ -154,16 +157,24 @@ class ImportErrorAlerts:
             return self._open_episode(base, rel, now)  # another dag-processor opened it first: read theirs
         return latest + 1, now
 
-    def _claim(self, errors: str, now: datetime) -> int | None:
+    def _claim(self, errors: str, now: datetime, rel: str) -> int | None:
         """The number of the mail this process must send now, or None (sent within the interval, or in flight)."""
         claims = _numbered(self.state.names(errors))
         latest = max(claims, default=0)
-        if latest:
+        if latest and "failed" not in claims[latest]:
             at = datetime.fromisoformat(str((self.state.read_json(_name(errors, latest)) or {}).get("at")))
-            wait = self.repeat if "sent" in claims[latest] else LEASE
-            if now < at + wait:
+            sent = "sent" in claims[latest]
+            if now < at + (self.repeat if sent else LEASE):
+                if sent:
+                    log.info(
+                        "secure-mail listener: import error of %s already mailed; next mail after the repeat interval",
+                        rel,
+                    )
+                else:
+                    log.info("secure-mail listener: the import error mail of %s is being sent elsewhere", rel)
                 return None
         if not self.state.create_json(_name(errors, latest + 1), {"at": now.isoformat()}):
+            log.info("secure-mail listener: the import error mail of %s is being sent elsewhere", rel)
             return None  # another process claimed it first and sends it
         return latest + 1
 

@@ -9,15 +9,9 @@ the next report sends; only a claim in flight in another process waits for its l
 
 from __future__ import annotations
 
-import pytest
-
 from tests.integration.listeners.test_import_errors import BROKEN, TRACE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="listeners/import_errors.py: a failed send keeps its claim for LEASE (5 min) and logs 'already mailed'",
-)
 def test_the_next_parse_after_a_failed_send_mails_the_error(mail_env, listener, clock):
     mail_env.smtp.script.rcpt_replies["oncall@example.com"] = "550 5.1.1 mailbox unavailable"
     listener.on_new_dag_import_error(filename=BROKEN, stacktrace=TRACE)

@@ -133,6 +133,9 @@ def _run_until_mail(mail_env: Any, dag_id: str, **fmt: str) -> tuple[Any, list[A
     return run, seen
 
 
+# dag.test() holds the main thread while a helper thread answers; if they ever wedged, the thread method ends the
+# worker with every thread's stack (xdist starts another) instead of hanging the suite (seen once under load)
+@pytest.mark.timeout(240, method="thread")
 @pytest.mark.parametrize("responders", [False, True])
 def test_approval_request_mail_with_options_and_airflow_s_link(mail_env, airflow_db, responders):
     dag_id = "hitl_request" + ("_responders" if responders else "")
