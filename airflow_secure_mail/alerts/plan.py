@@ -99,20 +99,6 @@ def _split(
     return batch
 
 
-def plan(
-    digest: DigestKnobs,
-    gid: str,
-    group: dict[str, str],
-    prev: Claim | None,
-    entries: list[IndexEntry],
-    silences: list[Silence],
-    now: datetime,
-    load: Callable[[IndexEntry], Event],
-) -> Claim | None:
-    """The next claim if a digest is due at ``now``, else None (Alertmanager's group_wait/interval/repeat)."""
-    return decide(digest, gid, group, prev, entries, silences, now, load).claim
-
-
 def decide(
     digest: DigestKnobs,
     gid: str,
@@ -123,7 +109,8 @@ def decide(
     now: datetime,
     load: Callable[[IndexEntry], Event],
 ) -> Decision:
-    """:func:`plan`, saying also when the next digest is due and which events wait or are held."""
+    """The next claim if a digest is due at ``now`` (Alertmanager's group_wait/interval/repeat), when the next
+    one is due, and which events wait or are held."""
     batch = _split(entries, silences, now, load)
     firing = _firing(prev, now, digest.interval("resolve_timeout"))
     triggers = alerting_kinds(digest.notify_on_retry)
@@ -256,4 +243,4 @@ def _fold(alerts: dict[str, AlertState], events: list[Event], notify_on_retry: b
     return resolved, added
 
 
-__all__ = ["RUN", "AlertState", "Claim", "Decision", "decide", "plan", "unreported"]
+__all__ = ["RUN", "AlertState", "Claim", "Decision", "decide", "unreported"]

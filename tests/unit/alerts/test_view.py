@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from airflow_secure_mail.alerts.claims import Claim
 from airflow_secure_mail.alerts.digest import AlertDigest
 from airflow_secure_mail.alerts.events import RUN, Event, Kind
-from airflow_secure_mail.alerts.plan import plan
+from airflow_secure_mail.alerts.plan import decide
 from airflow_secure_mail.alerts.silences import Matcher, Silence
 from airflow_secure_mail.alerts.state import IndexEntry
 
@@ -22,7 +22,7 @@ def _event(task: str, kind: Kind = Kind.FAILURE, *, run: str = "r1", at: datetim
 def _plan(digest: AlertDigest, events: list[Event], now: datetime, silences: list[Silence] = ()) -> Claim | None:
     by_id = {e.id: e for e in events}
     entries = sorted(IndexEntry.of(e) for e in events)
-    return plan(digest, "g", {"dag_id": "etl"}, None, entries, list(silences), now, lambda x: by_id[x.event_id])
+    return decide(digest, "g", {"dag_id": "etl"}, None, entries, list(silences), now, lambda x: by_id[x.event_id]).claim
 
 
 def _failed_run_and_a_loose_failure() -> list[Event]:
