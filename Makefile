@@ -19,14 +19,16 @@ $(UV):
 
 # gpg/openssl check our PGP and S/MIME output independently; chromium renders the alert mail in a test and
 # drives the UI in `make e2e`, which also runs PostgreSQL and Redis; clamd (clamav-daemon) is the real malware
-# scanner the scan tests and the demo start with their own config.
+# scanner the scan tests and the demo start with their own config; spamd (SpamAssassin, its shipped rules, no
+# network tests) scores outgoing mail in the spam tests.
 sysdeps:
 	@command -v gpg >/dev/null && command -v openssl >/dev/null && command -v chromium >/dev/null \
 	  && { command -v clamd >/dev/null || test -x /usr/sbin/clamd; } \
-	  && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-	  echo "installing gnupg, openssl, chromium, clamav-daemon, postgresql and redis-server (Debian packages)"; \
+	  && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  && { command -v spamd >/dev/null || test -x /usr/sbin/spamd; } && command -v spamc >/dev/null || { \
+	  echo "installing gnupg, openssl, chromium, clamav-daemon, postgresql, redis-server, spamd and spamc (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    gnupg openssl chromium clamav-daemon postgresql redis-server >/dev/null; }
+	    gnupg openssl chromium clamav-daemon postgresql redis-server spamd spamc >/dev/null; }
 
 $(STAMP): $(UV) pyproject.toml constraints/lock.txt
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
@@ -84,7 +86,7 @@ dist: $(UV)
 	@ls -1 dist
 
 lock: $(UV)
-	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra docs --extra magic --extra sequoia --extra bench --extra e2e -o constraints/lock.txt
+	$(UV) pip compile pyproject.toml --quiet --python $(PYTHON) --extra test --extra s3 --extra dev --extra docs --extra magic --extra sequoia --extra bench --extra e2e --extra statsd -o constraints/lock.txt
 
 clean:
 	rm -rf $(VENV) $(TOOLS) dist .demo .pytest_cache .mypy_cache .ruff_cache

@@ -140,3 +140,29 @@ class DigestFlushError(SecureMailError):
         self.problems = {gid: list(what) for gid, what in problems.items()}
         self.groups = sorted(self.problems)
         self.sent = list(sent)
+
+
+class SpamRefused(PolicyViolation):
+    """SpamAssassin scored a copy at or above ``threshold`` (rule ``spam``); nothing was sent.
+
+    ``score`` and ``rules`` (the highest-scoring SpamAssassin rule names) say why, so the template can change.
+    """
+
+    def __init__(self, message: str, *, score: float, threshold: float, rules: tuple[str, ...] = ()) -> None:
+        super().__init__(message, rule="spam")
+        self.score = score
+        self.threshold = threshold
+        self.rules = tuple(rules)
+
+
+class SendFrozen(PolicyViolation):
+    """The connection is frozen by an operator (``airflow-secure-mail incident freeze``, rule ``frozen``).
+
+    Nothing was sent; ``conn_id`` and ``reason`` say which freeze, ``since`` when it was set.
+    """
+
+    def __init__(self, message: str, *, conn_id: str, reason: str, since: str | None = None) -> None:
+        super().__init__(message, rule="frozen")
+        self.conn_id = conn_id
+        self.reason = reason
+        self.since = since

@@ -57,6 +57,8 @@ class RecordMetadata:
     encryption: Mapping[str, Any] | None = None
     protection: str = "none"
     malware_scan: Mapping[str, Any] | None = None
+    spam_scan: Mapping[str, Any] | None = None
+    """SpamAssassin's verdict on the copy: ``{"score", "threshold", "rules"}``; None when not scored."""
     airflow: Mapping[str, Any] = field(default_factory=dict)
     resend_of: str | None = None
     status: ArchiveStatus = ArchiveStatus.PENDING

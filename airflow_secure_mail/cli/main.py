@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     from airflow_secure_mail.cli import archive as archive_cli
     from airflow_secure_mail.cli import coverage_report as coverage_cli
+    from airflow_secure_mail.cli import incident as incident_cli
+    from airflow_secure_mail.cli import report as report_cli
     from airflow_secure_mail.cli import setup as setup_cli
     from airflow_secure_mail.cli import silence as silence_cli
+    from airflow_secure_mail.cli import verify as verify_cli
 
     doc = sub.add_parser("doctor", help="check a securesmtp connection's security posture (or --coverage)")
     setup_cli.add_options(doc)
@@ -145,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_cli.add_parser(sub)
     silence_cli.add_parser(sub)
     archive_cli.add_parser(sub)
+    verify_cli.add_parser(sub)
+    incident_cli.add_parser(sub)
+    report_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "doctor" and args.coverage:
         if args.fix:
@@ -163,6 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 return fixed
             print()
             return max(fixed, doctor(args.conn_id))
-        if args.command == "archive":
-            return archive_cli.run(args)
-        return silence_cli.run(args)
+        runs = {"archive": archive_cli.run, "verify": verify_cli.run, "incident": incident_cli.run,
+                "report": report_cli.run, "silence": silence_cli.run}  # fmt: skip
+        return runs[args.command](args)

@@ -74,6 +74,10 @@ class MailPolicy:
     """Scan every part with clamd before protection (the pipeline's async step); see mail/scan.py."""
     html: str = "refuse_active"
     """``refuse_active`` or ``strip`` scripts, forms, handlers, ``javascript:``; deceptive links are refused."""
+    spam_scan: Any = None
+    """A ``SpamAssassinScanner`` scoring every outgoing copy before protection; None = no spam score."""
+    record_refused_recipients: bool = False
+    """A refusal record in the archive names the recipients' domains only; True keeps their addresses too."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "malware_scan", ClamdScanner.from_value(self.malware_scan))

@@ -1,0 +1,13 @@
+"""``airflow-secure-mail verify``: being built (issue 23)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``verify`` on the main parser."""
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("verify")
