@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from airflow_secure_mail.errors import ConfigurationError, SecureMailError
-
-if TYPE_CHECKING:
-    from airflow_secure_mail.archive.store import MailArchive
+from airflow_secure_mail.cli._window import archive_options, open_archive, run_reporting_errors, window
+from airflow_secure_mail.errors import ConfigurationError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``archive`` and its two subcommands on the main parser."""
     archive = sub.add_parser("archive", help="verify an archive's integrity, or restore messages from it")
     verbs = archive.add_subparsers(dest="verb", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--archive", required=True, metavar="URL", help="e.g. s3://bucket/archive or file:///path")
-    common.add_argument("--conn-id", default=None, help="Airflow connection of the archive's storage (s3://)")
-    common.add_argument("--transit-key", default=None, help="Vault Transit key of an encrypted archive")
-    common.add_argument("--vault-conn-id", default="vault_default", help="Vault connection for --transit-key")
-    common.add_argument("--since", default=None, metavar="T", help="ISO 8601, e.g. 2026-11-01 or 2026-11-01T08:00Z")
-    common.add_argument("--until", default=None, metavar="T", help="ISO 8601 (exclusive; default: now)")
+    common = archive_options()
     verbs.add_parser("verify", parents=[common], help="check every record; exit 1 naming each damaged one")
     restore = verbs.add_parser("restore", parents=[common], help="export archived messages' exact bytes")
     restore.add_argument("--message-id", default=None, help="the Message-ID, with or without <>")
@@ -42,45 +32,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Bad input prints one line and exits 2; storage, Vault or integrity failures one line and 1."""
-    try:
-        return _verify(args) if args.verb == "verify" else _restore(args)
-    except ConfigurationError as exc:
-        print(f"error: {_one_line(exc)}")
-        return 2
-    except SecureMailError as exc:
-        print(f"error: {_one_line(exc)}")
-        return 1
-
-
-def _archive(args: argparse.Namespace) -> MailArchive:
-    from airflow_secure_mail.archive.store import MailArchive
-
-    return MailArchive(args.archive, args.conn_id, args.transit_key, args.vault_conn_id)
-
-
-def _window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    since = _time(args.since, "since") if args.since else None
-    until = _time(args.until, "until") if args.until else None
-    if since and until and since >= until:
-        raise ConfigurationError(f"--since {args.since} is not before --until {args.until}.")
-    return since, until
-
-
-def _time(text: str, what: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ConfigurationError(
-            f"--{what} {text!r} is not ISO 8601: write e.g. 2026-11-01 or 2026-11-01T08:00Z."
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return run_reporting_errors(lambda: _verify(args) if args.verb == "verify" else _restore(args))
 
 
 def _verify(args: argparse.Namespace) -> int:
     from airflow_secure_mail.archive.restore import verify_archive
 
-    since, until = _window(args)
-    check = verify_archive(_archive(args), since, until)
+    since, until = window(args)
+    check = verify_archive(open_archive(args), since, until)
     for prefix, why in check.damaged:
         print(f"  DAMAGED  {prefix}  {why}")
     print(f"{args.archive}: {check.checked} record(s) checked, {check.intact} intact, {len(check.damaged)} damaged")
@@ -90,14 +49,14 @@ def _verify(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from airflow_secure_mail.archive.restore import RestoreSelection, export, select
 
-    since, until = _window(args)
+    since, until = window(args)
     if not (args.message_id or since):
         raise ConfigurationError("give --message-id ID, or --since T (and --until T) to choose what to restore.")
     message_id = args.message_id.strip() if args.message_id else None
     if message_id and not message_id.startswith("<"):
         message_id = f"<{message_id}>"
     selection = RestoreSelection(start=since, end=until, message_id=message_id, recipient=args.recipient)
-    found = select(_archive(args), selection, bundle_location=args.bundle, bundle_conn_id=args.bundle_conn_id)
+    found = select(open_archive(args), selection, bundle_location=args.bundle, bundle_conn_id=args.bundle_conn_id)
     if not found:
         print(f"no archived message matches in {args.archive}")
         return 1
@@ -107,7 +66,3 @@ def _restore(args: argparse.Namespace) -> int:
     export(found, destination, conn_id=args.to_conn_id, fmt=args.format, log_fn=lambda line: print(f"  {line}"))
     print(f"{len(found)} message(s) restored to {destination}")
     return 0
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
