@@ -21,11 +21,11 @@ PROTECTIONS = ("none", "signed (pgp)", "signed (smime), encrypted (smime)", "sig
 TLS = ("TLSv1.3", "TLSv1.3", "TLSv1.2")
 
 
-def message(n: int, at: datetime, to: tuple[str, ...]) -> bytes:
+def message(n: int, at: datetime, to: tuple[str, ...], tag: str = "seed") -> bytes:
     date = at.strftime("%a, %d %b %Y %H:%M:%S +0000")
     return (
         f"From: Airflow <airflow@example.com>\r\nTo: {', '.join(to)}\r\nSubject: [Airflow] report {n}\r\n"
-        f"Date: {date}\r\nMessage-ID: <seed.{n}@airflow.example.com>\r\nMIME-Version: 1.0\r\n"
+        f"Date: {date}\r\nMessage-ID: <{tag}.{n}@airflow.example.com>\r\nMIME-Version: 1.0\r\n"
         f'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n'
         f"Report {n}: all {n % 97} rows loaded.\r\n"
     ).encode()
@@ -40,7 +40,9 @@ class Seeded:
     """Message-ID -> the bytes of its (first) copy."""
 
 
-def seed(archive: MailArchive, count: int, *, end: datetime, days: int = 7, refusals: int = 0) -> Seeded:
+def seed(
+    archive: MailArchive, count: int, *, end: datetime, days: int = 7, refusals: int = 0, tag: str = "seed"
+) -> Seeded:
     """``count`` committed records over the ``days`` before ``end`` (every 7th with two recipient copies,
     every 11th with a failed attempt), and ``refusals`` refusal records over the same days."""
     out = Seeded()
@@ -52,10 +54,10 @@ def seed(archive: MailArchive, count: int, *, end: datetime, days: int = 7, refu
         domain = DOMAINS[(n * n) % len(DOMAINS)]
         recipients = (f"r{n}@{domain}",) if n % 5 else (f"r{n}@{domain}", f"s{n}@{DOMAINS[0]}")
         copies = [recipients] if n % 7 else [(r,) for r in recipients]
-        data = message(n, at, recipients)
-        out.messages[f"<seed.{n}@airflow.example.com>"] = data
+        data = message(n, at, recipients, tag)
+        out.messages[f"<{tag}.{n}@airflow.example.com>"] = data
         for copy in copies:
-            key = record_key(f"<seed.{n}@airflow.example.com>", "airflow@example.com", copy)
+            key = record_key(f"<{tag}.{n}@airflow.example.com>", "airflow@example.com", copy)
             digest = hashlib.sha256(data).hexdigest()
             scan = {"verdict": "found" if n % 101 == 0 else "clean", "signature": None, "scanner": "clamd"}
             if n % 101 == 0:
@@ -70,7 +72,7 @@ def seed(archive: MailArchive, count: int, *, end: datetime, days: int = 7, refu
                 sha256=digest,
                 content_sha256=digest,
                 staged_at=at.isoformat(),
-                message_id=f"<seed.{n}@airflow.example.com>",
+                message_id=f"<{tag}.{n}@airflow.example.com>",
                 protection=PROTECTIONS[n % len(PROTECTIONS)],
                 malware_scan=scan if n % 3 == 0 else None,
                 spam_scan=spam if n % 2 == 0 else None,
@@ -94,7 +96,7 @@ def seed(archive: MailArchive, count: int, *, end: datetime, days: int = 7, refu
         at = start + timedelta(days=days) / max(refusals, 1) * n + timedelta(seconds=3)
         rule = RULES[n % len(RULES)]
         refusal = RefusalRecord(
-            id=hashlib.sha256(f"refusal {n}".encode()).hexdigest()[:40],
+            id=hashlib.sha256(f"{tag} refusal {n}".encode()).hexdigest()[:40],
             at=at.astimezone(UTC).isoformat(),
             rule=rule,
             error_type="PolicyViolation",
