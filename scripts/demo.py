@@ -1,7 +1,8 @@
 """`make demo`: start the embedded services, run the example DAGs for real, print what happened.
 
 Delivered over which TLS version, encrypted how (and proven by gpg/openssl), archived where, backed
-up, a tampered copy detected, and restored byte-identical. Exits non-zero on any failure. Every
+up, a tampered copy detected, and restored byte-identical; a received mail verified as ours and a forged
+one refused (`verify`), and the security report built and mailed (`report`). Exits non-zero on any failure. Every
 secret and key is generated here and lives only in the dev Vault and a temporary directory.
 """
 
@@ -68,6 +69,7 @@ def main() -> int:
         run_dag("secure_mail_encrypted_report", smtp)
         prove_protection(smtp.messages[before:], keys)
         archive_backup_restore(smtp.messages[before:])
+        verify_and_report(smtp.messages[before:], smtp)
     except Exception:
         traceback.print_exc()
         FAILURES.append("unexpected error")
@@ -304,6 +306,52 @@ def archive_backup_restore(messages: list[Any]) -> None:
         check(False, "tampered copy detected")
     except ArchiveIntegrityError as exc:
         check(True, f"tampered copy detected: {exc}")
+
+
+def verify_and_report(messages: list[Any], smtp: Any) -> None:
+    """``verify`` on a received copy as a mailbox saves it (yes) and on forgeries (no); the security report."""
+    import io
+
+    from airflow_secure_mail.cli import main as cli
+
+    def run(*args: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = cli(list(args))
+        return code, out.getvalue()
+
+    print("\n-- verify: was this mail ours? (airflow-secure-mail verify FILE.eml --archive ...)")
+    archive = ["--archive", f"file://{WORK}/archive", "--transit-key", "mail-archive"]
+    relays = b"Received: from relay.example by mx.board.example; Tue, 8 Dec 2026 03:00:00 +0000\nX-Spam-Status: No\n"
+    saved = WORK / "verify" / "received-as-saved.eml"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(relays + messages[0].data.replace(b"\r\n", b"\n"))
+    code, out = run("verify", str(saved), *archive)
+    for text in out.splitlines():
+        print(f"    {text}")
+    check(code == 0, f"{saved.relative_to(ROOT)} (relay fields prepended, LF endings): ours, exit 0")
+    forgeries = {
+        "forged-new-message-id.eml": messages[0].data.replace(b"Message-ID: <", b"Message-ID: <x", 1),
+        "forged-second-subject.eml": b"Subject: [Airflow] Reset your password\r\n" + messages[0].data,
+    }
+    for name, data in forgeries.items():
+        path = WORK / "verify" / name
+        path.write_bytes(data)
+        code, out = run("verify", str(path), *archive)
+        print(f"    {out.strip()}")
+        check(code == 1, f"{path.relative_to(ROOT)}: not ours, exit 1")
+
+    print("\n-- security report (airflow-secure-mail report --archive ... --since 1h --out ...)")
+    page = WORK / "security-report.html"
+    code, out = run(
+        "report", *archive, "--since", "1h", "--out", str(page),
+        "--smtp-conn-id", "secure_smtp_default", "--signing-vault-path", "mail-signing",
+    )  # fmt: skip
+    for text in out.splitlines():
+        print(f"    {text}")
+    html = page.read_text() if page.exists() else ""
+    check(code == 0 and 'data-figure="messages">' in html, f"report written: {page.relative_to(ROOT)}")
+    run_dag("secure_mail_security_report", smtp)
 
 
 if __name__ == "__main__":

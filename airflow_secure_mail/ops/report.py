@@ -318,7 +318,12 @@ class Report:
             f"{h['refusals']} refused by the screens; {h['malware']} malware and {h['spam']} spam findings; "
             f"{h['failed_attempts']} failed attempts",
         ]
-        lines += [f"{p.conn_id}: relay certificate {_days(p.relay_days_left, p.relay_note)}" for p in self.postures]
+        lines += [
+            f"{p.conn_id}: relay certificate {_days(p.relay_days_left, p.relay_note)}; S/MIME signer certificate "
+            f"{_days(p.smime_days_left, p.smime_note)}; SMTP credential "
+            + (f"{p.credential_age_days} days old" if p.credential_age_days is not None else "age unknown")
+            for p in self.postures
+        ]
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
@@ -344,7 +349,11 @@ def _days(days: int | None, note: str) -> str:
 _CSS = """
 *{box-sizing:border-box}
 body{margin:0;padding:12px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;
-background:#f4f5f7;overflow-wrap:anywhere}
+background:#f4f5f7;overflow-wrap:break-word}
+td{overflow-wrap:anywhere}
+.pos{padding:4px 0;border-bottom:1px solid #eaecef}
+.pos b{white-space:nowrap}
+.pos small{display:block;color:#57606a;overflow-wrap:anywhere}
 main{max-width:760px;margin:0 auto}
 h1{font-size:1.3em;margin:.2em 0}
 h2{font-size:1.05em;margin:0 0 .4em}
@@ -419,17 +428,17 @@ def _findings(items: Sequence[Finding]) -> str:
 
 
 def _posture(p: Posture) -> str:
-    rows, todos = [], []
+    rows: list[str] = []
 
     def figure(name: str, label: str, value: int | None, note: str, bad: bool, todo: str) -> None:
         shown = f"{value} days" if value is not None else "unknown"
         cls = "red" if bad else ("ok" if value is not None else "none")
         rows.append(
-            f'<tr><td>{_e(label)}</td><td class="n {cls}" data-figure="{_e(p.conn_id)}:{name}">{_e(shown)}</td>'
-            f"<td>{_e(note)}</td></tr>"
+            f'<div class="pos"><span>{_e(label)}</span> <b class="{cls}" data-figure="{_e(p.conn_id)}:{name}">'
+            f"{_e(shown)}</b><small>{_e(note)}</small></div>"
         )
         if bad:
-            todos.append(_todo(todo))
+            rows.append(_todo(todo))
 
     relay_bad = p.relay_days_left is not None and p.relay_days_left < EXPIRY_WARNING_DAYS
     figure(
@@ -458,7 +467,7 @@ def _posture(p: Posture) -> str:
         age_bad,
         f"rotate the SMTP password at the relay and write it to {p.credential_path} (bao kv put ...).",
     )
-    return f"<h2>Connection {_e(p.conn_id)}</h2><table>{''.join(rows)}</table>{''.join(todos)}"
+    return f"<h2>Connection {_e(p.conn_id)}</h2>{''.join(rows)}"
 
 
 def render(report: Report) -> str:
