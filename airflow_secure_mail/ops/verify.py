@@ -165,7 +165,13 @@ def search_window(
 
 
 def verify_message(
-    archive: ArchiveReader, data: bytes, *, since: datetime | None = None, until: datetime | None = None
+    archive: ArchiveReader,
+    data: bytes,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    signing_vault_path: str | None = None,
+    vault_conn_id: str = "vault_default",
 ) -> Verdict:
     """Judge ``data`` (a saved .eml) against ``archive``; integrity and Transit checks as ``ArchiveReader.verify``."""
     saved = crlf(data)
@@ -185,26 +191,101 @@ def verify_message(
             rejections.append(f"the archived copy {record.prefix} is damaged: {exc}")
             continue
         same, reason, relays = compare(saved, archived)
-        if same:
-            return Verdict(True, reason, record, relays, _signature_notes(record))
-        rejections.append(reason)
+        if not same:
+            rejections.append(reason)
+            continue
+        good, note = signature_check(record, archived, signing_vault_path, vault_conn_id)
+        if good is False:
+            return Verdict(False, note, record, relays)
+        return Verdict(True, reason, record, relays, (note,) if note else ())
     return Verdict(False, min(rejections, key=_severity), copies[0])
 
 
 def _severity(reason: str) -> tuple[int, int]:
     """The rejection to report among per-recipient copies: a forgery or damage first, then the smallest diff."""
-    first = 0 if ("forged" in reason or "damaged" in reason) else 1
+    first = 0 if ("forged" in reason or "damaged" in reason or "signature" in reason) else 1
     return first, reason.count(";")
 
 
-def _signature_notes(record: ArchiveRecord) -> tuple[str, ...]:
+def signature_check(
+    record: ArchiveRecord, archived: bytes, signing_vault_path: str | None, vault_conn_id: str
+) -> tuple[bool | None, str]:
+    """(good?, what was checked): a PGP/MIME signature (``multipart/signed``) checked by GnuPG against the
+    signer key in Vault; None when the check cannot run (encrypted, S/MIME, no key given), with why."""
     protection = record.meta.protection
     if "signed" not in protection:
-        return ()
-    return (
-        f"signature: the file carries, byte for byte, the signed copy we sent ({protection}); checking it "
-        "against the signer key is not done here (independently: gpg --verify or openssl cms -verify)",
-    )
+        return None, ""
+    copy = f"the file carries, byte for byte, the signed copy we sent ({protection})"
+    if "encrypted" in protection:
+        return None, f"{copy}; the signature is inside the encryption: only a recipient can check it"
+    if "(pgp)" not in protection:
+        return None, f"{copy}; an S/MIME signature is not checked here (openssl cms -verify checks it)"
+    if not signing_vault_path:
+        return None, f"{copy}; give --signing-vault-path to check the signature against the signer key"
+    parts = _signed_parts(archived)
+    if parts is None:
+        return False, "signature bad: the message is not a well-formed PGP/MIME multipart/signed"
+    from airflow_secure_mail.vault import vault_for
+
+    key = vault_for(vault_conn_id).read(signing_vault_path, setting="--signing-vault-path").get("pgp_private_key")
+    if not key:
+        return None, f"{copy}; no pgp_private_key at secret/{signing_vault_path} to check the signature with"
+    return _gpg_verify(parts[0], parts[1], str(key))
+
+
+def _signed_parts(data: bytes) -> tuple[bytes, bytes] | None:
+    """(the signed part's exact bytes, the armored signature) of a PGP/MIME ``multipart/signed`` message."""
+    parsed = header_fields(data)
+    if parsed is None:
+        return None
+    fields, body = parsed
+    content_type = " ".join(_value(raw) for name, raw in fields if name == "content-type")
+    if not content_type.lower().startswith("multipart/signed"):
+        return None
+    found = re.search(r'boundary="?([^";]+)"?', content_type)
+    if found is None:
+        return None
+    boundary = b"--" + found.group(1).encode()
+    start = body.find(boundary + b"\r\n")
+    middle = body.find(b"\r\n" + boundary + b"\r\n", start + 1)
+    end = body.find(b"\r\n" + boundary + b"--", middle + 1)
+    if min(start, middle, end) < 0:
+        return None
+    signature_part = body[middle + len(boundary) + 4 : end]
+    head_end = signature_part.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    return body[start + len(boundary) + 2 : middle], signature_part[head_end + 4 :].strip()
+
+
+def _gpg_verify(signed: bytes, signature: bytes, private_key: str) -> tuple[bool, str]:
+    """GnuPG's judgement of a detached signature, in a throwaway home holding only the signer's key."""
+    import logging
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    import gnupg
+
+    logging.getLogger("gnupg").setLevel(logging.WARNING)  # it logs what it feeds gpg (the key) at DEBUG
+    shm = "/dev/shm"  # noqa: S108 (a fresh 0700 directory on tmpfs: the key never reaches a disk)
+    home = tempfile.mkdtemp(prefix="asm-verify-", dir=shm if os.access(shm, os.W_OK) else None)
+    try:
+        gpg = gnupg.GPG(gnupghome=home)
+        imported = [str(f) for f in gpg.import_keys(private_key).fingerprints]
+        sig_file = f"{home}/signature.asc"
+        with open(sig_file, "wb") as fh:
+            fh.write(signature)
+        result = gpg.verify_data(sig_file, signed)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, timeout=10, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+    signer = str(result.fingerprint or result.key_id or "")
+    if result.valid and signer and any(f.endswith(signer[-16:]) for f in imported):
+        return True, f"signature: good PGP signature by {signer[-16:]} (the signer key in Vault), checked by GnuPG"
+    why = str(result.status or "no valid signature")
+    return False, f"signature bad: GnuPG says {why!r} for the signer key in Vault"
 
 
 def describe(verdict: Verdict) -> list[str]:
@@ -232,4 +313,14 @@ def describe(verdict: Verdict) -> list[str]:
     return lines
 
 
-__all__ = ["OWN_FIELDS", "Verdict", "compare", "crlf", "describe", "find_copies", "message_ids", "verify_message"]
+__all__ = [
+    "OWN_FIELDS",
+    "Verdict",
+    "compare",
+    "crlf",
+    "describe",
+    "find_copies",
+    "message_ids",
+    "signature_check",
+    "verify_message",
+]

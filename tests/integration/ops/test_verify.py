@@ -148,20 +148,58 @@ def test_an_encrypted_at_rest_archive_is_opened_with_the_transit_key(mail_env, t
     assert json.loads(meta.read_bytes())["encryption"]
 
 
-def test_a_signed_copy_says_what_the_signature_check_covers(mail_env, tmp_path, capsys):
+def test_a_pgp_signature_is_checked_against_the_signer_key_in_vault(mail_env, tmp_path, capsys):
+    import hashlib
+    import subprocess
+
     from airflow_secure_mail.mail.protect import Protection
+    from airflow_secure_mail.ops.verify import _signed_parts
     from airflow_secure_mail.testing.keys import seed_vault_keys
 
-    seed_vault_keys(mail_env.bao.client(), "ana@partner.example", "airflow@example.com", signing_path="sign-verify")
+    keys = seed_vault_keys(mail_env.bao.client(), "ana@partner.example", "airflow@example.com", signing_path="sign-v")
     url = f"file://{tmp_path}/archive"
-    request = MailRequest(sender="airflow@example.com", to=("ana@partner.example",), subject="signed", text="x\n")
-    protection = Protection(sign=True, scheme="pgp", signing_vault_path="sign-verify")
+    request = MailRequest(sender="airflow@example.com", to=("ana@partner.example",), subject="signed", text="paid\n")
+    protection = Protection(sign=True, scheme="pgp", signing_vault_path="sign-v")
     send_mail(request, channel=MailChannel.for_conn(), archive=MailArchive(url), protection=protection)
     [sent] = [m.data for m in mail_env.smtp.messages]
+
     code, out = _cli(capsys, tmp_path, saved(sent), "--archive", url)
-    assert code == 0, out
-    assert "  protection   signed (pgp)\n" in out
-    assert "signature: the file carries, byte for byte, the signed copy we sent (signed (pgp))" in out
+    assert code == 0 and "  protection   signed (pgp)\n" in out
+    assert "the signed copy we sent (signed (pgp)); give --signing-vault-path to check the signature" in out
+    code, out = _cli(capsys, tmp_path, saved(sent), "--archive", url, "--signing-vault-path", "sign-v")
+    fingerprint = keys.signer_pgp.fingerprint[-16:]
+    assert code == 0 and f"  signature: good PGP signature by {fingerprint} (the signer key in Vault)" in out, out
+
+    # someone who can write the (unsealed) archive alters the copy and fixes its hashes: only the signature tells
+    [eml] = Path(tmp_path, "archive", "messages").rglob("*.eml")
+    forged = eml.read_bytes().replace(b"paid", b"owed")
+    meta_file = eml.with_suffix(".json")
+    meta = json.loads(meta_file.read_bytes())
+    meta["sha256"] = meta["content_sha256"] = hashlib.sha256(forged).hexdigest()
+    for path, data in ((eml, forged), (meta_file, json.dumps(meta).encode())):
+        path.chmod(0o600)
+        path.write_bytes(data)
+    assert _cli(capsys, tmp_path, saved(forged), "--archive", url)[0] == 0  # the bytes alone agree
+    code, out = _cli(capsys, tmp_path, saved(forged), "--archive", url, "--signing-vault-path", "sign-v")
+    assert code == 1 and out.startswith("NOT OURS: signature bad: GnuPG says "), out
+
+    signed, signature = _signed_parts(forged)  # gpg's own command line agrees (the independent judge)
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    (tmp_path / "sig.asc").write_bytes(signature)
+    (tmp_path / "signed").write_bytes(signed)
+    gpg = ["gpg", "--homedir", str(home), "--batch"]
+    subprocess.run([*gpg, "--import"], input=keys.signer_pgp.public_key.encode(), capture_output=True, check=True)
+    judged = subprocess.run(
+        [*gpg, "--verify", str(tmp_path / "sig.asc"), str(tmp_path / "signed")], capture_output=True
+    )
+    assert judged.returncode == 1 and b"BAD signature" in judged.stderr
+    (tmp_path / "signed").write_bytes(_signed_parts(sent)[0])
+    judged = subprocess.run(
+        [*gpg, "--verify", str(tmp_path / "sig.asc"), str(tmp_path / "signed")], capture_output=True
+    )
+    assert judged.returncode == 0 and b"Good signature" in judged.stderr
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False)
 
 
 def test_verify_on_seaweedfs(mail_env, s3_conn, tmp_path, capsys):
