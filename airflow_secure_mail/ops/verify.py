@@ -215,7 +215,7 @@ def signature_check(
     protection = record.meta.protection
     if "signed" not in protection:
         return None, ""
-    copy = f"the file carries, byte for byte, the signed copy we sent ({protection})"
+    copy = f"signature: the file carries, byte for byte, the signed copy we sent ({protection})"
     if "encrypted" in protection:
         return None, f"{copy}; the signature is inside the encryption: only a recipient can check it"
     if "(pgp)" not in protection:
