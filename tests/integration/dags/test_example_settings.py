@@ -67,7 +67,7 @@ def test_docs_table_lists_every_setting_with_its_default_and_readers() -> None:
 
 def test_archive_writers_and_readers_share_one_location_and_transit_key() -> None:
     archive_users = [p for p in DAG_FILES if "SECURE_MAIL_ARCHIVE" in p.read_text()]
-    assert {_short(p) for p in archive_users} == {"encrypted_report", "backup_restore", "deadline"}
+    assert {_short(p) for p in archive_users} == {"encrypted_report", "backup_restore", "deadline", "security_report"}
     defaults = {(s["SECURE_MAIL_ARCHIVE"], s["SECURE_MAIL_ARCHIVE_KEY"]) for s in map(_settings, archive_users)}
     assert defaults == {(f"{LOCAL}/archive", "mail-archive")}
     for path in archive_users:  # "" must turn sealing off, not name a key called ""
