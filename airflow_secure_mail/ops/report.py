@@ -246,11 +246,7 @@ def _smime_days(vault_conn_id: str, path: str | None, now: datetime) -> tuple[in
 
 
 def _credential_age(settings: Any, now: datetime) -> tuple[int | None, str]:
-    """Days since the current version of the SMTP secret was written (KV v2 ``created_time``).
-
-    The vault package has no metadata read yet: this reads it through the same guarded client
-    (``VaultSecrets._call``: bounded, audited, errors without values) until it gains one.
-    """
+    """Days since the current version of the SMTP secret was written (KV v2 ``created_time``)."""
     if not settings.vault_path:
         return None, "the connection reads no secret from Vault"
     if settings.vault_kv_version != 2:
@@ -258,17 +254,11 @@ def _credential_age(settings: Any, now: datetime) -> tuple[int | None, str]:
     from airflow_secure_mail.vault import vault_for
 
     path, mount = settings.vault_path.strip("/"), settings.vault_mount
-    vault = vault_for(settings.vault_conn_id)
     try:
-        reply = vault._call(
-            f"{mount}/metadata/{path}", lambda c: c.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
-        )
-        data = reply["data"]
-        version = data["versions"][str(data["current_version"])]
-        created = datetime.fromisoformat(str(version["created_time"]).replace("Z", "+00:00"))
+        created, version = vault_for(settings.vault_conn_id).secret_written_at(path, mount=mount)
     except Exception as exc:
         return None, f"metadata of {mount}/{path} not readable: {_one_line(exc)}"
-    return (now - created).days, f"{mount}/{path} version {data['current_version']}"
+    return (now - created).days, f"{mount}/{path} version {version}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ at a Vault/OpenBao Agent API proxy that adds its own token: this process holds n
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail._masking import mask
@@ -168,6 +169,31 @@ class VaultSecrets(VaultCalls):
         if isinstance(lease, int) and lease > 0:
             ttl = min(ttl, float(lease))
         return ttl
+
+    def secret_written_at(self, path: str, *, mount: str = "secret") -> tuple[datetime, int]:
+        """When the current version of a KV v2 secret was written, and its number (never its value).
+
+        For credential age: reads ``<mount>/metadata/<path>``, which needs the ``read`` capability there."""
+        path = path.strip("/")
+        where = f"{mount}/metadata/{path}"
+
+        def op(client: hvac.Client) -> Any:
+            return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
+
+        error: VaultSecretError | None = None
+        try:
+            data = as_dict(as_dict(self._call(where, op), where, "the reply").get("data"), where, "data")
+        except PathMissing:
+            error = VaultSecretError(f"no secret at Vault path {mount}/{path}.", path=f"{mount}/{path}", missing=True)
+        if error is not None:
+            raise error
+        current = data.get("current_version")
+        version = as_dict(as_dict(data.get("versions"), where, "data.versions").get(str(current)), where, "version")
+        try:
+            written = datetime.fromisoformat(str(version.get("created_time")).replace("Z", "+00:00"))
+        except ValueError:
+            raise unexpected(where, "no created_time in the current version") from None
+        return written, int(current)  # type: ignore[arg-type]
 
     # -- Transit ------------------------------------------------------------------------------
     def transit_data_key(self, key_name: str, *, mount: str = "transit") -> tuple[bytes, str]:
