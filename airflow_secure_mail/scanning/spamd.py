@@ -166,6 +166,7 @@ class SpamAssassinScanner:
                 ) from None
             log.warning("sending without a spam score: %s", reason)
             return SpamReport(SpamVerdict.UNSCORED, threshold=self.max_score, reason=reason)
+        score += 0.0  # spamd says -0.0 for a message no rule scored
         rules = tuple(sorted((r for r in hits if r[1] > 0), key=lambda r: -r[1])[:TOP_RULES])
         if score < self.max_score:
             _metrics.incr("spam_scanned", verdict=SpamVerdict.HAM.value)
@@ -222,11 +223,11 @@ async def _probe(scanner: SpamAssassinScanner) -> list[tuple[str, str, str]]:
         score, required, _ = await scanner.report(_sample(gtube()))
     except SpamdUnavailable as exc:
         return [("FAIL", "spam scanner", str(exc))]
-    checks = [("PASS", "spam scanner", f"{scanner.address}: {pong}, spamd's own threshold {required:g}")]
+    checks = [("PASS", "spam scanner", f"{scanner.address}: {pong}, spamd's own threshold {required:.1f}")]
     if score >= scanner.max_score:
-        checks.append(("PASS", "GTUBE test message", f"scored {score:g} >= max_score {scanner.max_score:g}"))
+        checks.append(("PASS", "GTUBE test message", f"scored {score:.1f} >= max_score {scanner.max_score:.1f}"))
     else:
-        checks.append(("FAIL", "GTUBE test message", f"scored {score:g} < max_score {scanner.max_score:g}"))
+        checks.append(("FAIL", "GTUBE test message", f"scored {score:.1f} < max_score {scanner.max_score:.1f}"))
     return checks
 
 
