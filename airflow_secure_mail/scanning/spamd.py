@@ -167,7 +167,7 @@ class SpamAssassinScanner:
             log.warning("sending without a spam score: %s", reason)
             return SpamReport(SpamVerdict.UNSCORED, threshold=self.max_score, reason=reason)
         score += 0.0  # spamd says -0.0 for a message no rule scored
-        rules = tuple(sorted((r for r in hits if r[1] > 0), key=lambda r: -r[1])[:TOP_RULES])
+        rules = tuple(sorted((r for r in hits if r[1] > 0), key=lambda r: (-r[1], r[0]))[:TOP_RULES])
         if score < self.max_score:
             _metrics.incr("spam_scanned", verdict=SpamVerdict.HAM.value)
             return SpamReport(SpamVerdict.HAM, score, self.max_score, rules)

@@ -151,7 +151,8 @@ def test_the_unix_socket_scores_like_tcp(spamd):
     message = f"From: a@example.com\r\nTo: b@example.com\r\nSubject: t\r\n\r\n{gtube()}\r\n".encode()
     unix = asyncio.run(SpamAssassinScanner(spamd.unix).report(message))
     tcp = asyncio.run(SpamAssassinScanner(spamd.tcp).report(message))
-    assert unix == tcp and unix[0] >= 1000 and ("GTUBE", 1000.0) in unix[2]
+    assert unix[:2] == tcp[:2] and sorted(unix[2]) == sorted(tcp[2])  # spamd lists the rules in no set order
+    assert unix[0] >= 1000 and ("GTUBE", 1000.0) in unix[2]
 
 
 def test_every_copy_of_a_per_recipient_send_carries_the_one_score(mail_env, spamd, tmp_path):
