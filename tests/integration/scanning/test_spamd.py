@@ -203,3 +203,34 @@ def test_doctor_rows_against_the_real_spamd(spamd):
     assert (status, name) == ("PASS", "GTUBE test message") and re.fullmatch(
         r"scored 10\d\d\.\d >= max_score 5\.0", detail
     )
+
+
+SPAM_DAG = """
+from datetime import datetime
+from airflow.sdk import DAG
+from airflow_secure_mail import SecureEmailOperator
+
+with DAG("spam_scored", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+    SecureEmailOperator(task_id="report", to="sales@example.com", subject="Weekly sales by region",
+                        html_content=HTML, retries=0)
+    SecureEmailOperator(task_id="offer", to="sales@example.com", subject="offer", text_content=GTUBE, retries=0)
+"""
+
+
+def test_the_operator_is_scored_by_the_connection_json_policy(mail_env, spamd, airflow_db, caplog, capfd):
+    import runpy
+
+    from tests.conftest import DAGS
+
+    mail_env.set_smtp_conn(policy={"spam_scan": {"address": spamd.tcp, "max_score": 5.0}})
+    path = DAGS / "spam_scored.py"
+    path.write_text(f"HTML = {REPORT_HTML!r}\nGTUBE = {gtube()!r}\n" + SPAM_DAG)
+    run = runpy.run_path(str(path))["dag"].test()
+    assert run.state == "failed"
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"report": "success", "offer": "failed"}
+    [received] = mail_env.smtp.messages
+    assert received.rcpt_tos == ["sales@example.com"] and b"Weekly sales by region" in received.data
+    assert mail_env.smtp.connections == 1
+    assert re.search(
+        r"SpamRefused: spam score 10\d\d\.\d >= 5\.0 \(rules: GTUBE 1000", caplog.text + capfd.readouterr().out
+    )
