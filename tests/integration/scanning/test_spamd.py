@@ -234,3 +234,31 @@ def test_the_operator_is_scored_by_the_connection_json_policy(mail_env, spamd, a
     assert re.search(
         r"SpamRefused: spam score 10\d\d\.\d >= 5\.0 \(rules: GTUBE 1000", caplog.text + capfd.readouterr().out
     )
+
+
+def _pgp(mail_env, tag: str):
+    from airflow_secure_mail.mail.protect import Protection
+    from airflow_secure_mail.testing.keys import seed_vault_keys
+
+    seed_vault_keys(mail_env.bao.client(), "sales@example.com", "analytics@example.com", keys_path=f"spam-keys-{tag}",
+                    signing_path=f"spam-signing-{tag}")  # fmt: skip
+    return Protection(encrypt="pgp", sign=True, keys_vault_path=f"spam-keys-{tag}",
+                      signing_vault_path=f"spam-signing-{tag}")  # fmt: skip
+
+
+def test_an_encrypted_send_is_scored_before_protection_and_refused(mail_env, spamd):
+    with pytest.raises(SpamRefused, match=r"^spam score 10\d\d\.\d >= 5\.0 \(rules: GTUBE 1000"):
+        _send(_spam(), SpamAssassinScanner(spamd.tcp), protection=_pgp(mail_env, "refused"))
+    _nothing_sent(mail_env)
+
+
+def test_an_encrypted_report_is_archived_encrypted_with_its_plaintext_score(mail_env, spamd, tmp_path):
+    archive = MailArchive(f"file://{tmp_path}/archive")
+    _send(_report(), SpamAssassinScanner(spamd.tcp), protection=_pgp(mail_env, "sent"), archive=archive)
+    [received] = mail_env.smtp.messages
+    assert (
+        b"multipart/encrypted" in received.data
+        and b"Weekly sales by region" not in received.data.split(b"\r\n\r\n", 1)[1]
+    )
+    [record] = _records(tmp_path)
+    assert record["spam_scan"]["verdict"] == "ham" and record["spam_scan"]["score"] < 5.0
