@@ -226,6 +226,7 @@ def _pending(
         encryption=encryption,
         protection=protection or "none",
         malware_scan=item.scan.to_metadata() if item.scan is not None else dict(scan) if scan else None,
+        spam_scan=item.spam.to_metadata() if item.spam is not None else None,
         airflow=dict(origin),
         resend_of=item.resend_of,
     )

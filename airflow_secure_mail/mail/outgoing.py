@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow_secure_mail.scanning.clamd import ScanReport
+    from airflow_secure_mail.scanning.spamd import SpamReport
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Outgoing:
     ``hidden`` are the Bcc recipients among ``recipients``: errors and logs never name them.
     ``resend_of`` is the original Message-ID when this copy is a resend of an archived message.
     ``scan`` is the malware scan of this copy's parts (None when nothing was scanned); its archive record keeps it.
+    ``spam`` is the spam score of this copy before protection (None when no scanner is set); its record keeps it.
     ``fingerprint`` is the content fingerprint (``mail/fingerprint.py``) of the message before our protection;
     None until set: ``protect_all`` sets it on every protected copy, the archive computes it from the bytes.
     """
@@ -36,6 +38,7 @@ class Outgoing:
     hidden: tuple[str, ...] = ()
     resend_of: str | None = None
     scan: ScanReport | None = None
+    spam: SpamReport | None = None
     fingerprint: str | None = None
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from airflow_secure_mail.mail.addresses import check_decoded, check_no_control, 
 from airflow_secure_mail.mail.compose import Attachment
 from airflow_secure_mail.mail.html_screen import check_html_mode
 from airflow_secure_mail.scanning.clamd import ClamdScanner
+from airflow_secure_mail.scanning.spamd import SpamAssassinScanner
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,14 @@ class MailPolicy:
     """Scan every part with clamd before protection (the pipeline's async step); see mail/scan.py."""
     html: str = "refuse_active"
     """``refuse_active`` or ``strip`` scripts, forms, handlers, ``javascript:``; deceptive links are refused."""
-    spam_scan: Any = None
-    """A ``SpamAssassinScanner`` scoring every outgoing copy before protection; None = no spam score."""
+    spam_scan: SpamAssassinScanner | None = None
+    """Score every outgoing copy with spamd before protection (the pipeline's async step); None = no spam score."""
     record_refused_recipients: bool = False
     """A refusal record in the archive names the recipients' domains only; True keeps their addresses too."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "malware_scan", ClamdScanner.from_value(self.malware_scan))
+        object.__setattr__(self, "spam_scan", SpamAssassinScanner.from_value(self.spam_scan))
         check_html_mode(self.html)
         if self.max_message_bytes <= 0:
             raise ConfigurationError("MailPolicy.max_message_bytes must be positive.")

@@ -1,7 +1,8 @@
-"""Before anything is sent: compose → screen → scan → protect, for a request or for messages built elsewhere.
+"""Before anything is sent: compose → screen → scan → score → protect, for a request or for messages built elsewhere.
 
 Every copy is screened before the first connection opens; the pure steps live in ``mail/``, this module
-adds the two that need the network (the malware scanner, keys from Vault) and runs them off the event loop.
+adds the ones that need the network (the malware scanner, the spam score, keys from Vault) and runs them off
+the event loop.
 """
 
 from __future__ import annotations
@@ -18,19 +19,21 @@ from airflow_secure_mail.mail.screen import MailPolicy, check_size, screen, scre
 if TYPE_CHECKING:
     from airflow_secure_mail.mail.protect import Protection
     from airflow_secure_mail.scanning.clamd import ClamdScanner, ScanReport
+    from airflow_secure_mail.scanning.spamd import SpamAssassinScanner, SpamReport
 
 
 @dataclass(frozen=True)
 class Prepared:
     """The copies ready to archive and deliver, with what the record should say about them.
 
-    Each copy carries its own malware scan (``Outgoing.scan``) into its record; ``scan`` is the verdict the
-    task's result reports for all of them.
+    Each copy carries its own malware scan (``Outgoing.scan``) and spam score (``Outgoing.spam``) into its
+    record; ``scan`` and ``spam`` are the verdicts the task's result reports for all of them.
     """
 
     items: tuple[Outgoing, ...]
     protection: str | None = None
     scan: ScanReport | None = None
+    spam: SpamReport | None = None
 
 
 async def prepare_request(
@@ -41,7 +44,11 @@ async def prepare_request(
     *,
     one_message_per_recipient: bool = False,
 ) -> Prepared:
-    """Compose and screen every copy, scan the parts, then protect: nothing here opens an SMTP connection."""
+    """Compose and screen every copy, scan the parts, score the message, then protect: no SMTP connection here.
+
+    The spam score is taken once, on the first copy's bytes: the copies differ only in the envelope, ``To``
+    and Message-ID, and protection comes after (an encrypted message cannot be scored).
+    """
     from airflow_secure_mail.mail.html_screen import screen_html
 
     if request.html is not None:
@@ -62,26 +69,36 @@ async def prepare_request(
         screen_recipients(other.recipients, policy)
         check_size(other.size, policy)
     scan = await _scan_request(request, policy.malware_scan)
-    items = await protect_all([replace(item, scan=scan) for item in plain], protection, vault, policy)
-    return Prepared(tuple(items), protection.describe() if protection is not None else None, scan)
+    spam = await _score(first.data, policy.spam_scan)
+    items = await protect_all([replace(item, scan=scan, spam=spam) for item in plain], protection, vault, policy)
+    return Prepared(tuple(items), protection.describe() if protection is not None else None, scan, spam)
 
 
 async def prepare_outgoing(items: Sequence[Outgoing], policy: MailPolicy) -> Prepared:
     """Messages built elsewhere (``SecureSmtpHook.send``, a resend): screened as the bytes that will be sent.
 
-    Each copy keeps its own scan verdict (none when it has no attachment) for its archive record.
+    Each copy keeps its own scan verdict (none when it has no attachment) and spam score (unscored when it is
+    already signed or encrypted: those bytes are what recipients get, but not what they read) for its record.
     """
     from airflow_secure_mail.mail.external import checked as checked_outside
 
     special = policy.allow_special_use_domains
     items = [checked_outside(item, allow_special_use_domains=special) for item in items]  # all before any scan
-    checked = [replace(item, scan=await _screen_outside(item, policy)) for item in items]
+    checked = []
+    for item in items:
+        scan, protected = await _screen_outside(item, policy)
+        spam = await _score(item.data, policy.spam_scan, protected=protected)
+        checked.append(replace(item, scan=scan, spam=spam))
     reports = [item.scan for item in checked if item.scan is not None]
-    return Prepared(tuple(checked), None, _overall(reports))
+    scores = [item.spam for item in checked if item.spam is not None]
+    return Prepared(tuple(checked), None, _overall(reports), _overall_spam(scores))
 
 
-async def _screen_outside(item: Outgoing, policy: MailPolicy) -> ScanReport | None:
-    """Screen one message built elsewhere and scan its attachments; raises on a violation or a finding."""
+async def _screen_outside(item: Outgoing, policy: MailPolicy) -> tuple[ScanReport | None, bool]:
+    """Screen one message built elsewhere and scan its attachments; raises on a violation or a finding.
+
+    Returns the scan verdict and whether the message is already protected (PGP/S-MIME: not scanned inside).
+    """
     from airflow_secure_mail.mail.external import PROTECTED_TYPES, attachments_of, parsed, refuse_repeated_part_fields
     from airflow_secure_mail.mail.html_screen import screen_html
 
@@ -95,9 +112,9 @@ async def _screen_outside(item: Outgoing, policy: MailPolicy) -> ScanReport | No
         if part.get_content_type() == "text/html" and part.get_content_disposition() != "attachment":
             screen_html(str(part.get_content()), "refuse_active")  # bytes from outside are never rewritten
     if not attachments or policy.malware_scan is None:
-        return None
+        return None, protected
     request = MailRequest(sender=item.sender, to=item.recipients, attachments=attachments)
-    return await _scan_request(request, policy.malware_scan)
+    return await _scan_request(request, policy.malware_scan), protected
 
 
 def _overall(reports: Sequence[ScanReport]) -> ScanReport | None:
@@ -105,6 +122,14 @@ def _overall(reports: Sequence[ScanReport]) -> ScanReport | None:
     from airflow_secure_mail.scanning.clamd import Verdict
 
     return next((r for r in reports if r.verdict is Verdict.UNSCANNED), reports[0] if reports else None)
+
+
+def _overall_spam(reports: Sequence[SpamReport]) -> SpamReport | None:
+    """The result's spam verdict over several copies: the first unscored, else the highest score."""
+    from airflow_secure_mail.scanning.spamd import SpamVerdict
+
+    unscored = next((r for r in reports if r.verdict is SpamVerdict.UNSCORED), None)
+    return unscored or max(reports, key=lambda r: r.score or 0.0, default=None)
 
 
 async def protect_all(
@@ -138,3 +163,14 @@ async def protect_all(
 async def _scan_request(request: MailRequest, scanner: ClamdScanner | None) -> ScanReport | None:
     """Scan a request's parts (None without a scanner); raises on a finding or an unscannable part."""
     return None if scanner is None else await scanner.ascan(parts_of(request))
+
+
+async def _score(data: bytes, scanner: SpamAssassinScanner | None, *, protected: bool = False) -> SpamReport | None:
+    """The spam score of one message (None without a scanner); raises SpamRefused or SpamScanError."""
+    if scanner is None:
+        return None
+    if protected:
+        from airflow_secure_mail.scanning.spamd import unscored
+
+        return unscored("already signed or encrypted (PGP/S-MIME) when given: scored only before protection")
+    return await scanner.ascore(data)

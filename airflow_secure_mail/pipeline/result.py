@@ -29,6 +29,8 @@ class MailResult:
     dropped: list[str] = field(default_factory=list)
     already_sent: int = 0
     malware_scan: str | None = None
+    spam_scan: dict[str, Any] | None = None
+    """The spam verdict (``SpamReport.to_xcom``: verdict, score, threshold, rule names); None when not scored."""
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,7 @@ class MailResult:
             "dropped_for_missing_key": list(self.dropped),
             "already_sent": self.already_sent,
             "malware_scan": self.malware_scan,
+            "spam_scan": self.spam_scan,
         }
 
 
