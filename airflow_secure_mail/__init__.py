@@ -24,6 +24,7 @@ _EXPORTS = {
     "Outgoing": "airflow_secure_mail.mail.outgoing",
     "MailPolicy": "airflow_secure_mail.mail.screen",
     "ClamdScanner": "airflow_secure_mail.scanning.clamd",
+    "SpamAssassinScanner": "airflow_secure_mail.scanning.spamd",
     "Protection": "airflow_secure_mail.mail.protect",
     "TLSPolicy": "airflow_secure_mail.transport.tls",
     "SendReceipt": "airflow_secure_mail.transport.session",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from airflow_secure_mail.operators.email import SecureEmailOperator
     from airflow_secure_mail.pipeline.channel import MailChannel
     from airflow_secure_mail.scanning.clamd import ClamdScanner
+    from airflow_secure_mail.scanning.spamd import SpamAssassinScanner
     from airflow_secure_mail.transport.session import SendReceipt
     from airflow_secure_mail.transport.tls import TLSPolicy
 

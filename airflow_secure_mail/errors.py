@@ -155,6 +155,18 @@ class SpamRefused(PolicyViolation):
         self.rules = tuple(rules)
 
 
+class SpamScanError(PolicyViolation):
+    """The copy could not be scored (spamd down, timeout, protocol error): refused, failing closed.
+
+    ``rule`` is ``spam_scan``; ``reason`` says what went wrong. ``SpamAssassinScanner(on_error="allow")``
+    sends such mail unscored instead.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, rule="spam_scan")
+        self.reason = reason
+
+
 class SendFrozen(PolicyViolation):
     """The connection is frozen by an operator (``airflow-secure-mail incident freeze``, rule ``frozen``).
 

@@ -50,6 +50,7 @@ SERVICE_FIXTURES: dict[str, tuple[str, ...]] = {
     "s3_conn": ("s3",),
     "airflow_db": ("airflow_db",),
     "clamd": ("clamd",),  # test_scan: a real clamd
+    "spamd": ("spamd",),  # test_spamd: Debian's spamd
     "browser": ("browser",),  # test_html_screen_browser: Chromium through Playwright
     "throttler": ("smtp",),  # test_transport_batch: ThrottlingSmtpServer
     "catcher": ("smtp",),  # test_transport_batch: a private SmtpCatcher
@@ -57,7 +58,7 @@ SERVICE_FIXTURES: dict[str, tuple[str, ...]] = {
     "refusing": ("smtp",),  # test_transport_throttling: RefusingGreetingServer
     "pgp_ids": ("tools",),  # gpg --quick-gen-key
 }
-SERVICE_MARKERS = ("smtp", "vault", "s3", "clamd", "browser", "airflow_db", "tools")
+SERVICE_MARKERS = ("smtp", "vault", "s3", "clamd", "spamd", "browser", "airflow_db", "tools")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,6 +80,7 @@ _FORBIDDEN = {
     "bao": "OpenBao",
     "weed": "SeaweedFS",
     "clamd": "clamd",
+    "spamd": "spamd",
     "chromium": "Chromium",
     "gpg": "gpg (a Debian tool: mark it `tools`)",
     "gpgconf": "gpg (a Debian tool: mark it `tools`)",
@@ -96,7 +98,7 @@ class _UnitGuard:
     def _refuse(self, what: str) -> None:
         raise RuntimeError(
             f"{self.nodeid} is marked unit but started {what}: list its fixture in tests/conftest.py "
-            "SERVICE_FIXTURES or mark the test (smtp, vault, s3, clamd, browser, airflow_db, tools)."
+            "SERVICE_FIXTURES or mark the test (smtp, vault, s3, clamd, spamd, browser, airflow_db, tools)."
         )
 
     @contextlib.contextmanager

@@ -114,6 +114,7 @@ def doctor(conn_id: str) -> int:
     """
     from airflow_secure_mail.cli._conn import securesmtp_connection
     from airflow_secure_mail.scanning.clamd import scanner_checks
+    from airflow_secure_mail.scanning.spamd import spam_checks
 
     conn = securesmtp_connection(conn_id, "doctor", fail="FAIL ")
     if isinstance(conn, int):
@@ -122,6 +123,7 @@ def doctor(conn_id: str) -> int:
     if settings is not None and not any(status == "FAIL" for status, _, _ in checks):
         checks += _live_checks(settings)
     checks += scanner_checks(conn.extra_dejson.get("policy"))
+    checks += spam_checks(conn.extra_dejson.get("policy"))
     print(f"airflow-secure-mail doctor: {conn_id}")
     for status, what, detail in checks:
         print(f"  {status:<4}  {what:<38} {detail}")

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from airflow_secure_mail import _metrics
-from airflow_secure_mail.errors import ConfigurationError, PolicyViolation, SpamRefused
+from airflow_secure_mail.errors import ConfigurationError, SpamRefused, SpamScanError
 from airflow_secure_mail.scanning.spamc_wire import SpamdUnavailable, parse_address, report_rules, request
 
 log = logging.getLogger(__name__)
@@ -29,18 +29,6 @@ _GTUBE_PARTS = ("XJS*C4JDBQADN1.NSBN3*2IDNEN*", "GTUBE-STANDARD-ANTI-UBE-TEST-",
 def gtube() -> str:
     """SpamAssassin's GTUBE test string (scores 1000), assembled at run time so no file of ours is flagged."""
     return "".join(_GTUBE_PARTS)
-
-
-class SpamScanError(PolicyViolation):
-    """The copy could not be scored (spamd down, timeout, protocol error): refused, failing closed.
-
-    ``rule`` is ``spam_scan``; ``reason`` says what went wrong. ``SpamAssassinScanner(on_error="allow")``
-    sends such mail unscored instead.
-    """
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message, rule="spam_scan")
-        self.reason = reason
 
 
 class SpamVerdict(StrEnum):
@@ -234,7 +222,6 @@ async def _probe(scanner: SpamAssassinScanner) -> list[tuple[str, str, str]]:
 __all__ = [
     "SpamAssassinScanner",
     "SpamReport",
-    "SpamScanError",
     "SpamVerdict",
     "gtube",
     "spam_checks",

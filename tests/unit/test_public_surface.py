@@ -12,7 +12,7 @@ import airflow_secure_mail
 PUBLIC = {
     "AlertDigest", "AlertDigestFlushOperator", "ClamdScanner", "MailArchive", "MailBackupOperator", "MailChannel",
     "MailPolicy", "MailRestoreOperator", "Outgoing", "Protection", "SecureEmailNotifier", "SecureEmailOperator",
-    "SecureMailError", "SecureSmtpHook", "SendReceipt", "TLSPolicy", "get_provider_info",
+    "SecureMailError", "SecureSmtpHook", "SendReceipt", "SpamAssassinScanner", "TLSPolicy", "get_provider_info",
 }  # fmt: skip
 
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from airflow_secure_mail.archive.store import MailArchive
-from airflow_secure_mail.errors import SpamRefused
+from airflow_secure_mail.errors import SpamRefused, SpamScanError
 from airflow_secure_mail.mail.compose import MailRequest
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.mail.screen import MailPolicy
 from airflow_secure_mail.pipeline.channel import MailChannel
 from airflow_secure_mail.pipeline.send import asend_outgoing, send_mail
-from airflow_secure_mail.scanning.spamd import SpamAssassinScanner, SpamScanError, gtube, spam_checks
+from airflow_secure_mail.scanning.spamd import SpamAssassinScanner, gtube, spam_checks
 from airflow_secure_mail.testing._ports import free_port
 
-pytestmark = pytest.mark.tools  # a Debian daemon like gpg/openssl; the `spamd` fixture is module-local
+pytestmark = pytest.mark.spamd  # Debian's spamd (the fixture lives in this folder's conftest.py)
 
 # An HTML table report as a data team sends it: a heading, a sentence, a table of numbers, a sign-off.
 REPORT_HTML = """<html><body>

@@ -8,13 +8,12 @@ import logging
 
 import pytest
 
-from airflow_secure_mail.errors import ConfigurationError, SpamRefused
+from airflow_secure_mail.errors import ConfigurationError, SpamRefused, SpamScanError
 from airflow_secure_mail.mail.screen import MailPolicy
 from airflow_secure_mail.scanning.spamc_wire import report_rules
 from airflow_secure_mail.scanning.spamd import (
     SpamAssassinScanner,
     SpamReport,
-    SpamScanError,
     SpamVerdict,
     gtube,
     spam_checks,
