@@ -58,9 +58,25 @@ RUNNER = textwrap.dedent(
 )
 
 
+def _run_dag(path, statsd: StatsdListener, **extra_env: str) -> tuple[dict, str]:  # type: ignore[type-arg,no-untyped-def]
+    child_env = dict(
+        os.environ,
+        AIRFLOW__METRICS__STATSD_ON="True",
+        AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
+        AIRFLOW__METRICS__STATSD_PORT=str(statsd.port),
+        **extra_env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(path)], env=child_env, capture_output=True, text=True, timeout=600
+    )
+    result = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+    assert result is not None, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(result.removeprefix("RESULT ")), done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
-def dag_run(bao, smtp_server, airflow_db):  # type: ignore[no-untyped-def]
-    """The DAG run once for the module: (the listener with everything it received, the run's states, mails)."""
+def dag_file(bao, smtp_server, airflow_db):  # type: ignore[no-untyped-def]
+    """The probe DAG in the bundle, with the catcher and OpenBao wired up as ``secure_smtp_default``."""
     import secrets
 
     from tests.conftest import MailEnv
@@ -73,24 +89,23 @@ def dag_run(bao, smtp_server, airflow_db):  # type: ignore[no-untyped-def]
     env.set_smtp_conn()
     path = DAGS / "metrics_probe.py"
     path.write_text(DAG_FILE)
-    statsd = StatsdListener()
     try:
-        child_env = dict(
-            os.environ,
-            AIRFLOW__METRICS__STATSD_ON="True",
-            AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
-            AIRFLOW__METRICS__STATSD_PORT=str(statsd.port),
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", RUNNER, str(path)], env=child_env, capture_output=True, text=True, timeout=600
-        )
-        result = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
-        assert result is not None, done.stdout[-3000:] + done.stderr[-3000:]
-        yield statsd, json.loads(result.removeprefix("RESULT ")), list(smtp_server.messages)
+        yield path
     finally:
-        statsd.close()
         path.unlink()
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def dag_run(dag_file, smtp_server):  # type: ignore[no-untyped-def]
+    """The DAG run once for the module: (the listener with everything it received, the run's states, mails)."""
+    smtp_server.reset()
+    statsd = StatsdListener()
+    try:
+        result, _ = _run_dag(dag_file, statsd)
+        yield statsd, result, list(smtp_server.messages)
+    finally:
+        statsd.close()
 
 
 def test_the_run_went_as_planned(dag_run):  # type: ignore[no-untyped-def]
@@ -119,3 +134,18 @@ def test_the_policy_refusal_is_counted_by_rule(dag_run):  # type: ignore[no-unty
     statsd, _, _ = dag_run
     assert statsd.total(P + "refused") == 1
     assert any(name.startswith(P + "refused.") for name in statsd.names())
+
+
+def test_statsd_on_without_the_package_is_said_once_in_the_task_log(dag_file, smtp_server, tmp_path):
+    """Airflow would drop every metric with one ERROR line from its stats module; ours says what to install."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['statsd'] = None  # as if not installed\n")
+    pythonpath = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    statsd = StatsdListener()
+    try:
+        result, output = _run_dag(dag_file, statsd, PYTHONPATH=pythonpath)
+        assert statsd.lines == []
+    finally:
+        statsd.close()
+    assert result["tis"]["report"] == "success"
+    assert output.count("the 'statsd' package is not installed") == 1
+    assert 'install "airflow-secure-mail[statsd]"' in output
