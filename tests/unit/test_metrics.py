@@ -120,3 +120,35 @@ def test_no_warning_when_statsd_is_not_what_airflow_uses(monkeypatch, setting):
         monkeypatch.setenv(f"AIRFLOW__METRICS__{key}", value)
     monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", setting.get("STATSD_ON", "True"))
     assert _metrics.statsd_missing() is False
+
+
+def test_opentelemetry_gets_the_same_names_with_the_tags_as_attributes():
+    """Airflow's OTel logger (``[metrics] otel_on``) with an in-memory reader instead of the OTLP exporter."""
+    from airflow.sdk._shared.observability.metrics import stats as module
+    from airflow.sdk._shared.observability.metrics.otel_logger import SafeOtelLogger
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    otel = SafeOtelLogger(MeterProvider(metric_readers=[reader]), prefix="airflow")
+    saved = module._factory, module._backend, module._export_legacy_names
+    module.initialize(factory=lambda: otel, export_legacy_names=False)
+    _metrics._reset_for_tests()
+    try:
+        _metrics.incr("refused", rule="spam")
+        _metrics.timing("delivery_latency", 0.5)
+        _metrics.gauge("relay_cert_days_left", 12, host="smtp.example.com")
+        data = reader.get_metrics_data()
+    finally:
+        module._factory, module._backend, module._export_legacy_names = saved
+        _metrics._reset_for_tests()
+    points = {
+        m.name: [(dict(p.attributes or {}), getattr(p, "value", getattr(p, "sum", None))) for p in m.data.data_points]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    assert points["airflow.secure_mail.refused"] == [({"rule": "spam"}, 1)]
+    assert points["airflow.secure_mail.refused.spam"] == [({"rule": "spam"}, 1)]
+    assert points["airflow.secure_mail.delivery_latency"] == [({}, 500.0)]
+    assert points["airflow.secure_mail.relay_cert_days_left.smtp_example_com"] == [({"host": "smtp.example.com"}, 12)]
