@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_secure_mail import _metrics
 from airflow_secure_mail.alerts.claims import Claim
 from airflow_secure_mail.alerts.plan import Decision, decide, unreported
 from airflow_secure_mail.alerts.render import render_digest
@@ -188,6 +189,18 @@ async def _send_all(found: _Round, notifier: Any) -> None:
         else:
             found.sent.append(message_id)
             found.sent_claims.append((claim, message_id))
+            _count_folded(claim)
+
+
+def _count_folded(claim: Claim) -> None:
+    """``digests_suppressed``: the events a sent digest carried beyond its one mail, split into those a silence
+    had held (``silenced``) and the rest (``folded``); with ``claimed`` (below) the mails the digest saved."""
+    events = int(claim.view.get("events", 0))
+    held = sum(int(h.get("count", 0)) for h in claim.view.get("held", []))
+    saved = max(events - 1, 0)
+    silenced = min(held, saved)
+    _metrics.incr("digests_suppressed", silenced, reason="silenced")
+    _metrics.incr("digests_suppressed", saved - silenced, reason="folded")
 
 
 def prepare(
@@ -250,6 +263,7 @@ def _prepare(
         return None, None
     if not state.create_json(claim_name(gid, claim.n), claim.to_json()):
         log.info("digest %s/%d: another worker claimed it first", gid, claim.n)
+        _metrics.incr("digests_suppressed", reason="claimed")
         return None, None
     return None, claim
 

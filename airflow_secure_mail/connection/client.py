@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_secure_mail import _metrics
+from airflow_secure_mail.errors import VaultSecretError
 from airflow_secure_mail.transport.session import SendReceipt, SessionInfo, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
@@ -90,7 +92,12 @@ async def open_session(settings: SmtpSettings, vault: Any) -> SmtpSession:
     from airflow_secure_mail.vault import deadline
 
     async def credentials(fresh: bool) -> SmtpCredentials:
-        return await read_credentials(settings, vault, fresh)
+        try:
+            return await read_credentials(settings, vault, fresh)
+        except VaultSecretError as exc:
+            if exc.missing:  # the SMTP secret is not in Vault: an error here, not "none stored"
+                _metrics.incr("vault_errors", kind="missing")
+            raise
 
     with deadline(settings.deadline):
         policy = await asyncio.to_thread(tls_policy_for, settings, vault)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_secure_mail import _metrics
 from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
 from airflow_secure_mail.transport.deadline import STOP_GRACE, run_until
 from airflow_secure_mail.transport.rate import RateLimiter, rate_limiter
@@ -138,6 +139,25 @@ def _raise_for_throttled_recipients(sent: SendReceipt, tries: _Attempts) -> None
 
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, DeliveryError) and error.transient
+
+
+def _count_retry(state: Any) -> None:
+    """A transient failure about to be tried again (throttling is counted as ``throttled`` instead)."""
+    error = state.outcome.exception() if state.outcome else None
+    if not (isinstance(error, DeliveryError) and error.throttled):
+        _metrics.incr("retried")
+
+
+def _count(outcome: Outcome, seconds: float) -> None:
+    """A copy's metrics once its outcome is final: accepted (by one recipient at least) or not, recipients,
+    and the delivery latency: taken for sending → the relay's final reply (connect, retries and waits included)."""
+    if not isinstance(outcome, SendReceipt):
+        return
+    if outcome.accepted:
+        _metrics.incr("sent")
+    _metrics.incr("recipients", len(outcome.accepted), outcome="accepted")
+    _metrics.incr("recipients", len(outcome.refused), outcome="refused")
+    _metrics.timing("delivery_latency", seconds)
 
 
 class _Source:
@@ -265,7 +285,10 @@ class _Batch:
         try:
             while (taken := await self.source.take()) is not None:
                 index, item = taken
-                self.outcomes.report(index, item, await self._deliver(holder, index, item))
+                started = time.monotonic()
+                outcome = await self._deliver(holder, index, item)
+                self.outcomes.report(index, item, outcome)
+                _count(outcome, time.monotonic() - started)
         except _DeadlineReached:
             self.stopped = True
         finally:
@@ -285,7 +308,11 @@ class _Batch:
         error: SecureMailError | None = None
         try:
             retrying = AsyncRetrying(
-                stop=tries.exhausted, wait=tries.wait, retry=retry_if_exception(_retryable), reraise=True
+                stop=tries.exhausted,
+                wait=tries.wait,
+                retry=retry_if_exception(_retryable),
+                before_sleep=_count_retry,
+                reraise=True,
             )
             async for attempt in retrying:
                 with attempt:
@@ -348,6 +375,7 @@ class _Batch:
         tries.record(error)
         self.last_error[index] = error
         if error.throttled:
+            _metrics.incr("throttled")
             self.last_throttle = error
             if not opening:  # a refused connect has paused the connects already (in _open)
                 pause = tries.backoff(tries.throttles)

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from airflow_secure_mail import _metrics
 from airflow_secure_mail.errors import DeliveryError, SecureMailError, TransportSecurityError, detached
 from airflow_secure_mail.transport.auth import AuthMechanism, CredentialSource, SmtpCredentials, authenticate
+from airflow_secure_mail.transport.describe import certificate_expiry
 from airflow_secure_mail.transport.handshake import check_tls, start_tls
 from airflow_secure_mail.transport.probe import security_mismatch
 from airflow_secure_mail.transport.receipt import SendReceipt, SessionInfo
@@ -91,6 +93,13 @@ class SmtpSession:
         if error is not None:
             await self.close()
             raise detached(error)
+        self._report_certificate()
+
+    def _report_certificate(self) -> None:
+        """Gauge ``relay_cert_days_left`` (tagged and named by host): days until the relay's certificate expires."""
+        expiry = certificate_expiry(self.info)
+        if expiry is not None:
+            _metrics.gauge("relay_cert_days_left", expiry.days_left, host=self.policy.host)
 
     async def _connect(self, smtp: aiosmtplib.SMTP) -> None:
         await smtp.connect()

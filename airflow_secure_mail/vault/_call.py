@@ -8,8 +8,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from airflow_secure_mail.errors import VaultSecretError
-from airflow_secure_mail.vault._errors import LOGIN, Forbidden, deadline_error, map_error
+from airflow_secure_mail.errors import SecureMailError, VaultSecretError
+from airflow_secure_mail.vault._errors import (
+    DENIED,
+    LOGIN,
+    UNREACHABLE,
+    Forbidden,
+    count,
+    deadline_error,
+    kind_of,
+    map_error,
+)
 from airflow_secure_mail.vault._login import Login, login_for
 
 if TYPE_CHECKING:
@@ -95,6 +104,7 @@ class VaultCalls:
             raise
         except BaseException as exc:
             expired = guard.expired or isinstance(exc, DeadlinePassed)
+            kind = UNREACHABLE if expired else kind_of(exc)
             probe = min(_PROBE_BUDGET, guard.remaining())
             error = (
                 deadline_error(what, _limit_named(budget))
@@ -102,16 +112,20 @@ class VaultCalls:
                 else map_error(what, exc, self.vault_conn_id, probe_budget=probe)
             )
         if isinstance(error, Forbidden) and what == LOGIN:
+            kind = DENIED
             error = VaultSecretError(
                 f"Vault login for connection {self.vault_conn_id!r} was denied: check its credentials and role.",
                 path=what,
             )
+        if kind is not None and isinstance(error, SecureMailError):  # not a 403 to retry, nor a cancellation
+            count(kind)
         raise error  # outside the except: no __context__ that could hold a reply body
 
     def _denied(self, what: str, login: Login) -> VaultSecretError:
         """Why a request is still refused after a fresh login: the agent's role, a dead token, or the policy."""
         conn = self.vault_conn_id
         if login.agent:
+            count(DENIED)
             return VaultSecretError(
                 f"Vault denied access to {what} through the agent of connection {conn!r}: grant the agent's "
                 "role read on this path, and check the agent is logged in.",
@@ -121,11 +135,13 @@ class VaultCalls:
             client = self.client
             self._guarded("auth/token/lookup-self", lambda: client.auth.token.lookup_self())
         except Forbidden:
+            count(DENIED)
             return VaultSecretError(
                 f"Vault rejected the token of connection {conn!r} as invalid or expired while reading {what}: "
                 "issue a new token, or use an auth method that logs in (AppRole, Kubernetes).",
                 path=what,
             )
         except VaultSecretError as exc:
-            return exc
+            return exc  # counted as what it is (unreachable, ...)
+        count(DENIED)
         return VaultSecretError(f"Vault denied access to {what}: grant the Airflow role read on this path.", path=what)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from airflow_secure_mail import _metrics
 from airflow_secure_mail.errors import SecureMailError, VaultSecretError
 
 LOGIN = "login"
@@ -33,6 +34,30 @@ _REFUSALS = {
     "message authentication failed": "not_this_key",  # another key's ciphertext, or altered
 }
 """Phrases of Vault/OpenBao Transit refusals and what they mean; only the meaning leaves this module."""
+
+
+UNREACHABLE, DENIED, MISSING, OTHER = "unreachable", "denied", "missing", "other"
+"""The kinds of counter ``secure_mail.vault_errors.<kind>``."""
+
+
+def count(kind: str) -> None:
+    """One Vault failure that reaches the caller as an error (an absent secret read as "none stored" is not one)."""
+    _metrics.incr("vault_errors", kind=kind)
+
+
+def kind_of(exc: BaseException) -> str | None:
+    """The metric kind of what hvac/requests raised; None for a 403 (retried after a new login, then counted
+    as denied) and a 404 (its caller decides whether absence is an error)."""
+    import hvac.exceptions
+    import requests
+
+    if isinstance(exc, Forbidden | hvac.exceptions.Forbidden | hvac.exceptions.InvalidPath):
+        return None
+    if isinstance(exc, SecureMailError):  # ours already (a connection set up wrong): missing is its caller's call
+        return None if getattr(exc, "missing", False) else OTHER
+    if isinstance(exc, hvac.exceptions.VaultDown | requests.exceptions.RequestException | OSError):
+        return UNREACHABLE
+    return OTHER
 
 
 def _errors_text(exc: BaseException) -> str:
@@ -104,6 +129,7 @@ def kv_mount_missing_error(path: str, mount: str) -> VaultSecretError:
     Not ``missing``: a reader that treats an absent secret as "none stored" (a recipient without a key) must
     not take a wrong mount for that.
     """
+    count(MISSING)
     return VaultSecretError(
         f"Vault has no secrets engine mounted at {mount + '/'!r} (reading {path!r}): set vault_mount to the "
         f"KV mount that holds it, or enable one (`bao secrets enable -path={mount} kv-v2`).",
@@ -129,11 +155,13 @@ def transit_missing_error(where: str, mount: str, key_name: str, *, no_mount: bo
             f"Vault Transit key {key_name!r} not found at {mount + '/'!r}: "
             f"{_transit_commands(mount, key_name, enable=False)}."
         )
+    count(MISSING)
     return RequestRefused(message, path=where, reason="key_missing")
 
 
 def transit_unwrap_mount_error(where: str, mount: str, key_name: str) -> VaultSecretError:
     """No Transit engine where a record says its key lives: a new key would not open it, the right Vault would."""
+    count(MISSING)
     return VaultSecretError(
         f"Vault Transit engine is not enabled at {mount + '/'!r}, so key {key_name!r} cannot unwrap this record: "
         "point the archive's vault connection at the Vault that holds the key (or restore that key there).",
