@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 5.0
-"""Longest one read of the switch may take (inside the send's deadline): a Vault that does not answer costs a
-send this much at most once per interval, and the last known state decides."""
+"""Longest one read of the switch may take (and at most a quarter of the send's deadline): a Vault that does
+not answer costs a send this much at most once per interval, and the last known state decides."""
 
 _TRUE = ("true", "1", "yes", "on")
 """``bao kv put … frozen=true`` stores text: these words freeze as ``true`` does."""
@@ -109,11 +109,11 @@ def _entry(switch: FreezeSwitch) -> _Known:
         return _known.setdefault(key, _Known())
 
 
-def read_switch(switch: FreezeSwitch, vault: Any) -> FreezeState:
+def read_switch(switch: FreezeSwitch, vault: Any, *, budget: float = READ_BUDGET) -> FreezeState:
     """Read the switch from Vault now (no cache); nothing stored = not frozen. Raises VaultSecretError."""
     from airflow_secure_mail.vault import deadline
 
-    with deadline(READ_BUDGET):
+    with deadline(budget):
         try:
             data = vault.read(switch.path, mount=switch.mount, kv_version=switch.kv_version, fresh=True,
                               setting="freeze_vault_path", fields=("frozen",))  # fmt: skip
@@ -124,7 +124,9 @@ def read_switch(switch: FreezeSwitch, vault: Any) -> FreezeState:
     return FreezeState.from_secret(dict(data))
 
 
-def current_state(switch: FreezeSwitch, vault: Any, interval: float, *, conn_id: str) -> FreezeState | None:
+def current_state(
+    switch: FreezeSwitch, vault: Any, interval: float, *, conn_id: str, budget: float = READ_BUDGET
+) -> FreezeState | None:
     """The switch's state as this process knows it, read again when ``interval`` seconds have passed.
 
     None: never read successfully (the send goes on; a warning said why, at most once per interval).
@@ -135,7 +137,7 @@ def current_state(switch: FreezeSwitch, vault: Any, interval: float, *, conn_id:
         if now < known.next_read:
             return known.state
         try:
-            known.state = read_switch(switch, vault)
+            known.state = read_switch(switch, vault, budget=budget)
         except SecureMailError as exc:  # down, sealed, denied: the last known state stays in force
             if known.state is None and now >= known.warned_until:
                 known.warned_until = now + interval
@@ -156,7 +158,8 @@ def check_not_frozen(conn_id: str, settings: SmtpSettings, vault: Any) -> None:
     switch = switch_for(settings)
     if switch is None:
         return
-    state = current_state(switch, vault, settings.freeze_check_interval, conn_id=conn_id)
+    budget = min(READ_BUDGET, settings.deadline / 4)  # the send keeps most of its deadline for its own work
+    state = current_state(switch, vault, settings.freeze_check_interval, conn_id=conn_id, budget=budget)
     if state is not None and state.frozen:
         raise frozen_error(conn_id, state)
 
