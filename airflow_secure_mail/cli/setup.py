@@ -108,6 +108,7 @@ def _check_all(run: _Run, settings: SmtpSettings, transit_key: str, example_keys
     mounted, run.mounts = _transit_mount(run)
     _transit_key(run, transit_key, mounted)
     _smtp_secret(run, settings)
+    _freeze_switch(run, settings)
     _example_keys(run, settings, example_keys)
 
 
@@ -127,11 +128,15 @@ def _report(run: _Run, settings: SmtpSettings, transit_key: str) -> int:
 
 def worker_policy(settings: SmtpSettings, transit_key: str) -> list[str]:
     """The policy lines the workers' Vault role needs for this connection and the examples (KV v2 paths)."""
+    from airflow_secure_mail.connection.freeze import switch_for
+
     smtp = f"{settings.vault_mount}/data/{(settings.vault_path or 'smtp/airflow').strip('/')}"
     if settings.vault_kv_version == 1:
         smtp = f"{settings.vault_mount}/{(settings.vault_path or 'smtp/airflow').strip('/')}"
+    freeze = switch_for(settings)
     return [
         f'path "{smtp}" {{ capabilities = ["read"] }}',
+        *([freeze.policy_line()] if freeze is not None else []),
         f'path "{KEYS_MOUNT}/data/{KEYS_PATH}/*" {{ capabilities = ["read"] }}',
         f'path "{KEYS_MOUNT}/data/{SIGNING_PATH}" {{ capabilities = ["read"] }}',
         f'path "transit/datakey/plaintext/{transit_key}" {{ capabilities = ["update"] }}',
@@ -279,6 +284,48 @@ def _smtp_secret(run: _Run, settings: SmtpSettings) -> None:
         run.add(TODO, what, f"{where} lacks {', '.join(absent)}: {command}")
     else:
         run.add(OK, what, f"{where} has {', '.join(names)}")
+
+
+def _freeze_switch(run: _Run, settings: SmtpSettings) -> None:
+    """Whether this token may read the freeze switch (workers that cannot would send on through a freeze)."""
+    from airflow_secure_mail.connection.freeze import FreezeState, switch_for
+
+    what = "freeze switch"
+    switch = switch_for(settings)
+    if switch is None:
+        run.add(NOTE, what, "no vault_path: set extra freeze_vault_path to be able to freeze this connection")
+        return
+    outcome, data = _read_kv(run, switch.path, switch.mount, switch.kv_version)
+    if outcome == "denied":
+        run.add(FAIL, what, f"this token may not read {switch.where}: a freeze would not stop these workers; "
+                f"grant {switch.policy_line()}")  # fmt: skip
+    elif outcome == "missing" or data is None:
+        run.add(OK, what, f"{switch.where} readable, nothing stored: not frozen")
+    else:
+        state = FreezeState.from_secret(data)
+        if state.frozen:
+            run.add(NOTE, what, f"{switch.where}: FROZEN since {state.since} by {state.by}: {state.reason}")
+        else:
+            run.add(OK, what, f"{switch.where}: not frozen")
+
+
+def freeze_check(settings: SmtpSettings) -> tuple[str, str, str]:
+    """``doctor``'s line on the freeze switch, read as the workers read it: PASS, WARN when frozen, FAIL when the
+    workers' Vault login may not read it (they would send on through a freeze)."""
+    from airflow_secure_mail.connection.freeze import read_switch, switch_for
+    from airflow_secure_mail.vault import vault_for
+
+    what = "freeze switch"
+    switch = switch_for(settings)
+    if switch is None:
+        return ("WARN", what, "no vault_path: set extra freeze_vault_path to be able to freeze this connection")
+    try:
+        state = read_switch(switch, vault_for(settings.vault_conn_id))
+    except SecureMailError as exc:
+        return ("FAIL", what, f"cannot read {switch.where} ({_one_line(exc)}): grant {switch.policy_line()}")
+    if state.frozen:
+        return ("WARN", what, f"FROZEN since {state.since} by {state.by}: {state.reason}")
+    return ("PASS", what, f"{switch.where} readable: not frozen")
 
 
 def _example_keys(run: _Run, settings: SmtpSettings, addresses: Sequence[str]) -> None:

@@ -79,6 +79,11 @@ FIELDS: tuple[Field, ...] = (
     Field("max_messages_per_minute", "number", "Max messages per minute", "The relay's sending rate (e.g. 30 "
           "for Microsoft 365), honoured across all sessions of a task; throttling replies slow it further.",
           default_text="no limit", positive=True),
+    Field("freeze_vault_path", "string", "Vault path of the freeze switch", "KV path (same mount and version "
+          "as the credentials) that `airflow-secure-mail incident freeze` writes and every send reads.",
+          default_text="<vault_path>.freeze"),
+    Field("freeze_check_interval", "number", "Freeze check interval (s)", "Seconds a worker reuses the freeze "
+          "switch it read: a freeze stops every send within about this long.", default=10.0, positive=True),
     Field("policy", "object", "Default mail policy", "MailPolicy fields as a JSON object, e.g. "
           '{"allowed_recipient_domains": ["example.com"]}.', default_text="MailPolicy()"),
 )  # fmt: skip
@@ -136,7 +141,9 @@ def read_extras(extra: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             continue
         value = _coerce(field, next(iter(given.values())))
         if field.positive and value <= 0:
-            raise ExtraError(f"extra {field.name} must be above 0, not {value!r}; leave it empty for no limit.")
+            raise ExtraError(
+                f"extra {field.name} must be above 0, not {value!r}; leave it empty for {field.shown_default()}."
+            )
         if field.choices and value not in field.choices:
             allowed = ", ".join(str(c) for c in field.choices)
             raise ExtraError(f"extra {field.name} {value!r} is unknown; use one of {allowed}.")

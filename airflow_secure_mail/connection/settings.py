@@ -42,6 +42,17 @@ class SmtpSettings:
     oauth_endpoint: str | None = None
     oauth_scope: str | None = None
     max_messages_per_minute: float | None = None
+    freeze_vault_path: str | None = None
+    """Where the freeze switch lives (KV, the credentials' mount and version); None = ``<vault_path>.freeze``."""
+    freeze_check_interval: float = 10.0
+    """Seconds a worker reuses the freeze switch it read."""
+
+    @property
+    def freeze_path(self) -> str | None:
+        """The freeze switch's KV path under ``vault_mount``; None when neither it nor ``vault_path`` is set."""
+        if self.freeze_vault_path:
+            return self.freeze_vault_path.strip("/")
+        return f"{self.vault_path.strip('/')}.freeze" if self.vault_path else None
 
     @classmethod
     def from_connection(cls, conn: Any, *, name: str | None = None) -> SmtpSettings:

@@ -51,6 +51,17 @@ class MailChannel:
         """The one Vault access object of this process for the connection's Vault (credentials, keys)."""
         return self.client.vault
 
+    async def check_not_frozen(self) -> None:
+        """Raise SendFrozen when an operator froze this connection (``incident freeze``); Vault is read at most
+        once per ``freeze_check_interval``, off the event loop."""
+        import asyncio
+
+        from airflow_secure_mail.connection.freeze import check_not_frozen
+
+        settings = self.client.settings
+        if settings.freeze_path is not None:
+            await asyncio.to_thread(check_not_frozen, self.conn_id, settings, self.vault)
+
     def sender(self, explicit: str | None = None) -> str:
         """The envelope sender: ``explicit`` if given, else the connection's ``from_email``."""
         sender = explicit or self.from_email

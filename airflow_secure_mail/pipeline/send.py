@@ -68,10 +68,14 @@ async def asend_mail(
 
     channel = _channel(channel, hook)
     mail_policy = channel.policy(policy)
-    with deadline(channel.deadline):  # bounds every Vault call of the send: keys, Transit, credentials
-        prepared = await prepare_request(
-            request, mail_policy, protection, channel.vault, one_message_per_recipient=one_message_per_recipient
-        )
+    everyone = (*request.to, *request.cc, *request.bcc)
+    refusal = _Refusal(channel, mail_policy, archive, origin, everyone, request.sender, None, record=not dry_run)
+    with deadline(channel.deadline):  # bounds every Vault call of the send: freeze switch, keys, Transit, credentials
+        async with refusal:
+            await channel.check_not_frozen()
+            prepared = await prepare_request(
+                request, mail_policy, protection, channel.vault, one_message_per_recipient=one_message_per_recipient
+            )
         if dry_run:
             log.info("dry run: %d message(s) composed and screened; nothing sent", len(prepared.items))
             return _result(prepared)
@@ -92,8 +96,15 @@ async def asend_outgoing(
     from airflow_secure_mail.pipeline.prepare import prepare_outgoing
     from airflow_secure_mail.vault import deadline
 
+    mail_policy = channel.policy(policy)
+    everyone = tuple(dict.fromkeys(r for item in items for r in item.recipients))
+    ids = {item.message_id for item in items}
+    message_id = next(iter(ids)) if len(ids) == 1 else None
+    sender = items[0].sender if items else None
     with deadline(channel.deadline):
-        prepared = await prepare_outgoing(items, channel.policy(policy))
+        async with _Refusal(channel, mail_policy, archive, origin, everyone, sender, message_id):
+            await channel.check_not_frozen()
+            prepared = await prepare_outgoing(items, mail_policy)
         return await _send(prepared, channel, archive, origin, allow_partial, concurrency)
 
 
@@ -158,6 +169,90 @@ async def _send(
     return result
 
 
+def recording_refusals(
+    channel: MailChannel,
+    policy: MailPolicy,
+    archive: MailArchive | str | None,
+    *,
+    recipients: Sequence[str] = (),
+    sender: str | None = None,
+    message_id: str | None = None,
+    origin: Mapping[str, Any] | None = None,
+) -> _Refusal:
+    """``async with recording_refusals(...):`` around a step that may refuse a send before the pipeline runs
+    (a facade parsing a message built elsewhere): the refusal is counted and recorded as the pipeline's are."""
+    return _Refusal(channel, policy, archive, origin, recipients, sender, message_id)
+
+
+class _Refusal:
+    """Around the steps before anything is sent: a refusal (a screen, a missing key, a freeze) is counted, recorded
+    in the archive when one is given (metadata only) and re-raised unchanged.
+
+    A dry run (``record=False``) is neither counted nor recorded: it would not have sent anything anyway, and
+    the refusal metric and records count what the mail path really stopped.
+    """
+
+    def __init__(
+        self,
+        channel: MailChannel,
+        policy: MailPolicy,
+        archive: MailArchive | str | None,
+        origin: Mapping[str, Any] | None,
+        recipients: Sequence[str],
+        sender: str | None,
+        message_id: str | None,
+        *,
+        record: bool = True,
+    ) -> None:
+        self.channel, self.policy, self.archive, self.origin = channel, policy, archive, origin
+        self.recipients, self.sender, self.message_id, self.record = recipients, sender, message_id, record
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+        from airflow_secure_mail.errors import EncryptionKeyMissing, PolicyViolation
+
+        if self.record and isinstance(error, PolicyViolation | EncryptionKeyMissing):
+            await self._refused(error)
+        return False  # the original error goes on, unchanged
+
+    async def _refused(self, error: BaseException) -> None:
+        import asyncio
+
+        from airflow_secure_mail import _metrics
+
+        rule = str(getattr(error, "rule", None) or "missing_key")
+        _metrics.incr("refused", rule=rule)
+        if self.archive is None:
+            log.info("refused by rule %r: not recorded (no archive given)", rule)
+            return
+        try:
+            where = await asyncio.to_thread(self._write, error)
+        except Exception as exc:  # the refusal itself is what the task must report
+            log.warning("refused by rule %r: the refusal record was not written (%s: %s)", rule,
+                        type(exc).__name__, " ".join(str(exc).split())[:200])  # fmt: skip
+            return
+        log.info("refused by rule %r: recorded at %s", rule, where)
+
+    def _write(self, error: BaseException) -> str:
+        from airflow_secure_mail.archive.refusals import refusal_from, write_refusal
+        from airflow_secure_mail.archive.store import as_archive
+
+        store = as_archive(self.archive)
+        assert store is not None
+        record = refusal_from(
+            error,
+            recipients=self.recipients,
+            sender=self.sender,
+            message_id=self.message_id,
+            origin=self.origin,
+            conn_id=self.channel.conn_id,
+            keep_recipients=self.policy.record_refused_recipients,
+        )
+        return f"{store.location}/{write_refusal(store, record)}"
+
+
 def _result(prepared: Prepared) -> MailResult:
     dropped = list(dict.fromkeys(d.address for item in prepared.items for d in item.dropped))
     verdict = prepared.scan.verdict.value if prepared.scan is not None else None
@@ -182,4 +277,13 @@ def send_mail(request: MailRequest, **kwargs: Any) -> MailResult:
     return run_sync(asend_mail(request, **kwargs))
 
 
-__all__ = ["MailResult", "aresend", "asend_mail", "asend_outgoing", "identity_seed", "origin_of", "send_mail"]
+__all__ = [
+    "MailResult",
+    "aresend",
+    "asend_mail",
+    "asend_outgoing",
+    "identity_seed",
+    "origin_of",
+    "recording_refusals",
+    "send_mail",
+]
