@@ -100,25 +100,28 @@ def _notify(args: argparse.Namespace) -> int:
     from airflow_secure_mail.pipeline.channel import MailChannel
 
     template = NoticeTemplate.from_file(args.template)  # a bad template stops here: nothing read, nothing sent
-    archive, found = _read(args)
-    channel = MailChannel.for_conn(args.smtp_conn_id)
-    special = channel.policy(None).allow_special_use_domains
-    notices = plan_notices(
-        found.events,
-        template,
-        channel.sender(),
-        recipient_domain=args.recipient_domain,
-        allow_special_use_domains=special,
-    )  # every notice rendered before the first is sent
+    with _logs_to_stderr() as out:
+        archive, found = _read(args)
+        channel = MailChannel.for_conn(args.smtp_conn_id)
+        special = channel.policy(None).allow_special_use_domains
+        notices = plan_notices(
+            found.events,
+            template,
+            channel.sender(),
+            recipient_domain=args.recipient_domain,
+            allow_special_use_domains=special,
+        )  # every notice rendered before the first is sent
 
-    def show(outcome: NoticeOutcome) -> None:
-        n = outcome.notice
-        detail = f"  {outcome.detail}" if outcome.detail else ""
-        print(f"{outcome.status:<12} {n.recipient}  re {n.original.fields['message_id']}  {n.subject!r}{detail}")
+        def show(outcome: NoticeOutcome) -> None:
+            n, detail = outcome.notice, f"  {outcome.detail}" if outcome.detail else ""
+            line = f"{outcome.status:<12} {n.recipient}  re {n.original.fields['message_id']}  {n.subject!r}{detail}"
+            print(line, file=out, flush=True)
 
-    outcomes = run_sync(asend_notices(notices, channel=channel, archive=archive, dry_run=args.dry_run, on_outcome=show))
+        run = asend_notices(notices, channel=channel, archive=archive, dry_run=args.dry_run, on_outcome=show)
+        outcomes = run_sync(run)
+    originals = sum(1 for e in found.events if e.delivered_to and not e.fields["notice"])
     counts = {s: sum(o.status == s for o in outcomes) for s in ("sent", "would_send", "already_sent", "failed")}
     summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v or k in ("sent", "failed"))
     prefix = "dry run: " if args.dry_run else ""
-    print(f"{prefix}{len(outcomes)} notice(s) for {len(found.events)} event(s) in the window: {summary}")
+    print(f"{prefix}{len(outcomes)} notice(s) for {originals} sent message(s) in the window: {summary}", file=out)
     return 1 if counts["failed"] or found.damaged else 0

@@ -77,6 +77,7 @@ def test_trace_fields_say_what_the_records_say(seeded, capsys):
         _iso(SINCE + timedelta(minutes=45)),
     )
     by_kind = {line["kind"]: line for line in lines}
+    assert len({tuple(sorted(line)) for line in lines}) == 1  # every line has every field
     sent = by_kind["sent"]
     seeded_sent = next(s for s in records if s.key == sent["archive_key"])
     assert sent["recipients"] == list(seeded_sent.recipients)
