@@ -122,6 +122,10 @@ def doctor(conn_id: str) -> int:
     checks, settings = _static_checks(conn)
     if settings is not None and not any(status == "FAIL" for status, _, _ in checks):
         checks += _live_checks(settings)
+    if settings is not None:
+        from airflow_secure_mail.cli.setup import freeze_check
+
+        checks.append(freeze_check(settings))
     checks += scanner_checks(conn.extra_dejson.get("policy"))
     checks += spam_checks(conn.extra_dejson.get("policy"))
     print(f"airflow-secure-mail doctor: {conn_id}")

@@ -85,8 +85,12 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> SendReceipt:
         """Screen, archive (when given) and send one message; EmailMessage, wire bytes or an Outgoing."""
+        from airflow_secure_mail.pipeline.send import recording_refusals
+
         channel, mail_policy = _channel_and_policy(self, policy)
-        item = _as_outgoing(message, sender, recipients, channel.from_email, mail_policy.allow_special_use_domains)
+        who, by = tuple(recipients or ()), sender or channel.from_email
+        async with recording_refusals(channel, mail_policy, archive, recipients=who, sender=by):  # parsing refuses too
+            item = _as_outgoing(message, sender, recipients, channel.from_email, mail_policy.allow_special_use_domains)
         return (await _send(channel, mail_policy, [item], 1, allow_partial, archive))[0]
 
     def send(
@@ -113,9 +117,12 @@ class SecureSmtpHook(BaseHook):
         archive: Any = None,
     ) -> list[SendReceipt]:
         """Screen every message first, then send them over up to ``concurrency`` sessions; raises if any failed."""
+        from airflow_secure_mail.pipeline.send import recording_refusals
+
         channel, mail_policy = _channel_and_policy(self, policy)
         special = mail_policy.allow_special_use_domains
-        items = [_as_outgoing(m, None, None, channel.from_email, special) for m in messages]
+        async with recording_refusals(channel, mail_policy, archive, sender=channel.from_email):
+            items = [_as_outgoing(m, None, None, channel.from_email, special) for m in messages]
         return await _send(channel, mail_policy, items, concurrency, allow_partial, archive)
 
     def send_many(

@@ -256,7 +256,8 @@ class _Refusal:
 def _result(prepared: Prepared) -> MailResult:
     dropped = list(dict.fromkeys(d.address for item in prepared.items for d in item.dropped))
     verdict = prepared.scan.verdict.value if prepared.scan is not None else None
-    return MailResult(protection=prepared.protection, dropped=dropped, malware_scan=verdict)
+    spam = prepared.spam.to_xcom() if prepared.spam is not None else None
+    return MailResult(protection=prepared.protection, dropped=dropped, malware_scan=verdict, spam_scan=spam)
 
 
 def _channel(channel: MailChannel | None, hook: Any) -> MailChannel:

@@ -129,7 +129,6 @@ def test_sent_recipients_latency_and_certificate_reach_statsd(dag_run):  # type:
     assert statsd.total(P + "vault_errors") == 0
 
 
-@pytest.mark.xfail(reason="refused-by-rule is counted in pipeline/send.py (issue 23, another helper's item)")
 def test_the_policy_refusal_is_counted_by_rule(dag_run):  # type: ignore[no-untyped-def]
     statsd, _, _ = dag_run
     assert statsd.total(P + "refused") == 1

@@ -102,15 +102,7 @@ INJECTED = b"From: a@example.com\r\nSubject: s\nBcc: x@evil.example\r\n\r\nb\r\n
     "as_given",
     [
         pytest.param(lambda data: Outgoing("a@example.com", ("ops@example.com",), data), id="outgoing"),
-        pytest.param(
-            lambda data: data,
-            id="bytes",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="hooks/smtp.py parses bytes (outgoing_from) before the pipeline: wrap _as_outgoing in "
-                "pipeline.send.recording_refusals (integrator)",
-            ),
-        ),
+        pytest.param(lambda data: data, id="bytes"),
     ],
 )
 def test_header_injection_through_the_hook_is_recorded(mail_env, tmp_path, as_given):

@@ -90,7 +90,6 @@ def test_a_table_report_passes_with_its_score_archived(mail_env, spamd, tmp_path
     assert record["key"] in result.archive_keys[0]
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/send.py _result() passes spam_scan to MailResult (integrator)")
 def test_the_score_reaches_xcom(mail_env, spamd):
     xcom = _send(_report(), SpamAssassinScanner(spamd.tcp)).to_xcom()
     assert xcom["spam_scan"]["verdict"] == "ham" and xcom["spam_scan"]["score"] < 5.0

@@ -51,7 +51,7 @@ def faulty(mail_env, monkeypatch) -> Iterator[FaultyHttpProxy]:
     """OpenBao behind a fault injector; the SMTP connection reads its credentials through it, deadline 5 s."""
     with FaultyHttpProxy(upstream=("127.0.0.1", mail_env.bao.port)) as proxy:
         _vault_conn(monkeypatch, "vault_faulty", "127.0.0.1", proxy.port, mail_env.bao.root_token, use_tls=False)
-        mail_env.set_smtp_conn(vault_conn_id="vault_faulty", deadline=5)
+        mail_env.set_smtp_conn(vault_conn_id="vault_faulty", deadline=5, freeze_vault_path="incident/freeze-faulty")
         yield proxy
 
 
