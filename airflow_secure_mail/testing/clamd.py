@@ -15,11 +15,9 @@ import io
 import os
 import shutil
 import socket
-import socketserver
 import struct
 import subprocess
 import tempfile
-import threading
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -27,6 +25,7 @@ from pathlib import Path
 
 from airflow_secure_mail.scanning.clamd import eicar
 from airflow_secure_mail.testing._ports import free_port, port_open, stop_process, wait_until
+from airflow_secure_mail.testing._scripted import ScriptedDaemon
 
 EICAR_SIGNATURE = "Eicar-Test-Signature-HDB"
 """clamd reports it with ``.UNOFFICIAL`` appended (the database is not signed by Cisco Talos)."""
@@ -121,7 +120,7 @@ class ClamdServer:
         self.stop()
 
 
-class ScriptedClamd:
+class ScriptedClamd(ScriptedDaemon):
     """A fake clamd on loopback: each INSTREAM gets the next of ``replies`` (the last one repeats).
 
     A reply is bytes to send (NUL-terminated for you), ``"hang"`` (read, never answer) or ``"close"``
@@ -132,29 +131,10 @@ class ScriptedClamd:
     def __init__(
         self, replies: list[bytes | str], *, version: bytes | str = b"ClamAV 1.4.6", answer_early: bool = False
     ) -> None:
-        self.replies = list(replies)
+        super().__init__(replies)
         self.version = version
         self.answer_early = answer_early
         self.commands: list[bytes] = []
-        self._stop = threading.Event()
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                outer._serve(self.request)
-
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler, bind_and_activate=True)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def start(self) -> ScriptedClamd:
-        self._thread.start()
-        return self
 
     def _serve(self, sock: socket.socket) -> None:
         reader = sock.makefile("rb")
@@ -174,9 +154,6 @@ class ScriptedClamd:
             self._drain(reader)
         self._answer(sock, self.version if not command.startswith(b"zINSTREAM") else self._next_reply())
 
-    def _next_reply(self) -> bytes | str:
-        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-
     @staticmethod
     def _drain(reader: io.BufferedReader) -> None:
         """Read INSTREAM frames up to the zero-length end (or the client hanging up)."""
@@ -194,23 +171,8 @@ class ScriptedClamd:
                 return
             reader.read(size)
 
-    def _answer(self, sock: socket.socket, reply: bytes | str) -> None:
-        if reply == "hang":
-            self._stop.wait(60)
-        elif reply != "close":
-            assert isinstance(reply, bytes)
-            sock.sendall(reply + b"\0")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> ScriptedClamd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _answer(self, sock: socket.socket, reply: bytes | str, *, suffix: bytes = b"\0") -> None:
+        super()._answer(sock, reply, suffix=suffix)  # clamd replies end in NUL
 
 
 def zip_of(name: str, data: bytes) -> bytes:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import socketserver
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 from airflow_secure_mail.testing._ports import free_port, stop_process, wait_until
+from airflow_secure_mail.testing._scripted import ScriptedDaemon
 
 
 def find_spamd() -> str:
@@ -121,7 +120,7 @@ def spamd_reply(score: float, required: float = 5.0, rules: str = "", *, status:
     ).encode() + body
 
 
-class ScriptedSpamd:
+class ScriptedSpamd(ScriptedDaemon):
     """A fake spamd on loopback: each request gets the next of ``replies`` (the last one repeats).
 
     A reply is the bytes to send, ``"hang"`` (read, never answer) or ``"close"`` (hang up without a word).
@@ -129,27 +128,8 @@ class ScriptedSpamd:
     """
 
     def __init__(self, replies: list[bytes | str]) -> None:
-        self.replies = list(replies)
+        super().__init__(replies)
         self.requests: list[bytes] = []
-        self._stop = threading.Event()
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                outer._serve(self.request)
-
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler, bind_and_activate=True)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def start(self) -> ScriptedSpamd:
-        self._thread.start()
-        return self
 
     def _serve(self, sock: socket.socket) -> None:
         reader = sock.makefile("rb")
@@ -162,20 +142,4 @@ class ScriptedSpamd:
         length = next((int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
                        if k.strip().lower() == b"content-length"), 0)  # fmt: skip
         self.requests.append(head + reader.read(length))
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if reply == "hang":
-            self._stop.wait(60)
-        elif reply != "close":
-            assert isinstance(reply, bytes)
-            sock.sendall(reply)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> ScriptedSpamd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._answer(sock, self._next_reply())
