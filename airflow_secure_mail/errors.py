@@ -39,6 +39,7 @@ class DeliveryError(SecureMailError):
     ``refused`` maps each refused recipient to its ``(code, reply)``; ``transient`` says a retry may help.
     ``maybe_delivered``: the connection was lost after DATA started, so the server may have accepted it.
     ``throttled``: the server asked us to slow down (421 4.7.x, 432 4.3.2, 450 4.2.1, 454 Throttling).
+    ``exhausted``: the relay refused for a quota that lasts (a daily sending limit): not worth retrying today.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class DeliveryError(SecureMailError):
         receipt: object | None = None,
         maybe_delivered: bool = False,
         throttled: bool = False,
+        exhausted: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -59,6 +61,7 @@ class DeliveryError(SecureMailError):
         self.receipt = receipt
         self.maybe_delivered = maybe_delivered
         self.throttled = throttled
+        self.exhausted = exhausted
 
 
 class VaultSecretError(SecureMailError, PermissionError):
