@@ -42,4 +42,4 @@ def send_email(
         headers=custom_headers,
         automated=True,  # email_on_failure / email_on_retry: mail no human wrote (RFC 3834)
     )
-    send_mail(request, channel=channel, dry_run=dryrun)
+    send_mail(request, channel=channel, dry_run=dryrun, priority="alert")  # Airflow's own mail: failure notices

@@ -79,6 +79,17 @@ FIELDS: tuple[Field, ...] = (
     Field("max_messages_per_minute", "number", "Max messages per minute", "The relay's sending rate (e.g. 30 "
           "for Microsoft 365), honoured across all sessions of a task; throttling replies slow it further.",
           default_text="no limit", positive=True),
+    Field("max_recipients_per_day", "integer", "Max recipients per day", "The relay's daily recipient quota "
+          "(e.g. 10000 for Microsoft 365), counted per UTC day; a message that would pass it is not sent.",
+          default_text="no limit", positive=True),
+    Field("max_connections", "integer", "Max connections", "Sessions open to the relay at once (e.g. 3 for "
+          "Microsoft 365); a 432 4.3.2 reply lowers it for 10 minutes.", default_text="no limit", positive=True),
+    Field("budget_url", "string", "Relay budget location", "Where the relay's rate, quota and connection "
+          "budget is shared by every worker: redis://host:port/db or an object store (file:///path, "
+          "s3://bucket/prefix?conn_id=aws_default). Without it the limits hold per process.",
+          default_text="per process"),
+    Field("alert_reserve", "number", "Alert reserve", "Share of each minute's messages kept for alert mail "
+          "(notifier, digests, listeners); bulk (operator) mail takes only the rest.", default=0.2),
     Field("freeze_vault_path", "string", "Vault path of the freeze switch", "KV path (same mount and version "
           "as the credentials) that `airflow-secure-mail incident freeze` writes and every send reads.",
           default_text="<vault_path>.freeze"),

@@ -42,6 +42,10 @@ class SmtpSettings:
     oauth_endpoint: str | None = None
     oauth_scope: str | None = None
     max_messages_per_minute: float | None = None
+    max_recipients_per_day: int | None = None
+    max_connections: int | None = None
+    budget_url: str | None = None
+    alert_reserve: float = 0.2
     freeze_vault_path: str | None = None
     """Where the freeze switch lives (KV, the credentials' mount and version); None = ``<vault_path>.freeze``."""
     freeze_check_interval: float = 10.0
@@ -79,6 +83,12 @@ class SmtpSettings:
             log.warning("%s: %s", who, note)
         if values["oauth_endpoint"] and values["auth"] not in OAUTH_MECHANISMS:
             raise ConfigurationError(f"{who} sets oauth_endpoint: set auth to xoauth2 or oauthbearer too.")
+        if not 0 <= values["alert_reserve"] < 1:
+            raise ConfigurationError(f"{who}: extra alert_reserve must be at least 0 and below 1, e.g. 0.2.")
+        if values["budget_url"] and "://" not in values["budget_url"]:
+            raise ConfigurationError(
+                f"{who}: extra budget_url needs a scheme: redis://host:port/db, file:///path or s3://bucket/prefix."
+            )
         if values["auth"] != "none" and not values["vault_path"]:
             raise ConfigurationError(f"{who} needs extra vault_path: where the SMTP credentials live in Vault.")
         named = {f.name for f in fields(cls)} - {"host", "port", "policy_defaults"}
@@ -100,4 +110,16 @@ class SmtpSettings:
             deadline=self.deadline,
             max_messages_per_minute=self.max_messages_per_minute,
             rate_key=rate_key,
+            max_recipients_per_day=self.max_recipients_per_day,
+            max_connections=self.max_connections,
+            budget_url=self.budget_url,
+            alert_reserve=self.alert_reserve,
+            budget_key=self.relay_key,
         )
+
+    @property
+    def relay_key(self) -> str:
+        """The relay budget's key: host, port and login path (two connection ids to one relay share it)."""
+        from airflow_secure_mail.transport.budget import relay_key
+
+        return relay_key(self.host, self.port, self.vault_path)

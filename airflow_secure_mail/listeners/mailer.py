@@ -35,7 +35,7 @@ class ListenerMailer:
         channel = MailChannel.for_conn(self.conn_id)
         request = request_for(channel, to=self.to, subject=subject, text=text, html=html, automated=True, id_seed=seed)
         log.info("secure-mail listener: sending %r to %d recipient(s)", subject, len(self.to))
-        return await asend_mail(request, channel=channel, origin=origin)
+        return await asend_mail(request, channel=channel, origin=origin, priority="alert")
 
     def send(self, subject: str, text: str, *, seed: str, origin: Mapping[str, Any]) -> MailResult:
         from airflow_secure_mail._sync import run_sync

@@ -238,6 +238,7 @@ class SecureEmailNotifier(BaseNotifier):
         archive_vault_conn_id: str | None = None,
         responder_addresses: Mapping[str, str] | None = None,
         context: Any = None,
+        priority: str = "alert",
     ) -> None:
         # ``context``: Airflow's Deadline Alert runners pass it to a callable that accepts it (the triggerer's
         # ``await SecureEmailNotifier(**kwargs, context=...)`` would otherwise run on an empty context).
@@ -255,6 +256,7 @@ class SecureEmailNotifier(BaseNotifier):
         self.archive = _archive(archive, archive_conn_id, archive_transit_key, archive_vault_conn_id)
         self.digest = digest
         self.responder_addresses = responder_addresses
+        self.priority = priority  # alerts and digests go first in the relay budget; "bulk" to queue behind
 
     @classmethod
     def deadline_callback(cls, *, executor: bool | str = False, **kwargs: Any) -> Any:
@@ -336,6 +338,7 @@ class SecureEmailNotifier(BaseNotifier):
             protection=self.protection,
             archive=self.archive,
             origin=origin,
+            priority=self.priority,
         )
 
     async def async_notify(self, context: Any) -> None:

@@ -93,9 +93,13 @@ class SecureEmailOperator(BaseOperator):
         one_message_per_recipient: bool = False,
         allow_partial: bool = False,
         attachments_conn_id: str | None = None,
+        priority: str = "bulk",
         **kwargs: Any,
     ) -> None:
+        from airflow_secure_mail.transport.budget import check_priority
+
         super().__init__(**kwargs)
+        self.priority = check_priority(priority)  # "alert": the relay budget's reserved share, never behind bulk
         self.to = to
         self.cc = cc
         self.bcc = bcc
@@ -143,5 +147,6 @@ class SecureEmailOperator(BaseOperator):
             one_message_per_recipient=self.one_message_per_recipient,
             allow_partial=self.allow_partial,
             origin=origin_of(context),
+            priority=self.priority,
         )
         return result.to_xcom()  # the pipeline logged what was sent, already sent or failed

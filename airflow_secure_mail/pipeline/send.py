@@ -58,14 +58,19 @@ async def asend_mail(
     dry_run: bool = False,
     origin: Mapping[str, Any] | None = None,
     hook: Any = None,
+    priority: str = "bulk",
 ) -> MailResult:
     """Run the flow for one request. Every copy is screened before the first connection opens.
 
+    ``priority``: ``"alert"`` mail (failure notices, digests) takes the relay budget's reserved share and never
+    waits behind ``"bulk"`` mail (reports, fan-outs), which waits for its slot until the deadline.
     ``hook=`` is the deprecated way to name the connection: pass ``channel=MailChannel.for_conn(conn_id)``.
     """
     from airflow_secure_mail.pipeline.prepare import prepare_request
+    from airflow_secure_mail.transport.budget import check_priority
     from airflow_secure_mail.vault import deadline
 
+    check_priority(priority)
     channel = _channel(channel, hook)
     mail_policy = channel.policy(policy)
     everyone = (*request.to, *request.cc, *request.bcc)
@@ -79,7 +84,7 @@ async def asend_mail(
         if dry_run:
             log.info("dry run: %d message(s) composed and screened; nothing sent", len(prepared.items))
             return _result(prepared)
-        return await _send(prepared, channel, archive, origin, allow_partial, concurrency)
+        return await _send(prepared, channel, archive, origin, allow_partial, concurrency, priority)
 
 
 async def asend_outgoing(
@@ -91,11 +96,15 @@ async def asend_outgoing(
     origin: Mapping[str, Any] | None = None,
     allow_partial: bool = False,
     concurrency: int = 1,
+    priority: str = "bulk",
 ) -> MailResult:
-    """Messages built elsewhere: screened as the exact bytes, then archived and delivered like any other."""
+    """Messages built elsewhere: screened as the exact bytes, then archived and delivered like any other
+    (``priority`` as for :func:`asend_mail`)."""
     from airflow_secure_mail.pipeline.prepare import prepare_outgoing
+    from airflow_secure_mail.transport.budget import check_priority
     from airflow_secure_mail.vault import deadline
 
+    check_priority(priority)
     mail_policy = channel.policy(policy)
     everyone = tuple(dict.fromkeys(r for item in items for r in item.recipients))
     ids = {item.message_id for item in items}
@@ -105,7 +114,7 @@ async def asend_outgoing(
         async with _Refusal(channel, mail_policy, archive, origin, everyone, sender, message_id):
             await channel.check_not_frozen()
             prepared = await prepare_outgoing(items, mail_policy)
-        return await _send(prepared, channel, archive, origin, allow_partial, concurrency)
+        return await _send(prepared, channel, archive, origin, allow_partial, concurrency, priority)
 
 
 async def aresend(
@@ -142,14 +151,19 @@ async def _send(
     origin: Mapping[str, Any] | None,
     allow_partial: bool,
     concurrency: int,
+    priority: str = "bulk",
 ) -> MailResult:
     from airflow_secure_mail.archive.store import as_archive
+    from airflow_secure_mail.pipeline import budget_store
     from airflow_secure_mail.pipeline.dispatch import RecordInfo, dispatch
     from airflow_secure_mail.pipeline.result import archived_at, log_already_sent, log_outcomes, raise_for_outcomes
+    from airflow_secure_mail.transport.budget import send_priority
 
+    budget_store.register()  # a budget_url on an object store keeps its claims through the archive's ObjectStore
     info = RecordInfo(dict(origin or {}), prepared.protection)
     store = as_archive(archive)
-    deliveries = await dispatch(prepared.items, channel.client, store, info, concurrency=concurrency)
+    with send_priority(priority):  # every batch of this send (and a failover's) takes the budget at this priority
+        deliveries = await dispatch(prepared.items, channel.client, store, info, concurrency=concurrency)
     for d in deliveries:
         if d.already_sent:
             log_already_sent(d.item, d.record.status if d.record is not None else "sent")

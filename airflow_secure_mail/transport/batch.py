@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail import _metrics
 from airflow_secure_mail.errors import ConfigurationError, DeliveryError, SecureMailError, detached
+from airflow_secure_mail.transport.budget import BudgetLimits, RelayBudget, current_priority, wall_until
 from airflow_secure_mail.transport.deadline import STOP_GRACE, run_until
 from airflow_secure_mail.transport.rate import RateLimiter, rate_limiter
 from airflow_secure_mail.transport.receipt import SendReceipt
@@ -34,12 +35,16 @@ OutcomeCallback = Callable[[int, "Outgoing", Outcome], Awaitable[None]]
 SessionOpener = Callable[[], Awaitable["SmtpSession"]]
 _MAX_BACKOFF = 60.0
 _MAILBOX_THROTTLES = 4
+_LEASE_RENEW = 30.0
+"""While a session waits for its message's slot, its connection lease is renewed this often (seconds)."""
 """Waits for a recipient throttled at RCPT (e.g. ``450 4.2.1``) before this try moves on without it."""
 
 
 @dataclass(frozen=True)
 class DeliveryLimits:
-    """How hard a batch may push one relay; ``rate_key`` (the conn id) shares the rate across a process."""
+    """How hard a batch may push one relay; ``rate_key`` (the conn id) shares throttling pauses across a process,
+    ``budget_key`` (the relay, :func:`~airflow_secure_mail.transport.budget.relay_key`) the relay budget across
+    processes when ``budget_url`` is set (across this process's batches otherwise)."""
 
     concurrency: int = 1
     retries: int = 3
@@ -47,6 +52,22 @@ class DeliveryLimits:
     deadline: float = 300.0
     max_messages_per_minute: float | None = None
     rate_key: str = ""
+    max_recipients_per_day: int | None = None
+    max_connections: int | None = None
+    budget_url: str | None = None
+    alert_reserve: float = 0.2
+    budget_key: str = ""
+
+    def budget(self) -> BudgetLimits:
+        """The relay budget these limits set."""
+        return BudgetLimits(
+            relay=self.budget_key or self.rate_key,
+            per_minute=self.max_messages_per_minute,
+            recipients_per_day=self.max_recipients_per_day,
+            max_connections=self.max_connections,
+            reserve=self.alert_reserve,
+            url=self.budget_url,
+        )
 
     def __post_init__(self) -> None:
         for name, value, lowest in (("concurrency", self.concurrency, 1), ("retries", self.retries, 0)):
@@ -247,7 +268,14 @@ class _Batch:
     def __init__(self, open_session: SessionOpener, limits: DeliveryLimits, on_outcome: OutcomeCallback | None):
         self.open_session = open_session
         self.limits = limits
-        self.limiter: RateLimiter = rate_limiter(limits.rate_key, limits.max_messages_per_minute)
+        # The relay budget spaces messages (evenly, alerts first); the limiter only adds throttling pauses.
+        self.limiter: RateLimiter = rate_limiter(limits.rate_key, None)
+        self.budget = RelayBudget(limits.budget())
+        self.priority = current_priority()
+        self.budget_error: DeliveryError | None = None
+        """Why the budget stopped the batch (no slot or connection before the deadline): each message left gets it."""
+        self.leases: dict[int, str] = {}
+        """id(session) → its connection lease."""
         self.outcomes = _Outcomes(on_outcome)
         self.last_error: dict[int, DeliveryError] = {}
         self.tries: dict[int, _Attempts] = {}
@@ -295,8 +323,16 @@ class _Batch:
             session = holder[0]
             if session is not None and self.stopped:
                 session.abort()  # the deadline is past: no waiting for the server's answer to QUIT
+                await self._release(session)
             elif session is not None:
                 await session.close(timeout=min(5.0, self._left()))
+                await self._release(session)
+
+    async def _release(self, session: SmtpSession) -> None:
+        """The session is closed (or gone): its connection lease goes back to the budget."""
+        holder = self.leases.pop(id(session), None)
+        if holder is not None:
+            await asyncio.shield(self.budget.release(holder))
 
     async def _deliver(self, holder: list[SmtpSession | None], index: int, item: Outgoing) -> Outcome:
         """Send one message, retrying as the limits allow, on the session in ``holder`` (replaced as needed)."""
@@ -333,9 +369,13 @@ class _Batch:
         try:
             session = holder[0]
             if session is None or not session.is_open:
+                if session is not None:  # the server closed it
+                    holder[0] = None
+                    await self._release(session)
                 opening = True
                 session = holder[0] = await self._open()
                 opening = False
+            await self._budget_slot(session, tries)
             if not await self.limiter.acquire(self.end) or self.stopped or self._left() <= 0:
                 # Also for a worker whose cancellation was swallowed: nothing is sent after the deadline.
                 raise _DeadlineReached
@@ -351,14 +391,45 @@ class _Batch:
         self.limiter.accepted()
         return receipt
 
+    async def _budget_slot(self, session: SmtpSession, tries: _Attempts) -> None:
+        """Before a message: bulk stops while the relay is exhausted; the message's slot (waited for, the
+        session's lease renewed meanwhile); its recipients counted against the daily quota."""
+        await self.budget.check_not_exhausted(self.priority)
+        start = await self.budget.slot(self.priority, wall_until(self.end))
+        if start is None:
+            self.budget_error = self.budget.no_slot(self.priority)
+            raise _DeadlineReached
+        holder = self.leases.get(id(session))
+        while (left := start - time.time()) > 0:
+            await asyncio.sleep(min(left, _LEASE_RENEW))
+            if holder is not None and not await self.budget.keep(holder):
+                raise self.budget.lease_lost()
+        if holder is not None and not await self.budget.keep(holder):
+            raise self.budget.lease_lost()
+        await self.budget.count_recipients(len(tries.recipients))
+
     async def _open(self) -> SmtpSession:
-        """A new session once the shared gate allows; a permanent failure (TLS, AUTH) ends the batch."""
+        """A new session once the shared gate allows and the budget lends a connection; a permanent failure
+        (TLS, AUTH) ends the batch."""
+        if self.priority == "bulk":
+            await self.budget.check_not_exhausted(self.priority)
         if not await self.limiter.before_connect(self.end) or self.stopped:
+            raise _DeadlineReached
+        lease = await self.budget.lease(wall_until(self.end))
+        if lease is None:
+            self.budget_error = self.budget.no_lease()
             raise _DeadlineReached
         started = time.monotonic()
         try:
             session = await self.open_session()
-        except SecureMailError as exc:
+        except BaseException as exc:
+            if isinstance(exc, DeliveryError) and exc.code == 432:  # too many connections: fewer, for a while
+                await self.budget.too_many_connections()
+            await asyncio.shield(self.budget.release(lease))
+            if not isinstance(exc, SecureMailError):
+                raise
+            if isinstance(exc, DeliveryError) and exc.exhausted:
+                await self.budget.mark_exhausted()
             if isinstance(exc, DeliveryError) and exc.throttled:
                 pause = self.limiter.refused(started, self.limits.retry_backoff)
                 log.warning("SMTP relay refused a connection (%s); no session connects for %.1fs", exc.code, pause)
@@ -366,6 +437,7 @@ class _Batch:
                 self.fatal = exc
             raise
         self.limiter.connected()
+        self.leases[id(session)] = lease
         return session
 
     async def _failed(
@@ -374,6 +446,8 @@ class _Batch:
         """Count the failure; throttling pauses every session, another transient failure drops this one."""
         tries.record(error)
         self.last_error[index] = error
+        if error.exhausted and error.code is not None:  # the relay said so (not our own count): for everyone
+            await self.budget.mark_exhausted()
         if error.throttled:
             _metrics.incr("throttled")
             self.last_throttle = error
@@ -386,6 +460,7 @@ class _Batch:
             session, holder[0] = holder[0], None
             if session is not None:
                 await session.close(timeout=min(5.0, self._left()))
+                await self._release(session)
 
     def _after_deadline(self, left_over: Iterable[Outgoing]) -> None:
         """Every message without an outcome gets one saying the deadline ran out (and why, if throttled)."""
@@ -394,10 +469,12 @@ class _Batch:
                 partial = self.tries[index].partial if index in self.tries else None
                 last = self.last_error.get(index) or self.last_throttle
                 cut_off = _deadline_error(self.limits.deadline, last, index in self.in_flight)
+                if self.budget_error is not None and index not in self.in_flight:
+                    cut_off = self.budget_error
                 self.outcomes.report(index, item, partial or cut_off)
         for item in left_over:
             self.source.taken.append(item)
-            cut_off = _deadline_error(self.limits.deadline, self.last_throttle)
+            cut_off = self.budget_error or _deadline_error(self.limits.deadline, self.last_throttle)
             self.outcomes.report(len(self.source.taken) - 1, item, cut_off)
         self.outcomes.settled = True
 

@@ -14,10 +14,55 @@ _BUSY_GREETINGS = frozenset({421, 432, 450, 451, 452})
 """A greeting with one of these refuses the connection for now (too many connections, busy): a throttling signal."""
 Stage = Literal["MAIL", "RCPT", "DATA"]
 
+QUOTA_REPLIES: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (554, "5.2.0", ()),  # Microsoft 365: "STOREDRV.Submission.Exception:SubmissionQuotaExceededException"
+    (550, "5.4.5", ()),  # Gmail / Google Workspace: "Daily user sending limit exceeded"
+    (421, "4.7.", ("daily", "quota")),  # a deferral that names a daily limit or a quota
+    (550, "5.7.", ("daily", "quota")),
+)
+"""The replies that say the relay's daily quota is used up: (code, enhanced status prefix, words one of which
+the text must hold; none: any text). The one list, kept here."""
+TOO_MANY_CONNECTIONS = (432, "4.3.2")
+"""The greeting (or reply) that says we hold too many connections: the shared connection cap is lowered."""
+
+
+def _enhanced(text: str) -> str:
+    return text.split(maxsplit=1)[0] if text.strip() else ""
+
+
+def is_quota_exhausted(code: int, text: str) -> bool:
+    """The relay refused for a quota that lasts (its daily sending limit): not worth retrying today."""
+    enhanced, lowered = _enhanced(text), text.lower()
+    for quota_code, prefix, words in QUOTA_REPLIES:
+        if code == quota_code and enhanced.startswith(prefix) and (not words or any(w in lowered for w in words)):
+            return True
+    return False
+
+
+def is_too_many_connections(code: int, text: str) -> bool:
+    """``432 4.3.2``: too many connections from us."""
+    return (code, _enhanced(text)) == TOO_MANY_CONNECTIONS
+
+
+def quota_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
+    """The relay's daily quota is used up (``exhausted``): bulk mail stops until the next UTC day."""
+    shown = _enhanced(text) if stage == "RCPT" else text[:120]
+    return DeliveryError(
+        f"{where} refused for its daily quota at {stage} ({code} {shown}): bulk mail through this relay stops "
+        "until 00:00 UTC; alert mail goes to a fallback relay if one is set (extra fallback_conn_ids).",
+        code=code,
+        exhausted=True,
+    )
+
 
 def is_throttling(code: int, text: str) -> bool:
-    """A relay asking us to slow down: ``421 4.7.x``, ``432 4.3.2``, ``450 4.2.1``, or ``454`` saying Throttling."""
-    enhanced = text.split(maxsplit=1)[0] if text.strip() else ""
+    """A relay asking us to slow down: ``421 4.7.x``, ``432 4.3.2``, ``450 4.2.1``, or ``454`` saying Throttling.
+
+    A daily-quota reply (:func:`is_quota_exhausted`) is not throttling: slowing down does not help today.
+    """
+    if is_quota_exhausted(code, text):
+        return False
+    enhanced = _enhanced(text)
     if code == 421:
         return enhanced.startswith("4.7.")
     if code == 432:
@@ -32,6 +77,8 @@ def reply_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
 
     At RCPT only the enhanced status code is kept: the reply may name a recipient, perhaps a Bcc one.
     """
+    if is_quota_exhausted(code, text):
+        return quota_error(where, stage, code, text)
     shown = (text.split(maxsplit=1) or [""])[0] if stage == "RCPT" else text[:120]
     if is_throttling(code, text):
         return DeliveryError(f"{where} is throttling us at {stage} ({code} {shown}).", code=code, throttled=True)
@@ -48,7 +95,10 @@ def greeting_error(where: str, code: int, text: str) -> DeliveryError:
 
     Relays say "too many connections" in many ways (``432 4.3.2``, ``421 Service not available``, ``450``);
     each means: come back later, slower. Treated as throttling, every session backs off before connecting.
+    A greeting that names the daily quota is that instead.
     """
+    if is_quota_exhausted(code, text):
+        return quota_error(where, "the greeting", code, text)
     if code in _BUSY_GREETINGS:
         return DeliveryError(
             f"{where} is throttling us at the greeting ({code} {text[:120]}).", code=code, throttled=True
@@ -62,6 +112,13 @@ def recipients_error(refused: Mapping[str, tuple[int, str]]) -> DeliveryError:
     Who was refused, with each reply, stays on the error's ``refused`` attribute.
     """
     codes = sorted({code for code, _ in refused.values()})
+    if all(is_quota_exhausted(code, text) for code, text in refused.values()):
+        return DeliveryError(
+            f"every recipient was refused for the relay's daily quota: {len(refused)} recipient(s), SMTP code(s) "
+            f"{', '.join(map(str, codes))}; bulk mail through this relay stops until 00:00 UTC.",
+            refused=refused,
+            exhausted=True,
+        )
     throttled = all(is_throttling(code, text) for code, text in refused.values())
     return DeliveryError(
         f"every recipient was refused: {len(refused)} recipient(s), SMTP code(s) {', '.join(map(str, codes))}"

@@ -224,13 +224,15 @@ def test_throttling_widens_the_shared_spacing_then_it_recovers():
 
 
 def test_deadline_gives_messages_left_a_transient_deadline_error(throttler, ca):
-    limits = _limits(max_messages_per_minute=1, deadline=1.0)  # the second message's slot is a minute away
+    # The second message's slot is a minute away (no slot kept for alerts, so the first one is free now).
+    limits = _limits(max_messages_per_minute=1, deadline=1.0, alert_reserve=0.0)
     outcomes = asyncio.run(deliver_batch(numbered_outgoing(3), _opener(throttler.port, ca), limits))
     assert isinstance(outcomes[0], SendReceipt)
     for outcome in outcomes[1:]:
         assert isinstance(outcome, DeliveryError) and outcome.transient and not outcome.throttled
         assert str(outcome) == (
-            "sending did not finish within the deadline of 1s; raise extra deadline or check the server."
+            "relay budget: no slot for bulk mail within the deadline (1/min, 0% kept for alerts); raise extra "
+            "deadline, lower the fan-out or raise max_messages_per_minute if the relay allows it."
         )
     assert len(throttler.arrivals) == 1
 
