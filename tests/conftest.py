@@ -47,6 +47,7 @@ SERVICE_FIXTURES: dict[str, tuple[str, ...]] = {
     "bao": ("vault",),
     "smtp_server": ("smtp",),
     "seaweed": ("s3",),
+    "redis": ("redis",),  # a private redis-server (the relay budget's shared state)
     "s3_conn": ("s3",),
     "airflow_db": ("airflow_db",),
     "clamd": ("clamd",),  # test_scan: a real clamd
@@ -58,7 +59,7 @@ SERVICE_FIXTURES: dict[str, tuple[str, ...]] = {
     "refusing": ("smtp",),  # test_transport_throttling: RefusingGreetingServer
     "pgp_ids": ("tools",),  # gpg --quick-gen-key
 }
-SERVICE_MARKERS = ("smtp", "vault", "s3", "clamd", "spamd", "browser", "airflow_db", "tools")
+SERVICE_MARKERS = ("smtp", "vault", "s3", "redis", "clamd", "spamd", "browser", "airflow_db", "tools")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,6 +80,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _FORBIDDEN = {
     "bao": "OpenBao",
     "weed": "SeaweedFS",
+    "redis-server": "Redis",
     "clamd": "clamd",
     "spamd": "spamd",
     "chromium": "Chromium",
@@ -202,6 +204,15 @@ def transit_key(bao: OpenBaoDevServer) -> Iterator[str]:
 
     yield create_transit_key(bao, "mail-archive-" + secrets.token_hex(3))
     TransitSealer.forget_keys()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[Any]:
+    """Debian's redis-server on a private loopback port, with a generated password (``redis.url``)."""
+    from airflow_secure_mail.testing.redis import RedisServer
+
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
