@@ -80,8 +80,11 @@ class ObjectStoreBackend:
         location = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         return cls(ObjectStore(location, conn_id))
 
-    def _create(self, name: str, data: bytes = b"") -> bool:
-        """True if this call created ``name``; False if it exists."""
+    def _create(self, name: str, data: bytes = b"1") -> bool:
+        """True if this call created ``name``; False if it exists.
+
+        Never empty: s3fs writes an empty object without ``If-None-Match``, so two writers would both succeed.
+        """
         try:
             self.store.write_once(name, data)
         except ArchiveError as exc:

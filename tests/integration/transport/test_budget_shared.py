@@ -47,7 +47,7 @@ def relay() -> Iterator[BudgetRelay]:
         yield server
 
 
-@pytest.fixture(params=["redis", "file"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "file"])
 def budget_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "redis":
         server = request.getfixturevalue("redis")
