@@ -96,10 +96,12 @@ class SecureEmailOperator(BaseOperator):
         priority: str = "bulk",
         **kwargs: Any,
     ) -> None:
-        from airflow_secure_mail.transport.budget import check_priority
-
         super().__init__(**kwargs)
-        self.priority = check_priority(priority)  # "alert": the relay budget's reserved share, never behind bulk
+        if priority not in ("alert", "bulk"):  # checked here, not by importing the budget: DAG parsing stays cheap
+            from airflow_secure_mail.errors import ConfigurationError
+
+            raise ConfigurationError(f"priority must be 'alert' or 'bulk', not {priority!r}.")
+        self.priority = priority  # "alert": the relay budget's reserved share, never behind bulk
         self.to = to
         self.cc = cc
         self.bcc = bcc
