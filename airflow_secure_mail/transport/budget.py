@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from airflow_secure_mail.errors import ConfigurationError, DeliveryError
 
@@ -292,6 +293,12 @@ class RedisBackend:
 
     def __init__(self, url: str) -> None:
         import redis
+
+        from airflow_secure_mail._masking import mask
+
+        password = urlsplit(url).password
+        if password:  # a password in budget_url never reaches a task log
+            mask(password, "budget_url")
 
         self._client: Any = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
         self._scripts = {
