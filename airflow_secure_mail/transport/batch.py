@@ -78,6 +78,10 @@ class DeliveryLimits:
                 raise ConfigurationError(f"{name} must be above 0, not {number}.")
         if self.retry_backoff < 0:
             raise ConfigurationError(f"retry_backoff must not be negative, not {self.retry_backoff}.")
+        for name, count in (("max_recipients_per_day", self.max_recipients_per_day),
+                            ("max_connections", self.max_connections)):  # fmt: skip
+            if count is not None and count < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {count}; leave it unset for no limit.")
 
 
 async def deliver_batch(

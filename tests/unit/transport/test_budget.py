@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -124,3 +125,49 @@ def test_other_replies_are_not_quota():
     assert not is_quota_exhausted(554, "5.7.1 Relay access denied")
     busy = greeting_error("relay:587", 432, "4.3.2 Too many connections")
     assert busy.throttled and busy.code == 432 and not busy.exhausted
+
+
+def _settings(**extra: object):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from airflow_secure_mail.connection.settings import SmtpSettings
+
+    conn = SimpleNamespace(
+        conn_id="relay", host="smtp.example.com", port=587, login=None, password=None,
+        extra_dejson={"auth": "none", **extra},
+    )  # fmt: skip
+    return SmtpSettings.from_connection(conn)
+
+
+def test_the_connection_extras_reach_the_batch_limits():
+    settings = _settings(
+        max_messages_per_minute=30, max_recipients_per_day="10000", max_connections=3,
+        budget_url="redis://127.0.0.1:6379/0", alert_reserve=0.25, vault_path="smtp/reports",
+    )  # fmt: skip
+    budget = settings.delivery_limits("relay").budget()
+    assert budget == BudgetLimits(
+        relay="smtp.example.com_587_smtp_reports", per_minute=30, recipients_per_day=10000, max_connections=3,
+        reserve=0.25, url="redis://127.0.0.1:6379/0",
+    )  # fmt: skip
+    defaults = _settings().delivery_limits("relay").budget()
+    assert (defaults.url, defaults.reserve, defaults.max_connections) == (None, 0.2, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"alert_reserve": 1.5}, "extra alert_reserve must be at least 0 and below 1, e.g. 0.2."),
+        ({"budget_url": "localhost:6379"}, "extra budget_url needs a scheme: redis://host:port/db"),
+        ({"max_connections": 0}, "extra max_connections must be above 0, not 0"),
+    ],
+)
+def test_wrong_budget_extras_say_what_to_set(extra, message):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        _settings(**extra)
+
+
+def test_limits_refuse_a_zero_cap():
+    from airflow_secure_mail.transport.batch import DeliveryLimits
+
+    with pytest.raises(ConfigurationError, match="max_connections must be at least 1, not 0; leave it unset"):
+        DeliveryLimits(max_connections=0)
