@@ -178,7 +178,7 @@ class _Failover:
         if not self.fallbacks:
             return False
         outcome = d.outcome
-        if isinstance(outcome, DeliveryError) and outcome.maybe_delivered:
+        if self.allowed and isinstance(outcome, DeliveryError) and outcome.maybe_delivered:
             log.warning(
                 "%s: the connection to relay %s was lost after DATA, so it may have been delivered: not sent "
                 "through fallback %s (a retry of the task sends the staged copy again)",
