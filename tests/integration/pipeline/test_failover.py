@@ -211,3 +211,25 @@ def test_every_relay_down_is_one_error_naming_each(mail_env, archive, tmp_path):
     assert caught.value.transient and mail_env.smtp.messages == []
     meta = _outcome(tmp_path / "archive")
     assert meta["status"] == "failed" and "relay" not in meta and meta["error"] == message
+
+
+def test_only_the_copies_the_primary_did_not_take_fail_over(mail_env, archive, tmp_path):
+    _quota_classified(mail_env.monkeypatch)
+    _primary(mail_env)
+    _fallback(mail_env)
+    mail_env.smtp.script.data_replies.append("554 5.2.0 daily quota exceeded")  # the first copy only
+    monkeypatch = mail_env.monkeypatch
+    monkeypatch.setattr(dispatch_module, "dispatch", functools.partial(dispatch_module.dispatch, priority="alert"))
+    request = MailRequest(
+        sender="airflow@example.com", to=("ana@example.com", "bo@example.com"), subject="load failed", text="42",
+        id_seed="dag|task|run|-1",
+    )  # fmt: skip
+    channel = MailChannel.for_conn("smtp_a")
+    result = send_mail(request, channel=channel, archive=archive, origin=ORIGIN, one_message_per_recipient=True)
+    ports = {m.rcpt_tos[0]: m.port for m in mail_env.smtp.messages}
+    assert ports == {"ana@example.com": mail_env.smtp.port(), "bo@example.com": mail_env.smtp.port(starttls=True)}
+    relays = {_record(tmp_path / "archive", key)["envelope"]["recipients"][0]: _record(tmp_path / "archive", key)["relay"]
+              for key in result.archive_keys}  # fmt: skip
+    assert relays == {"ana@example.com": "smtp_b", "bo@example.com": "smtp_a"}
+    again = send_mail(request, channel=channel, archive=archive, origin=ORIGIN, one_message_per_recipient=True)
+    assert again.already_sent == 2 and len(mail_env.smtp.messages) == 2
