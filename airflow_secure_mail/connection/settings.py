@@ -42,6 +42,10 @@ class SmtpSettings:
     oauth_endpoint: str | None = None
     oauth_scope: str | None = None
     max_messages_per_minute: float | None = None
+    fallback_conn_ids: tuple[str, ...] = ()
+    """Connections tried in order when this relay is down, keeps failing TLS/AUTH or is exhausted."""
+    bulk_failover: bool = False
+    """Bulk mail fails over too (alert mail always does)."""
     freeze_vault_path: str | None = None
     """Where the freeze switch lives (KV, the credentials' mount and version); None = ``<vault_path>.freeze``."""
     freeze_check_interval: float = 10.0
@@ -81,6 +85,8 @@ class SmtpSettings:
             raise ConfigurationError(f"{who} sets oauth_endpoint: set auth to xoauth2 or oauthbearer too.")
         if values["auth"] != "none" and not values["vault_path"]:
             raise ConfigurationError(f"{who} needs extra vault_path: where the SMTP credentials live in Vault.")
+        if getattr(conn, "conn_id", None) in values["fallback_conn_ids"]:
+            raise ConfigurationError(f"{who} lists itself in fallback_conn_ids: name other connections.")
         named = {f.name for f in fields(cls)} - {"host", "port", "policy_defaults"}
         return cls(
             host=conn.host,
