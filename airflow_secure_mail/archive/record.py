@@ -66,6 +66,9 @@ class RecordMetadata:
     error: str | None = None
     tls: Mapping[str, Any] | None = None
     committed_at: str | None = None
+    relay: str | None = None
+    """The connection id of the relay that took the message (a fallback's when the primary failed over); None in
+    records written before it existed, and in records of messages that were never sent."""
     schema_version: int = SCHEMA_VERSION
 
     def committed(
@@ -79,8 +82,9 @@ class RecordMetadata:
         data = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: asdict's deep copies cost more
         data["envelope"] = {"sender": data.pop("sender"), "recipients": list(data.pop("recipients"))}
         data["status"] = self.status.value
-        if self.resend_of is None:
-            del data["resend_of"]
+        for optional in ("resend_of", "relay"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     def to_json(self) -> bytes:

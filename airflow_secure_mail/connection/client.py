@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_secure_mail import _metrics
-from airflow_secure_mail.errors import VaultSecretError
+from airflow_secure_mail.errors import SecureMailError, VaultSecretError
 from airflow_secure_mail.transport.session import SendReceipt, SessionInfo, SmtpCredentials, SmtpSession
 from airflow_secure_mail.transport.tls import TLSPolicy
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import ssl
 
     from airflow_secure_mail.connection.settings import SmtpSettings
-    from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.mail.outgoing import Outgoing
     from airflow_secure_mail.transport.batch import Outcome
 
@@ -116,7 +115,6 @@ async def session_info(settings: SmtpSettings, vault: Any) -> SessionInfo:
 
 async def check_connection(settings: SmtpSettings, vault: Any) -> tuple[bool, str]:
     """(ok, one line) for the connection test: connect, TLS, AUTH, within extra ``deadline``; sends nothing."""
-    from airflow_secure_mail.errors import SecureMailError
     from airflow_secure_mail.transport.describe import describe_session
 
     try:
@@ -172,18 +170,40 @@ class SmtpClient:
         *,
         concurrency: int = 1,
         on_outcome: Callable[[int, Outgoing, Outcome], Awaitable[None]] | None = None,
+        opening_failures: list[SecureMailError] | None = None,
     ) -> list[SendReceipt | SecureMailError]:
         """Deliver each copy as is; one outcome per copy, in order, never raising for one copy's failure.
 
         Up to ``concurrency`` reused sessions, at most ``max_messages_per_minute``; the connection's
         ``deadline`` bounds the whole batch, Vault included. ``on_outcome`` hears of each copy as it ends.
+        ``opening_failures`` collects each error raised while a session opened (connect, TLS, AUTH, the
+        credentials): a copy whose outcome is one of them never reached DATA, so another relay may send it.
         """
         from airflow_secure_mail.transport.batch import deliver_batch
         from airflow_secure_mail.vault import deadline as vault_deadline
 
+        opener = self.open
+        if opening_failures is not None:
+            failures = opening_failures
+
+            async def opener() -> SmtpSession:
+                try:
+                    return await self.open()
+                except SecureMailError as exc:
+                    failures.append(exc)
+                    raise
+
         limits = self.settings.delivery_limits(self.conn_id, concurrency=concurrency)
         with vault_deadline(self.settings.deadline):
-            return await deliver_batch(batch, self.open, limits, on_outcome)
+            return await deliver_batch(batch, opener, limits, on_outcome)
+
+    def within(self, seconds: float) -> SmtpClient:
+        """This client with its deadline cut to ``seconds`` (a fallback gets what is left of the primary's)."""
+        from dataclasses import replace
+
+        if seconds >= self.settings.deadline:
+            return self
+        return SmtpClient(self.conn_id, replace(self.settings, deadline=max(seconds, 0.001)), vault=self._vault)
 
     async def check(self) -> tuple[bool, str]:
         """Connect, negotiate TLS and authenticate; send nothing. Returns (ok, one-line detail)."""

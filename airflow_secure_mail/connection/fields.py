@@ -23,7 +23,7 @@ class Field:
     """One extra: its JSON type, default (``None``: derived or unset), help text, old names and allowed values."""
 
     name: str
-    type: str  # "string" | "integer" | "number" | "object"
+    type: str  # "string" | "integer" | "number" | "object" | "list" (of names) | "boolean"
     label: str
     description: str
     default: Any = None
@@ -90,6 +90,12 @@ FIELDS: tuple[Field, ...] = (
           default_text="per process"),
     Field("alert_reserve", "number", "Alert reserve", "Share of each minute's messages kept for alert mail "
           "(notifier, digests, listeners); bulk (operator) mail takes only the rest.", default=0.2),
+    Field("fallback_conn_ids", "list", "Fallback connections", "securesmtp connection ids tried in this order "
+          "when this relay is unreachable, keeps failing TLS/AUTH or is out of its daily quota: alert mail fails "
+          "over, bulk mail only with bulk_failover. Comma-separated or a JSON list.", default=(),
+          default_text="none"),
+    Field("bulk_failover", "boolean", "Bulk mail fails over too", "Let bulk (operator) mail use "
+          "fallback_conn_ids as well; alert mail always does.", default=False, default_text="false"),
     Field("freeze_vault_path", "string", "Vault path of the freeze switch", "KV path (same mount and version "
           "as the credentials) that `airflow-secure-mail incident freeze` writes and every send reads.",
           default_text="<vault_path>.freeze"),
@@ -123,6 +129,10 @@ def _coerce(field: Field, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
+        if field.type == "list":
+            return _names(value)
+        if field.type == "boolean":
+            return _boolean(value)
         if field.type == "object":
             parsed = json.loads(value) if isinstance(value, str) else value
             if not isinstance(parsed, dict):
@@ -132,8 +142,33 @@ def _coerce(field: Field, value: Any) -> Any:
             raise ValueError
         return value.strip()
     except (TypeError, ValueError):
-        kind = {"integer": "a whole number", "number": "a number", "object": "a JSON object"}.get(field.type, "text")
+        kind = {
+            "integer": "a whole number",
+            "number": "a number",
+            "object": "a JSON object",
+            "list": "a comma-separated list or a JSON list of names",
+            "boolean": "true or false",
+        }.get(field.type, "text")
         raise ExtraError(f"extra {field.name} must be {kind}, not {value!r}.") from None
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names: a JSON list (also as text) or a comma-separated string; blanks dropped, order kept."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError
+    return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+
+
+def _boolean(value: Any) -> bool:
+    """``true``/``false`` (JSON), or the words a form or an env var may hold."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return value.strip().lower() in ("true", "yes", "1", "on")
+    raise ValueError
 
 
 def read_extras(extra: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -165,11 +200,15 @@ def read_extras(extra: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return values, notes
 
 
+_FORM_TYPES = {"list": "string"}
+"""A list of names is typed into the form as comma-separated text."""
+
+
 def conn_fields() -> dict[str, dict[str, Any]]:
     """The ``conn-fields`` of ``get_provider_info``: one optional form field per extra, default in its text."""
     out: dict[str, dict[str, Any]] = {}
     for field in FIELDS:
-        schema: dict[str, Any] = {"type": [field.type, "null"]}
+        schema: dict[str, Any] = {"type": [_FORM_TYPES.get(field.type, field.type), "null"]}
         if field.choices:
             schema["enum"] = [*field.choices, None]
             schema["values_display"] = {"null": f"default ({field.shown_default()})"}

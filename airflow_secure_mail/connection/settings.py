@@ -46,6 +46,10 @@ class SmtpSettings:
     max_connections: int | None = None
     budget_url: str | None = None
     alert_reserve: float = 0.2
+    fallback_conn_ids: tuple[str, ...] = ()
+    """Connections tried in order when this relay is down, keeps failing TLS/AUTH or is exhausted."""
+    bulk_failover: bool = False
+    """Bulk mail fails over too (alert mail always does)."""
     freeze_vault_path: str | None = None
     """Where the freeze switch lives (KV, the credentials' mount and version); None = ``<vault_path>.freeze``."""
     freeze_check_interval: float = 10.0
@@ -91,6 +95,8 @@ class SmtpSettings:
             )
         if values["auth"] != "none" and not values["vault_path"]:
             raise ConfigurationError(f"{who} needs extra vault_path: where the SMTP credentials live in Vault.")
+        if getattr(conn, "conn_id", None) in values["fallback_conn_ids"]:
+            raise ConfigurationError(f"{who} lists itself in fallback_conn_ids: name other connections.")
         named = {f.name for f in fields(cls)} - {"host", "port", "policy_defaults"}
         return cls(
             host=conn.host,

@@ -3,17 +3,34 @@ committed in groups as they arrive, so SMTP never waits for the disk nor the dis
 
 Exactly-once as before: a copy is staged (pending) before it is sent; a retry finds a delivered record and
 sends nothing, or a pending one and sends exactly the staged bytes.
+
+Failover (extra ``fallback_conn_ids``): a copy the primary relay never took because it is down (no session
+opened: connect, TLS, AUTH), keeps failing transiently, or is exhausted (a daily quota) goes through the next
+relay, alert mail always, bulk mail with ``bulk_failover``: the same staged bytes, the same one record, which
+then names the relay that took it. A copy lost after DATA may have been delivered: it never fails over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_secure_mail.errors import ArchiveError, ArchiveIntegrityError, DeliveryError, SecureMailError, detached
+from airflow_secure_mail.errors import (
+    ArchiveError,
+    ArchiveIntegrityError,
+    ConfigurationError,
+    DeliveryError,
+    SecureMailError,
+    SendFrozen,
+    SmtpAuthError,
+    TransportSecurityError,
+    VaultSecretError,
+    detached,
+)
 from airflow_secure_mail.mail.outgoing import Outgoing
 from airflow_secure_mail.transport.batch import Outcome
 from airflow_secure_mail.transport.session import SendReceipt
@@ -28,6 +45,9 @@ _PARALLEL = 16
 """Copies staged (and outcomes committed) at once: one durability barrier serves the whole group."""
 _COMMIT_WAIT = 0.025
 """How long a delivered copy's outcome may wait for others to fill its commit group (seconds)."""
+_MIN_LEFT = 1.0
+"""Seconds of the send's deadline a fallback needs at least to be worth trying."""
+PRIORITIES = ("alert", "bulk")
 
 
 @dataclass
@@ -40,6 +60,8 @@ class Delivery:
     already_sent: bool = False
     commit_error: ArchiveError | None = None
     """The outcome could not be recorded (after retries): the task must fail, or a retry would send again."""
+    relay: str | None = None
+    """The connection id whose relay gave ``outcome`` (a fallback's after a failover); None if none did."""
 
 
 @dataclass(frozen=True)
@@ -58,29 +80,192 @@ async def dispatch(
     info: RecordInfo,
     *,
     concurrency: int = 1,
+    priority: str = "bulk",
 ) -> list[Delivery]:
-    """Every copy delivered (or found already delivered) and, with an archive, recorded."""
+    """Every copy delivered (or found already delivered) and, with an archive, recorded.
+
+    ``priority`` (``alert`` or ``bulk``) decides whether a copy the relay could not take fails over to the
+    connection's ``fallback_conn_ids``: alert mail does, bulk mail only with ``bulk_failover``.
+    """
+    if priority not in PRIORITIES:
+        raise ConfigurationError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}.")
+    failover = _Failover(client, priority, concurrency, time.monotonic())
     deliveries = [Delivery(item) for item in items]
     if store is None:
-        outcomes = await client.adeliver(items, concurrency=concurrency)
+        outcomes = await client.adeliver(items, concurrency=concurrency, opening_failures=failover.opening)
         for d, outcome in zip(deliveries, outcomes, strict=True):
-            d.outcome = outcome
+            d.outcome, d.relay = outcome, client.conn_id
+        await failover.run([d for d in deliveries if failover.hold(d)])
         return deliveries
     sending: list[Delivery] = []
+    held: list[Delivery] = []
     committer = _GroupCommit(store)
 
     async def on_outcome(index: int, item: Outgoing, outcome: Outcome) -> None:
-        sending[index].outcome = outcome
-        committer.add(sending[index])
+        d = sending[index]
+        d.outcome, d.relay = outcome, client.conn_id
+        if failover.hold(d):  # recorded once the fallbacks had their turn: the one record names the relay
+            held.append(d)
+        else:
+            committer.add(d)
 
     try:
-        await client.adeliver(_staged(deliveries, store, info, sending), concurrency=concurrency, on_outcome=on_outcome)
+        await client.adeliver(
+            _staged(deliveries, store, info, sending),
+            concurrency=concurrency,
+            on_outcome=on_outcome,
+            opening_failures=failover.opening,
+        )
+        await failover.run(held)
+        for d in held:
+            committer.add(d)
     finally:
         await committer.close()
     for d in deliveries:  # the deadline ran out before their turn: staged, so a retry sends them
         if d.outcome is None:
             d.outcome = DeliveryError("not sent: the send deadline ran out before its turn.", transient=True)
     return deliveries
+
+
+def relay_down(outcome: Outcome | None, opening: Sequence[SecureMailError]) -> str | None:
+    """Why the relay did not take a copy that another relay may send (it never reached DATA there), else None.
+
+    ``opening``: the errors raised while sessions opened. A copy refused for itself (a recipient, its content,
+    its size), lost after DATA (``maybe_delivered``) or slowed by throttling is not the relay being down.
+    """
+    if not isinstance(outcome, SecureMailError):
+        return None
+    if isinstance(outcome, DeliveryError):
+        if outcome.maybe_delivered:
+            return None
+        if outcome.exhausted:
+            return f"is exhausted ({_short(outcome)})"
+    if any(outcome is error for error in opening):
+        if isinstance(outcome, TransportSecurityError):
+            return f"failed TLS ({_short(outcome)})"
+        if isinstance(outcome, SmtpAuthError):
+            return f"failed AUTH ({_short(outcome)})"
+        if isinstance(outcome, VaultSecretError):
+            return f"has no readable credentials ({_short(outcome)})"
+        if isinstance(outcome, ConfigurationError):
+            return f"is misconfigured ({_short(outcome)})"
+        return f"is unreachable ({_short(outcome)})"
+    if isinstance(outcome, DeliveryError) and outcome.transient and not outcome.throttled and not outcome.refused:
+        return f"keeps failing ({_short(outcome)})"
+    return None
+
+
+def _short(error: BaseException) -> str:
+    """The error's one line, without its closing full stop (it sits inside a sentence)."""
+    return " ".join(str(error).split()).rstrip(".")
+
+
+class _Failover:
+    """The primary's fallbacks for one dispatch: which copies wait for them, and their turn."""
+
+    def __init__(self, client: SmtpClient, priority: str, concurrency: int, started: float) -> None:
+        self.client = client
+        self.priority = priority
+        self.concurrency = concurrency
+        self.started = started
+        self.fallbacks: tuple[str, ...] = tuple(client.settings.fallback_conn_ids)
+        self.allowed = bool(self.fallbacks) and (priority == "alert" or client.settings.bulk_failover)
+        self.opening: list[SecureMailError] = []
+        """Errors raised while the primary's sessions opened: their copies never reached DATA."""
+
+    def hold(self, d: Delivery) -> bool:
+        """True when ``d`` waits for a fallback; a copy that cannot fail over gets an outcome that says why."""
+        if not self.fallbacks:
+            return False
+        outcome = d.outcome
+        if self.allowed and isinstance(outcome, DeliveryError) and outcome.maybe_delivered:
+            log.warning(
+                "%s: the connection to relay %s was lost after DATA, so it may have been delivered: not sent "
+                "through fallback %s (a retry of the task sends the staged copy again)",
+                d.item.message_id, self.client.conn_id, self.fallbacks[0],
+            )  # fmt: skip
+            return False
+        reason = relay_down(outcome, self.opening)
+        if reason is None:
+            return False
+        if self.allowed:
+            return True
+        assert isinstance(outcome, SecureMailError)
+        d.outcome = _like(
+            outcome,
+            f"relay {self.client.conn_id} {reason}: bulk mail does not fail over to {', '.join(self.fallbacks)}; "
+            f"set extra bulk_failover=true on connection {self.client.conn_id!r} to let it.",
+        )
+        return False
+
+    async def run(self, held: list[Delivery]) -> None:
+        """Each fallback in turn sends what the relay before it could not; all down: one error naming each."""
+        if not held:
+            return
+        primary = self.client
+        reason = relay_down(held[0].outcome, self.opening)
+        tried = [f"{primary.conn_id} {reason}"]
+        current, left = f"{primary.conn_id} {reason}", held
+        for conn_id in self.fallbacks:
+            remaining = primary.settings.deadline - (time.monotonic() - self.started)
+            if remaining < _MIN_LEFT:
+                tried.append(f"{conn_id} not tried (the deadline of {primary.settings.deadline:.0f}s ran out)")
+                continue
+            client, why = await _fallback_client(conn_id)
+            if client is None:
+                tried.append(f"{conn_id} {why}")
+                continue
+            log.warning("relay %s: %s mail goes through fallback %s", current, self.priority, conn_id)
+            opening: list[SecureMailError] = []
+            outcomes = await client.within(remaining).adeliver(
+                [d.item for d in left], concurrency=self.concurrency, opening_failures=opening
+            )
+            still: list[Delivery] = []
+            for d, outcome in zip(left, outcomes, strict=True):
+                d.outcome, d.relay = outcome, conn_id
+                if relay_down(outcome, opening) is not None:
+                    still.append(d)
+                elif isinstance(outcome, DeliveryError) and outcome.maybe_delivered:
+                    log.warning(
+                        "%s: the connection to fallback %s was lost after DATA, so it may have been delivered: "
+                        "not sent through another relay", d.item.message_id, conn_id,
+                    )  # fmt: skip
+            if not still:
+                return
+            left = still
+            current = f"{conn_id} {relay_down(left[0].outcome, opening)}"
+            tried.append(current)
+        errors = [d.outcome for d in left if isinstance(d.outcome, DeliveryError)]
+        error = DeliveryError(
+            f"every relay failed ({self.priority} mail): {'; '.join(tried)}.",
+            transient=any(e.transient for e in errors) or not errors,
+            exhausted=bool(errors) and len(errors) == len(left) and all(e.exhausted for e in errors),
+        )
+        for d in left:
+            d.outcome, d.relay = error, None
+
+
+async def _fallback_client(conn_id: str) -> tuple[SmtpClient | None, str]:
+    """The fallback's client (its own TLS policy, credentials, deadline), or None and why it cannot be used."""
+    from airflow_secure_mail.pipeline.channel import MailChannel
+
+    try:
+        channel = MailChannel.for_conn(conn_id)
+        await channel.check_not_frozen()
+    except SendFrozen as exc:
+        return None, f"is frozen ({exc.reason})"
+    except SecureMailError as exc:
+        return None, f"is misconfigured ({_short(exc)})"
+    except Exception as exc:  # e.g. Airflow has no such connection: this fallback is skipped, the next is tried
+        return None, f"is misconfigured ({type(exc).__name__}: {_short(exc)})"
+    return channel.client, ""
+
+
+def _like(error: SecureMailError, message: str) -> DeliveryError:
+    """A DeliveryError saying ``message`` with what ``error`` said about retrying (transient, exhausted)."""
+    if isinstance(error, DeliveryError):
+        return DeliveryError(message, code=error.code, transient=error.transient, exhausted=error.exhausted)
+    return DeliveryError(message)
 
 
 async def _staged(
@@ -311,5 +496,5 @@ def _committed(d: Delivery) -> ArchiveRecord:
         lost = isinstance(d.outcome, DeliveryError) and d.outcome.maybe_delivered
         status = ArchiveStatus.UNKNOWN if lost else ArchiveStatus.FAILED
         receipt, error = None, str(d.outcome)
-    meta = d.record.meta.committed(status, datetime.now(UTC).isoformat(), receipt, error)
+    meta = replace(d.record.meta.committed(status, datetime.now(UTC).isoformat(), receipt, error), relay=d.relay)
     return ArchiveRecord(d.record.key, d.record.prefix, meta)

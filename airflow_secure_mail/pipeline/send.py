@@ -163,7 +163,9 @@ async def _send(
     info = RecordInfo(dict(origin or {}), prepared.protection)
     store = as_archive(archive)
     with send_priority(priority):  # every batch of this send (and a failover's) takes the budget at this priority
-        deliveries = await dispatch(prepared.items, channel.client, store, info, concurrency=concurrency)
+        deliveries = await dispatch(
+            prepared.items, channel.client, store, info, concurrency=concurrency, priority=priority
+        )
     for d in deliveries:
         if d.already_sent:
             log_already_sent(d.item, d.record.status if d.record is not None else "sent")

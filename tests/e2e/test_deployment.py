@@ -147,12 +147,13 @@ def test_documented_setup_command_creates_what_the_examples_need_once(deployment
     (ARTIFACTS / f"setup-{deployment.name}.txt").write_text(output)
     assert vault.server.root_token not in output and vault.token not in output
     items = _setup_items(output)
-    expected = ["Transit engine at transit/", "Transit key mail-archive", "SMTP credentials", "signing keys"]
-    assert list(items)[:4] == expected and "recipient key board@example.com" in items, output
+    expected = ["Transit engine at transit/", "Transit key mail-archive", "SMTP credentials", "freeze switch"]
+    assert list(items)[:5] == [*expected, "signing keys"] and "recipient key board@example.com" in items, output
     assert items["SMTP credentials"] == "OK", output  # the team stored it; setup never invents one
+    assert items["freeze switch"] == "OK", output  # the incident kill switch is readable, nothing frozen
     created = {what for what, status in items.items() if status == "CREATED"}
     if output is SETUP_OUTPUTS[0]:
-        assert created == set(items) - {"SMTP credentials"}, output
+        assert created == set(items) - {"SMTP credentials", "freeze switch"}, output
         assert "TEST KEYS" in output
     else:
         assert set(items.values()) == {"OK"}, output  # idempotent: the second deployment changes nothing
