@@ -154,6 +154,17 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_relay_budgets() -> Iterator[None]:
+    """Each test starts with empty per-process relay budgets: a relay that one test found exhausted for today
+    (or whose slots it took) must not stop another test's bulk mail through the same session-wide server."""
+    from airflow_secure_mail.transport.budget import forget_budgets
+
+    forget_budgets()
+    yield
+    forget_budgets()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _installed_listener_plugin_stays_out() -> Iterator[None]:
     """The installed package's ``airflow.plugins`` entry point makes Airflow register our listener plugin in any

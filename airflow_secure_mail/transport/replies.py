@@ -48,8 +48,8 @@ def quota_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
     """The relay's daily quota is used up (``exhausted``): bulk mail stops until the next UTC day."""
     shown = _enhanced(text) if stage == "RCPT" else text[:120]
     return DeliveryError(
-        f"{where} refused for its daily quota at {stage} ({code} {shown}): bulk mail through this relay stops "
-        "until 00:00 UTC; alert mail goes to a fallback relay if one is set (extra fallback_conn_ids).",
+        f"{where} refused for its daily quota at {stage} ({code} {shown}); bulk mail through it stops until "
+        "00:00 UTC (alert mail goes through extra fallback_conn_ids if set).",
         code=code,
         exhausted=True,
     )

@@ -7,7 +7,6 @@ its implicit-TLS port, so ``Received.port`` says which relay received each messa
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -17,7 +16,6 @@ import pytest
 from airflow_secure_mail.archive.store import MailArchive
 from airflow_secure_mail.errors import DeliveryError
 from airflow_secure_mail.mail.compose import MailRequest
-from airflow_secure_mail.pipeline import dispatch as dispatch_module
 from airflow_secure_mail.pipeline.channel import MailChannel
 from airflow_secure_mail.pipeline.send import send_mail
 from airflow_secure_mail.testing._ports import free_port
@@ -40,12 +38,11 @@ def _fallback(mail_env, conn_id: str = "smtp_b", **extra: object) -> None:
 
 
 def _send(monkeypatch, archive: MailArchive | None, priority: str, *, subject: str = "load failed"):  # type: ignore[no-untyped-def]
-    """send_mail through smtp_a with ``priority`` reaching dispatch (the budget helper wires it for real)."""
-    monkeypatch.setattr(dispatch_module, "dispatch", functools.partial(dispatch_module.dispatch, priority=priority))
+    """send_mail through smtp_a at ``priority``."""
     request = MailRequest(
         sender="airflow@example.com", to=("ops@example.com",), subject=subject, text="42", id_seed="dag|task|run|-1"
     )
-    return send_mail(request, channel=MailChannel.for_conn("smtp_a"), archive=archive, origin=ORIGIN)
+    return send_mail(request, channel=MailChannel.for_conn("smtp_a"), archive=archive, origin=ORIGIN, priority=priority)
 
 
 def _record(archive_dir, key: str) -> dict[str, object]:
@@ -126,23 +123,7 @@ def test_a_primary_refusing_tls_fails_over(mail_env, archive, tmp_path, caplog):
     )
 
 
-def _quota_classified(monkeypatch) -> None:
-    """The budget helper's reply classification (``554 5.2.0`` → exhausted) is not on main yet: this stands in."""
-    from airflow_secure_mail.transport import transaction
-
-    original = transaction.reply_error
-
-    def reply_error(where: str, stage: str, code: int, text: str) -> DeliveryError:
-        error = original(where, stage, code, text)
-        if code == 554 and text.startswith("5.2.0"):
-            return DeliveryError(str(error), code=code, exhausted=True)
-        return error
-
-    monkeypatch.setattr(transaction, "reply_error", reply_error)
-
-
 def test_an_exhausted_primary_sends_alerts_through_the_fallback_and_stops_bulk(mail_env, archive, tmp_path, caplog):
-    _quota_classified(mail_env.monkeypatch)
     _primary(mail_env)
     _fallback(mail_env)
     mail_env.smtp.script.data_replies.append("554 5.2.0 daily quota exceeded")
@@ -154,7 +135,8 @@ def test_an_exhausted_primary_sends_alerts_through_the_fallback_and_stops_bulk(m
     assert _record(tmp_path / "archive", key)["relay"] == "smtp_b"
     where = f"localhost:{mail_env.smtp.port(starttls=True)}"
     assert (
-        f"relay smtp_a is exhausted ({where} answered 554 '5.2.0 daily quota exceeded' at DATA): "
+        f"relay smtp_a is exhausted ({where} refused for its daily quota at DATA (554 5.2.0 daily quota exceeded); "
+        "bulk mail through it stops until 00:00 UTC (alert mail goes through extra fallback_conn_ids if set)): "
         "alert mail goes through fallback smtp_b" in _lines(caplog)
     )
     mail_env.smtp.script.data_replies.append("554 5.2.0 daily quota exceeded")
@@ -214,22 +196,23 @@ def test_every_relay_down_is_one_error_naming_each(mail_env, archive, tmp_path):
 
 
 def test_only_the_copies_the_primary_did_not_take_fail_over(mail_env, archive, tmp_path):
-    _quota_classified(mail_env.monkeypatch)
     _primary(mail_env)
     _fallback(mail_env)
     mail_env.smtp.script.data_replies.append("554 5.2.0 daily quota exceeded")  # the first copy only
-    monkeypatch = mail_env.monkeypatch
-    monkeypatch.setattr(dispatch_module, "dispatch", functools.partial(dispatch_module.dispatch, priority="alert"))
     request = MailRequest(
         sender="airflow@example.com", to=("ana@example.com", "bo@example.com"), subject="load failed", text="42",
         id_seed="dag|task|run|-1",
     )  # fmt: skip
     channel = MailChannel.for_conn("smtp_a")
-    result = send_mail(request, channel=channel, archive=archive, origin=ORIGIN, one_message_per_recipient=True)
+    result = send_mail(
+        request, channel=channel, archive=archive, origin=ORIGIN, one_message_per_recipient=True, priority="alert"
+    )
     ports = {m.rcpt_tos[0]: m.port for m in mail_env.smtp.messages}
     assert ports == {"ana@example.com": mail_env.smtp.port(), "bo@example.com": mail_env.smtp.port(starttls=True)}
     relays = {_record(tmp_path / "archive", key)["envelope"]["recipients"][0]: _record(tmp_path / "archive", key)["relay"]
               for key in result.archive_keys}  # fmt: skip
     assert relays == {"ana@example.com": "smtp_b", "bo@example.com": "smtp_a"}
-    again = send_mail(request, channel=channel, archive=archive, origin=ORIGIN, one_message_per_recipient=True)
+    again = send_mail(
+        request, channel=channel, archive=archive, origin=ORIGIN, one_message_per_recipient=True, priority="alert"
+    )
     assert again.already_sent == 2 and len(mail_env.smtp.messages) == 2
