@@ -86,19 +86,24 @@ def log_outcomes(
     *,
     protection: str | None = None,
     archived: Sequence[str | None] = (),
+    relays: Sequence[str | None] = (),
+    primary: str | None = None,
 ) -> None:
     """One task-log line per copy sent now and one summary: server, TLS, recipient counts, Message-IDs, how the
-    copy was protected (``Protection.describe()``) and where it was archived (``archived``: one per ``sent``)."""
+    copy was protected (``Protection.describe()``) and where it was archived (``archived``: one per ``sent``).
+    A copy a fallback relay took (``relays``: its connection id, one per ``sent``) names that connection."""
     ok, failed = [], []
     how = protection if protection and protection != "none" else "not signed or encrypted"
     places = list(archived) + [None] * (len(sent) - len(archived))
-    for (item, outcome), place in zip(sent, places, strict=True):
+    took = list(relays) + [None] * (len(sent) - len(relays))
+    for (item, outcome), place, relay in zip(sent, places, took, strict=True):
         where = f"archived at {place}" if place else "not archived"
+        via = server if relay is None or relay == primary else f"fallback connection {relay}"
         if isinstance(outcome, SendReceipt):
             ok.append(item.message_id)
             refused = f", {len(outcome.refused)} refused" if outcome.refused else ""
             log.info("sent %s to %d recipient(s)%s via %s over %s; %s; %s", outcome.message_id or item.message_id,
-                     len(outcome.accepted), refused, server, outcome.tls_version or "no TLS", how, where)  # fmt: skip
+                     len(outcome.accepted), refused, via, outcome.tls_version or "no TLS", how, where)  # fmt: skip
         else:
             failed.append(item.message_id)
             kind = "transient" if isinstance(outcome, DeliveryError) and outcome.transient else "permanent"

@@ -173,6 +173,7 @@ async def _send(
     log_outcomes(
         channel.server, [(d.item, d.outcome) for d in now], sum(d.already_sent for d in deliveries),  # type: ignore[misc]
         protection=prepared.protection, archived=[archived_at(store, d.record) for d in now],
+        relays=[d.relay for d in now], primary=channel.conn_id,
     )  # fmt: skip
     unrecorded = next((d.commit_error for d in deliveries if d.commit_error is not None), None)
     if unrecorded is not None:  # logged above what went out; failing keeps the task from reporting success

@@ -75,6 +75,8 @@ def test_alert_goes_through_the_fallback_once_when_the_primary_is_down(mail_env,
         f"relay smtp_a is unreachable (cannot connect to localhost:{closed} (SMTPConnectError): check host, port "
         "and network): alert mail goes through fallback smtp_b"
     )
+    [sent] = [line for line in _lines(caplog) if line.startswith("sent ")]
+    assert " via fallback connection smtp_b over " in sent  # not the primary's host:port
     again = _send(mail_env.monkeypatch, archive, "alert")  # the task's retry: the one record says sent
     assert again.already_sent == 1 and len(mail_env.smtp.messages) == 1
 
