@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_secure_mail.pipeline.budget_store import ObjectStoreBackend
-from airflow_secure_mail.transport.budget import RedisBackend, forget_budgets
+from airflow_secure_mail.transport.budget import RedisBackend, forget_budgets, is_reserved
 
 
 @pytest.fixture(
@@ -44,8 +44,14 @@ def test_racing_processes_never_claim_one_slot_twice(backends):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(claim, range(24)))
     claimed = [k for k in got if k is not None]
-    assert len(claimed) == len(set(claimed)) == 20  # every slot once, the rest found none
-    assert got.count(None) == 4
+    assert len(claimed) == len(set(claimed)) and set(claimed) <= set(range(1000, 1020))  # never one slot twice
+    # who ran first decides how many there were: an alert may take a bulk slot before a bulk claim asks for it,
+    # and a reserved slot then stays free. But a claim finds none only when none it may take was free.
+    ordinary = {k for k in range(1000, 1020) if not is_reserved(k, 0.2)}
+    if any(k is None for i, k in enumerate(got) if i % 3 != 0):
+        assert ordinary <= set(claimed)  # a bulk claim found none: every ordinary slot was taken
+    if any(k is None for i, k in enumerate(got) if i % 3 == 0):
+        assert len(claimed) == 20  # an alert claim found none: every slot was taken
 
 
 def test_racing_processes_never_pass_the_recipient_quota(backends):
