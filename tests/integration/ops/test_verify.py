@@ -16,7 +16,7 @@ from tests.integration.ops.seed import seed
 
 RELAY = (
     b"Return-Path: <airflow@example.com>\n"
-    b"Received: from relay.example (relay.example [192.0.2.1])\n"
+    b"Received: from relay.example (relay.example [127.0.0.1])\n"
     b"\tby mx.partner.example with ESMTPS id 4Xy; Tue, 8 Dec 2026 03:00:01 +0000\n"
     b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=sel;\n"
     b"\tbh=abc=; b=def=\n"
